@@ -1,0 +1,25 @@
+"""Shared fixtures. ROS tests run with discovery on loopback only and a domain id of their own."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ros_env(monkeypatch):
+    """Environment for ROS processes of one test: localhost discovery, a random domain id.
+
+    Sets the variables in this process (for rclpy.init here) and returns a copy of the whole
+    environment for subprocesses.
+    """
+    domain = random.SystemRandom().randint(1, 100)
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    return dict(os.environ)

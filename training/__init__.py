@@ -1,0 +1,1 @@
+"""Offline training: datasets, pre-transforms, targets, losses, amalgamation, trainer, evaluation."""
