@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
     package_data={"training": ["configs/*.yaml"]},
     data_files=[
-        (f"share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),

@@ -9,12 +9,9 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
+from caer_msgs.msg import PersonEmotion, PersonEmotionArray
 from conftest import REPO
-
-rclpy = pytest.importorskip("rclpy")  # noqa: F841 - present after make setup
-from caer_msgs.msg import PersonEmotion, PersonEmotionArray  # noqa: E402
 
 SPEC = {
     "stamp": [1_763_000_123, 456_789_012],

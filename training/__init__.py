@@ -1,1 +1,2 @@
-"""Offline training: datasets, pre-transforms, targets, losses, amalgamation, trainer, evaluation."""
+"""Offline training: datasets, pre-transforms, targets, losses, amalgamation, trainer,
+evaluation."""
