@@ -85,13 +85,17 @@ def test_person_emotion_array_crosses_processes(ros_env):
         deadline = time.monotonic() + 60
         while not received and time.monotonic() < deadline and publisher.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.2)
-        publishers = node.get_publishers_info_by_topic(topic)
+        # The graph learns node names a little after the topic itself: wait for them.
+        names: list[str] = []
+        while time.monotonic() < deadline and names != ["test_people_publisher"]:
+            names = [p.node_name for p in node.get_publishers_info_by_topic(topic)]
+            rclpy.spin_once(node, timeout_sec=0.1)
     finally:
         rclpy.shutdown()
         publisher.terminate()
         output, _ = publisher.communicate(timeout=20)
     assert received, f"nothing received from the publisher process; its output:\n{output}"
-    assert [p.node_name for p in publishers] == ["test_people_publisher"]
+    assert names == ["test_people_publisher"], "the message did not come from the publisher process"
 
     msg = received[0]
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == tuple(SPEC["stamp"])
