@@ -1,0 +1,437 @@
+"""Decoding of network maps into people (caer_ros/inference/decode.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from caer_ros.inference.decode import (
+    DecodeSettings,
+    Detections,
+    ScoreMaps,
+    activate,
+    box_cells,
+    cell_centers,
+    center_cells,
+    decode,
+    extract_scores,
+    labels_over_threshold,
+    merge_flipped,
+    peak_nms,
+    read_people,
+    score_maps,
+    top_peaks,
+)
+from caer_ros.model.output import BENetOutput, ScaleOutput
+
+INPUT = 128  # square network input, in pixels
+SETS = {"emotic": 4, "heco": 3}
+BACKGROUND = 0.05  # probability of heatmap and emotion maps away from people
+
+
+@dataclass
+class Person:
+    cx: float
+    cy: float
+    w: float
+    h: float
+    score: float  # heatmap probability at the centre
+    emotions: dict[str, tuple[float, ...]]
+    continuous: tuple[float, float, float]
+
+    @property
+    def box(self) -> list[float]:
+        half_w, half_h = self.w / 2, self.h / 2
+        return [self.cx - half_w, self.cy - half_h, self.cx + half_w, self.cy + half_h]
+
+
+def _logit(p: np.ndarray) -> torch.Tensor:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))
+
+
+def render(people: list[Person], stride: int, sigma: float = 4.0) -> ScaleOutput:
+    """Maps a perfect network would give, sampled at cell centres (batch of one).
+
+    Heatmap: a Gaussian (sigma in input pixels) scaled to the person's score; size, emotion and
+    continuous maps: the person's values on the cells whose centre is inside the person's box.
+    """
+    n = INPUT // stride
+    centres = (np.arange(n) + 0.5) * stride
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    heat = np.full((n, n), BACKGROUND)
+    size = np.zeros((2, n, n))
+    emotions = {name: np.full((e, n, n), BACKGROUND) for name, e in SETS.items()}
+    continuous = np.full((3, n, n), 0.5)
+    for p in people:
+        gauss = p.score * np.exp(-((xs - p.cx) ** 2 + (ys - p.cy) ** 2) / (2 * sigma**2))
+        heat = np.maximum(heat, gauss)
+        x1, y1, x2, y2 = p.box
+        inside = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+        size[:, inside] = np.array([[p.w], [p.h]]) / stride
+        for name, values in p.emotions.items():
+            emotions[name][:, inside] = np.array(values)[:, None]
+        continuous[:, inside] = np.array(p.continuous)[:, None]
+    return ScaleOutput(
+        stride=stride,
+        heatmap=_logit(heat)[None, None],
+        size=torch.from_numpy(size.astype(np.float32))[None],
+        emotions={name: _logit(m)[None] for name, m in emotions.items()},
+        continuous=_logit(continuous)[None],
+    )
+
+
+def output_of(people: list[Person], half: bool = False) -> BENetOutput:
+    return BENetOutput(quarter=render(people, 4), half=render(people, 2) if half else None)
+
+
+def flip_output(output: BENetOutput) -> BENetOutput:
+    """The maps a perfect network gives for the mirrored image."""
+    flat = {k: v.flip(-1) for k, v in output.flat().items()}
+    return BENetOutput.from_flat(flat)
+
+
+def cat(outputs: list[BENetOutput]) -> BENetOutput:
+    """Concatenate outputs along the batch."""
+    flats = [o.flat() for o in outputs]
+    return BENetOutput.from_flat({k: torch.cat([f[k] for f in flats]) for k in flats[0]})
+
+
+# Three people centred on 1/4-map cell centres (4 * j + 2), boxes not overlapping.
+PEOPLE = [
+    Person(22, 26, 24, 40, 0.9, {"emotic": (0.9, 0.1, 0.7, 0.2), "heco": (0.3, 0.8, 0.1)},
+           (0.8, 0.4, 0.6)),
+    Person(82, 42, 32, 48, 0.8, {"emotic": (0.2, 0.6, 0.3, 0.95), "heco": (0.6, 0.2, 0.4)},
+           (0.2, 0.7, 0.5)),
+    Person(50, 102, 16, 20, 0.6, {"emotic": (0.5, 0.5, 0.05, 0.4), "heco": (0.1, 0.1, 0.9)},
+           (0.5, 0.5, 0.3)),
+]
+
+
+def assert_people(det: Detections, people: list[Person], box_atol: float = 1e-3) -> None:
+    """``det`` holds exactly ``people`` (given highest score first)."""
+    assert len(det) == len(people)
+    np.testing.assert_allclose(det.boxes, [p.box for p in people], atol=box_atol)
+    np.testing.assert_allclose(det.detection_scores, [p.score for p in people], atol=1e-4)
+    np.testing.assert_allclose(det.scores, [p.emotions["emotic"] for p in people], atol=1e-4)
+    np.testing.assert_allclose(
+        det.set_scores["heco"], [p.emotions["heco"] for p in people], atol=1e-4
+    )
+    np.testing.assert_allclose(det.continuous, [p.continuous for p in people], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- whole decode
+
+
+@pytest.mark.parametrize("extraction", ["box_mean", "center"])
+def test_decode_finds_exactly_the_people(extraction):
+    settings = DecodeSettings(detection_threshold=0.3, extraction=extraction, fuse_scales=False)
+    (det,) = decode(output_of(PEOPLE), settings)
+    assert det.category_set == "emotic"
+    assert det.boxes.dtype == np.float32 and det.detection_scores.dtype == np.float32
+    assert_people(det, PEOPLE)
+
+
+def test_decode_accepts_the_flat_numpy_outputs_of_onnx_runtime():
+    flat = {k: v.numpy() for k, v in output_of(PEOPLE).flat().items()}
+    settings = DecodeSettings(fuse_scales=False)
+    (det,) = decode(flat, settings)
+    assert_people(det, PEOPLE)
+
+
+def test_threshold_filters_and_top_k_caps():
+    output = output_of(PEOPLE)
+    (det,) = decode(output, DecodeSettings(detection_threshold=0.7))
+    assert_people(det, PEOPLE[:2])
+    (det,) = decode(output, DecodeSettings(detection_threshold=0.3, top_k=1))
+    assert_people(det, PEOPLE[:1])
+    (det,) = decode(output, DecodeSettings(detection_threshold=0.95))
+    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.scores.shape == (0, 4)
+
+
+def test_primary_set_selects_the_scores():
+    (det,) = decode(output_of(PEOPLE), primary_set="heco")
+    assert det.category_set == "heco"
+    np.testing.assert_allclose(det.scores, [p.emotions["heco"] for p in PEOPLE], atol=1e-4)
+    with pytest.raises(ValueError, match="no emotion maps for category set 'nope'"):
+        decode(output_of(PEOPLE), primary_set="nope")
+
+
+def test_batch_of_two_decodes_each_image_independently():
+    other = [Person(70, 70, 40, 60, 0.7, {"emotic": (0.1, 0.2, 0.3, 0.4), "heco": (0.5,) * 3},
+                    (0.1, 0.2, 0.3))]
+    batch = cat([output_of(PEOPLE), output_of(other)])
+    first, second = decode(batch)
+    assert_people(first, PEOPLE)
+    assert_people(second, other)
+
+
+def test_fusing_quarter_and_half_maps_finds_the_same_people():
+    # Centres at 4j + 1: inside 1/4 cell j and exactly at the centre of 1/2 cell 2j.
+    people = [
+        Person(21, 25, 24, 40, 0.9, PEOPLE[0].emotions, PEOPLE[0].continuous),
+        Person(81, 41, 32, 48, 0.8, PEOPLE[1].emotions, PEOPLE[1].continuous),
+        Person(49, 101, 16, 20, 0.6, PEOPLE[2].emotions, PEOPLE[2].continuous),
+    ]
+    output = output_of(people, half=True)
+    fused = score_maps(output, DecodeSettings(fuse_scales=True))
+    assert fused.stride == 2 and fused.heatmap.shape == (1, 1, 64, 64)
+    centre = DecodeSettings(extraction="center")
+    (quarter,) = decode(output, dataclasses.replace(centre, fuse_scales=False))
+    (both,) = decode(output, dataclasses.replace(centre, fuse_scales=True))
+    assert len(quarter) == len(both) == 3
+    # 1/2 grid: centres exact; 1/4 grid: quantised to the cell centre, one pixel off.
+    np.testing.assert_allclose(both.boxes, [p.box for p in people], atol=1e-3)
+    np.testing.assert_allclose(quarter.boxes, [p.box for p in people], atol=1.0 + 1e-3)
+    expected = [p.emotions["emotic"] for p in people]
+    np.testing.assert_allclose(both.scores, expected, atol=1e-4)
+    np.testing.assert_allclose(quarter.scores, expected, atol=1e-4)
+    np.testing.assert_allclose(both.continuous, quarter.continuous, atol=1e-4)
+    # Box means also see the box edges, where the upsampled 1/4 maps blur into the background.
+    (means,) = decode(output, DecodeSettings(extraction="box_mean", fuse_scales=True))
+    np.testing.assert_allclose(means.scores, expected, atol=0.05)
+    # The upsampled 1/4 heatmap is lower away from its own cell centres: fused <= true score.
+    true_scores = np.array([p.score for p in people])
+    assert (both.detection_scores <= true_scores + 1e-6).all()
+    assert (both.detection_scores > 0.9 * true_scores).all()
+
+
+def test_fuse_scales_converts_sizes_to_common_units():
+    person = [Person(41, 41, 40, 24, 0.9, PEOPLE[0].emotions, PEOPLE[0].continuous)]
+    fused = score_maps(output_of(person, half=True), DecodeSettings(fuse_scales=True))
+    assert fused.size[0, :, 20, 20].tolist() == pytest.approx([40.0, 24.0])
+
+
+# --------------------------------------------------------------------------- flip test
+
+
+def test_flip_test_on_a_symmetric_scene_is_consistent():
+    emotions = PEOPLE[0].emotions
+    # Centres on 1/2 cell centres (no plateau between two cells); box edges off every cell
+    # centre, so that painting [x1, x2) is mirror-symmetric.
+    left = Person(33, 49, 27, 41, 0.9, emotions, (0.8, 0.4, 0.6))
+    right = Person(INPUT - 33, 49, 27, 41, 0.9, emotions, (0.8, 0.4, 0.6))
+    output = output_of([left, right], half=True)
+    flipped = flip_output(output)
+    for a, b in zip(output.flat().values(), flipped.flat().values(), strict=True):
+        assert torch.equal(a, b)  # the scene is its own mirror image
+    (plain,) = decode(output)
+    (merged,) = decode(output, DecodeSettings(flip_test=True), flipped=flipped)
+    assert len(merged) == 2
+    np.testing.assert_allclose(merged.boxes, plain.boxes, atol=1e-4)
+    np.testing.assert_allclose(merged.scores, plain.scores, atol=1e-5)
+    np.testing.assert_allclose(merged.boxes[:, [0, 2]].mean(), INPUT / 2, atol=1e-4)
+
+
+def test_flip_test_flips_the_mirrored_maps_back():
+    output = output_of(PEOPLE, half=True)
+    (plain,) = decode(output)
+    (merged,) = decode(output, DecodeSettings(flip_test=True), flipped=flip_output(output))
+    np.testing.assert_allclose(merged.boxes, plain.boxes, atol=1e-4)
+    np.testing.assert_allclose(merged.detection_scores, plain.detection_scores, atol=1e-5)
+    np.testing.assert_allclose(merged.scores, plain.scores, atol=1e-5)
+    np.testing.assert_allclose(merged.continuous, plain.continuous, atol=1e-5)
+
+
+def test_merge_flipped_averages_with_the_mirror():
+    a = activate(render(PEOPLE, 4))
+    b = ScoreMaps(
+        stride=4,
+        heatmap=torch.rand_like(a.heatmap),
+        size=torch.rand_like(a.size),
+        emotions={k: torch.rand_like(v) for k, v in a.emotions.items()},
+        continuous=torch.rand_like(a.continuous),
+    )
+    merged = merge_flipped(a, b)
+    torch.testing.assert_close(merged.size, (a.size + b.size.flip(-1)) / 2)
+    torch.testing.assert_close(
+        merged.emotions["heco"], (a.emotions["heco"] + b.emotions["heco"].flip(-1)) / 2
+    )
+
+
+def test_flip_test_needs_the_flipped_output():
+    with pytest.raises(ValueError, match="flip_test is on"):
+        decode(output_of(PEOPLE), DecodeSettings(flip_test=True))
+
+
+# --------------------------------------------------------------------------- peaks
+
+
+def test_peak_nms_suppresses_neighbours_and_keeps_separate_peaks():
+    heat = torch.zeros(1, 1, 8, 8)
+    heat[0, 0, 2:5, 2:5] = 0.5  # neighbours of the first peak
+    heat[0, 0, 3, 3] = 0.9
+    heat[0, 0, 3, 6] = 0.6  # a second peak three cells away
+    kept = peak_nms(heat, 3)
+    assert torch.nonzero(kept[0, 0]).tolist() == [[3, 3], [3, 6]]
+    assert kept[0, 0, 3, 3] == pytest.approx(0.9) and kept[0, 0, 3, 6] == pytest.approx(0.6)
+    # A 7x7 window sees both: only the higher survives.
+    assert torch.nonzero(peak_nms(heat, 7)[0, 0]).tolist() == [[3, 3]]
+
+
+def test_top_peaks_order_and_cap():
+    heat = torch.zeros(2, 1, 6, 10)
+    heat[0, 0, 1, 2], heat[0, 0, 4, 7], heat[0, 0, 5, 0] = 0.3, 0.9, 0.6
+    heat[1, 0, 0, 9] = 0.8
+    scores, rows, cols = top_peaks(heat, 2)
+    torch.testing.assert_close(scores, torch.tensor([[0.9, 0.6], [0.8, 0.0]]))
+    assert rows[0].tolist() == [4, 5] and cols[0].tolist() == [7, 0]
+    assert (rows[1, 0].item(), cols[1, 0].item()) == (0, 9)
+    assert top_peaks(heat, 1000)[0].shape == (2, 60)  # K capped at the map size
+
+
+def test_cell_centre_convention_round_trips():
+    rows, cols = torch.tensor([0, 3, 7]), torch.tensor([5, 0, 7])
+    cx, cy = cell_centers(rows, cols, 4)
+    assert cx.tolist() == [22.0, 2.0, 30.0] and cy.tolist() == [2.0, 14.0, 30.0]
+    back_rows, back_cols = center_cells(cx, cy, 4, 8, 8)
+    assert back_rows.tolist() == rows.tolist() and back_cols.tolist() == cols.tolist()
+    # A cell covers [4j, 4j + 4): its left edge belongs to it, its right edge to the next cell.
+    _, c = center_cells(torch.tensor([4.0, 7.999, 8.0, -3.0, 99.0]), torch.zeros(5), 4, 8, 8)
+    assert c.tolist() == [1, 1, 2, 0, 7]
+
+
+# --------------------------------------------------------------------------- emotion scores
+
+
+def _reference_cells(lo: float, hi: float, size: int) -> list[int]:
+    """Slow statement of the rule: cells whose centre is in [lo, hi), else the centre's cell."""
+    cells = [j for j in range(size) if lo <= j + 0.5 < hi]
+    return cells or [min(max(math.floor((lo + hi) / 2), 0), size - 1)]
+
+
+def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    xy1 = rng.uniform([-4, -4], [w + 2, h + 2], size=(n, 2))
+    wh = rng.choice([0.0, 0.3, 0.9, 2.5, 7.0, 15.0], size=(n, 2)) + rng.uniform(0, 1, (n, 2))
+    return np.concatenate([xy1, xy1 + wh], axis=1)
+
+
+def test_box_mean_matches_a_slow_reference():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(size=(2, 5, 17, 23)).astype(np.float32)
+    boxes = np.stack([_random_boxes(rng, 40, 17, 23) for _ in range(2)])
+    fast = extract_scores(torch.from_numpy(maps), torch.from_numpy(boxes), "box_mean")
+    for b in range(2):
+        for k, (x1, y1, x2, y2) in enumerate(boxes[b]):
+            xs, ys = _reference_cells(x1, x2, 23), _reference_cells(y1, y2, 17)
+            expected = maps[b][:, ys][:, :, xs].reshape(5, -1).mean(1)
+            np.testing.assert_allclose(fast[b, k].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_box_cells_has_at_least_one_cell():
+    boxes = torch.tensor([[3.6, 2.1, 3.9, 2.4], [-9.0, -9.0, -5.0, -5.0], [40.0, 1.0, 50.0, 2.0]])
+    x0, y0, x1, y1 = box_cells(boxes, 8, 8)
+    assert x0.tolist() == [3, 0, 7] and x1.tolist() == [4, 1, 8]
+    assert y0.tolist() == [2, 0, 1] and y1.tolist() == [3, 1, 2]
+
+
+def test_center_mode_reads_the_centre_cell():
+    rng = np.random.default_rng(1)
+    maps = rng.uniform(size=(4, 17, 23)).astype(np.float32)
+    boxes = _random_boxes(rng, 30, 17, 23)
+    values = extract_scores(maps, boxes, "center")  # one image, numpy in and out
+    assert isinstance(values, np.ndarray) and values.shape == (30, 4)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        col = min(max(math.floor((x1 + x2) / 2), 0), 22)
+        row = min(max(math.floor((y1 + y2) / 2), 0), 16)
+        np.testing.assert_allclose(values[k], maps[:, row, col])
+
+
+def test_extract_scores_with_boxes_in_input_pixels():
+    maps = torch.zeros(1, 1, 8, 8)
+    maps[0, 0, 2:4, 4:6] = 1.0  # input pixels x in [16, 24), y in [8, 16) at stride 4
+    boxes = torch.tensor([[[16.0, 8.0, 24.0, 16.0], [16.0, 8.0, 32.0, 16.0]]])
+    assert extract_scores(maps, boxes, "box_mean", stride=4)[0, :, 0].tolist() == [1.0, 0.5]
+    assert extract_scores(maps, boxes / 4, "box_mean")[0, :, 0].tolist() == [1.0, 0.5]
+    empty = extract_scores(maps, torch.zeros(1, 0, 4), "box_mean", stride=4)
+    assert empty.shape == (1, 0, 1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        extract_scores(maps, boxes, "max")
+
+
+def test_box_mean_is_differentiable():
+    maps = torch.rand(1, 2, 6, 6, requires_grad=True)
+    values = extract_scores(maps, torch.tensor([[[1.0, 1.0, 3.0, 4.0]]]))
+    values.sum().backward()
+    grad = maps.grad[0, 0]
+    assert grad[1:4, 1:3].allclose(torch.full((3, 2), 1 / 6)) and grad.sum() == pytest.approx(1)
+
+
+def test_read_people_with_ground_truth_boxes():
+    maps = activate(render(PEOPLE, 4))
+    boxes = torch.tensor([[p.box for p in PEOPLE]])
+    emotions, continuous = read_people(maps, boxes, "box_mean")
+    np.testing.assert_allclose(
+        emotions["emotic"][0].numpy(), [p.emotions["emotic"] for p in PEOPLE], atol=1e-4
+    )
+    np.testing.assert_allclose(continuous[0].numpy(), [p.continuous for p in PEOPLE], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- labels, settings
+
+
+def test_labels_over_threshold_highest_first():
+    categories = ["Anger", "Fear", "Happiness", "Peace"]
+    scores = np.array([[0.2, 0.7, 0.9, 0.5], [0.1, 0.1, 0.1, 0.1], [0.6, 0.6, 0.3, 0.8]])
+    assert labels_over_threshold(scores, categories, 0.5) == [
+        ["Happiness", "Fear", "Peace"], [], ["Peace", "Anger", "Fear"]
+    ]
+    per_category = [0.1, 0.8, 0.95, 0.5]
+    assert labels_over_threshold(scores, categories, per_category) == [
+        ["Peace", "Anger"], ["Anger"], ["Peace", "Anger"]
+    ]
+    assert labels_over_threshold(np.zeros((0, 4)), categories, 0.5) == []
+    with pytest.raises(ValueError, match="one per category"):
+        labels_over_threshold(scores, categories, [0.5, 0.5])
+    with pytest.raises(ValueError, match="scores must be"):
+        labels_over_threshold(scores[:, :3], categories, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"detection_threshold": 1.5}, "detection_threshold must be in"),
+        ({"detection_threshold": "high"}, "detection_threshold must be a number"),
+        ({"top_k": 0}, "top_k must be a positive integer"),
+        ({"peak_kernel": 4}, "peak_kernel must be odd"),
+        ({"peak_kernel": 2.0}, "peak_kernel must be a positive integer"),
+        ({"extraction": "max"}, "extraction must be one of box_mean, center"),
+        ({"fuse_scales": "yes"}, "fuse_scales must be true or false"),
+        ({"flip_test": 1}, "flip_test must be true or false"),
+    ],
+)
+def test_decode_settings_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DecodeSettings(**kwargs)
+
+
+def test_decode_settings_from_model_file_dict():
+    values = {"detection_threshold": 0.4, "extraction": "center", "emotion_thresholds": [0.5]}
+    settings = DecodeSettings.from_dict(values)
+    assert settings == DecodeSettings(detection_threshold=0.4, extraction="center")
+    assert DecodeSettings.from_dict(settings.to_dict()) == settings
+    with pytest.raises(ValueError, match="unknown decode setting"):
+        DecodeSettings.from_dict({"top_k": 5, "nms": 3})
+
+
+def test_detections_with_boxes():
+    (det,) = decode(output_of(PEOPLE))
+    moved = det.with_boxes(det.boxes * 2)
+    np.testing.assert_allclose(moved.boxes, det.boxes * 2)
+    assert moved.scores is det.scores
+    with pytest.raises(ValueError, match="boxes must have shape"):
+        det.with_boxes(np.zeros((1, 4)))
+
+
+def test_decode_leaves_the_network_output_unchanged():
+    output = output_of(PEOPLE, half=True)
+    flipped = flip_output(output)
+    before = {k: v.clone() for k, v in {**output.flat(), **flipped.flat()}.items()}
+    decode(output, DecodeSettings(flip_test=True), flipped=flipped)
+    after = {**output.flat(), **flipped.flat()}
+    assert all(torch.equal(before[k], after[k]) for k in before)
