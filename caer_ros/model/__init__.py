@@ -1,1 +1,54 @@
-"""caer_ros.model (pure PyTorch/numpy; imports neither rclpy nor training code)."""
+"""caer_ros.model (pure PyTorch/numpy; imports neither rclpy nor training code).
+
+BENet (Cladiere et al., 2023) and the KA student (Cladiere et al., 2024): an HRNet backbone
+(``hrnet``, ``blocks``, ``attention``), the detection / emotion-map / classification heads
+(``heads``), their assembly (``network``), configs (``config``, ``inference_settings``), the
+model file (``checkpoint``) and pretrained-backbone loading (``weights``).
+"""
+
+from caer_ros.model.checkpoint import (
+    ModelFile,
+    ModelFileError,
+    load_model_file,
+    read_model_file,
+    save_model_file,
+)
+from caer_ros.model.config import (
+    BACKBONE_PRESETS,
+    AttentionConfig,
+    BackboneConfig,
+    ModelConfig,
+    StageConfig,
+    backbone_preset,
+)
+from caer_ros.model.hrnet import HRNet
+from caer_ros.model.inference_settings import InferenceSettings
+from caer_ros.model.network import BENet, build_model
+from caer_ros.model.output import BENetOutput, ScaleOutput
+from caer_ros.model.params import ParameterCounts, parameter_counts
+from caer_ros.model.weights import BackboneWeightsError, LoadReport, load_backbone_weights
+
+__all__ = [
+    "BACKBONE_PRESETS",
+    "AttentionConfig",
+    "BENet",
+    "BENetOutput",
+    "BackboneConfig",
+    "BackboneWeightsError",
+    "HRNet",
+    "InferenceSettings",
+    "LoadReport",
+    "ModelConfig",
+    "ModelFile",
+    "ModelFileError",
+    "ParameterCounts",
+    "ScaleOutput",
+    "StageConfig",
+    "backbone_preset",
+    "build_model",
+    "load_backbone_weights",
+    "load_model_file",
+    "parameter_counts",
+    "read_model_file",
+    "save_model_file",
+]

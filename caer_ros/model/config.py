@@ -1,0 +1,363 @@
+"""Model configuration: HRNet backbone layouts (presets as data) and the BENet model config.
+
+The backbone follows HRNet (Wang et al., 2020) as used by BENet (Cladiere et al., 2023,
+section 3.1) and the KA student (Cladiere et al., 2024, section 3.1): a stem, stage 1 made of
+Bottleneck blocks, then stages 2-4 with 2, 3 and 4 parallel branches at 1/4, 1/8, 1/16 and
+1/32 of the input, each stage a sequence of multi-resolution modules.
+
+Everything here is plain data: ``to_dict()`` gives lists, dicts, strings, numbers and bools
+only (that is what a model file stores), ``from_dict()`` reads it back with validation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from caer_ros.labels import EMOTIC
+
+BLOCK_TYPES = ("basic", "bottleneck")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], what: str) -> None:
+    if not isinstance(data, dict):
+        _fail(f"{what} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        _fail(f"unknown {what} key(s) {unknown}; known keys: {sorted(allowed)}")
+
+
+def _construct(cls: type, values: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required key is missing
+        raise ValueError(f"incomplete {what}: {error}") from None
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        _fail(f"{what} must be a list of integers, got {value!r}")
+    items = tuple(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        _fail(f"{what} must hold positive integers, got {list(items)!r}")
+    return items
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One HRNet stage (2, 3 or 4): ``num_modules`` multi-resolution modules in sequence.
+
+    ``num_blocks[b]`` residual blocks of type ``block`` run on branch ``b``, whose width is
+    ``num_channels[b]`` (times the block expansion, 1 for "basic", 4 for "bottleneck").
+    """
+
+    num_modules: int
+    num_blocks: tuple[int, ...]
+    num_channels: tuple[int, ...]
+    block: str = "basic"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_blocks", _int_tuple(self.num_blocks, "num_blocks"))
+        object.__setattr__(self, "num_channels", _int_tuple(self.num_channels, "num_channels"))
+        if not isinstance(self.num_modules, int) or self.num_modules < 1:
+            _fail(f"num_modules must be a positive integer, got {self.num_modules!r}")
+        if self.block not in BLOCK_TYPES:
+            _fail(f"unknown block type {self.block!r}; known types: {', '.join(BLOCK_TYPES)}")
+        if len(self.num_blocks) != len(self.num_channels):
+            _fail(f"num_blocks {list(self.num_blocks)} and num_channels "
+                  f"{list(self.num_channels)} must have one entry per branch")
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.num_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_modules": self.num_modules, "num_blocks": list(self.num_blocks),
+                "num_channels": list(self.num_channels), "block": self.block}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
+        _check_keys(data, {f.name for f in fields(cls)}, "stage config")
+        return _construct(cls, data, "stage config")
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """CBAM-style attention inside each residual block (BENet section 3.1, after Woo et al.).
+
+    ``reduction``: channel-attention MLP hidden width = channels / reduction (BENet's public
+    code uses 2, which is what makes its backbone attention 0.95 M parameters).
+    ``spatial_kernel``: kernel of the spatial-attention convolution (CBAM uses 7).
+    """
+
+    reduction: int = 2
+    spatial_kernel: int = 7
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reduction, int) or self.reduction < 1:
+            _fail(f"attention reduction must be a positive integer, got {self.reduction!r}")
+        if not isinstance(self.spatial_kernel, int) or self.spatial_kernel < 1 \
+                or self.spatial_kernel % 2 == 0:
+            _fail(f"attention spatial_kernel must be a positive odd integer, "
+                  f"got {self.spatial_kernel!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reduction": self.reduction, "spatial_kernel": self.spatial_kernel}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttentionConfig:
+        _check_keys(data, {f.name for f in fields(cls)}, "attention config")
+        return _construct(cls, data, "attention config")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """An HRNet layout: stem, stage 1 (``layer1``: Bottleneck blocks), stages 2-4.
+
+    ``attention`` is None for the official HRNet (parameter names then equal the official
+    checkpoints' exactly) or an :class:`AttentionConfig` to add CBAM to every residual block.
+    """
+
+    stage2: StageConfig
+    stage3: StageConfig
+    stage4: StageConfig
+    stem_channels: int = 64
+    stage1_blocks: int = 4
+    stage1_channels: int = 64
+    attention: AttentionConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("stem_channels", "stage1_blocks", "stage1_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(f"{name} must be a positive integer, got {value!r}")
+        stages = (self.stage2, self.stage3, self.stage4)
+        for number, stage in enumerate(stages, start=2):
+            if not isinstance(stage, StageConfig):
+                _fail(f"stage{number} must be a StageConfig, got {type(stage).__name__}")
+        pairs = zip(stages[:-1], stages[1:], strict=True)
+        for number, (before, after) in enumerate(pairs, start=3):
+            if after.num_branches < before.num_branches:
+                _fail(f"stage{number} has fewer branches ({after.num_branches}) than "
+                      f"stage{number - 1} ({before.num_branches})")
+
+    @property
+    def stages(self) -> tuple[StageConfig, StageConfig, StageConfig]:
+        return (self.stage2, self.stage3, self.stage4)
+
+    def with_attention(self, enabled: bool) -> BackboneConfig:
+        """This layout with attention switched on (preset settings or defaults) or off."""
+        if not enabled:
+            return replace(self, attention=None)
+        return self if self.attention is not None else replace(self, attention=AttentionConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stem_channels": self.stem_channels,
+            "stage1_blocks": self.stage1_blocks,
+            "stage1_channels": self.stage1_channels,
+            "stage2": self.stage2.to_dict(),
+            "stage3": self.stage3.to_dict(),
+            "stage4": self.stage4.to_dict(),
+            "attention": None if self.attention is None else self.attention.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
+        _check_keys(data, {f.name for f in fields(cls)}, "backbone config")
+        values = dict(data)
+        for name in ("stage2", "stage3", "stage4"):
+            if name not in values:
+                _fail(f"backbone config lacks {name!r}")
+            values[name] = StageConfig.from_dict(values[name])
+        if values.get("attention") is not None:
+            values["attention"] = AttentionConfig.from_dict(values["attention"])
+        return _construct(cls, values, "backbone config")
+
+
+def _stage(modules: int, blocks: int, channels: tuple[int, ...]) -> StageConfig:
+    return StageConfig(modules, (blocks,) * len(channels), channels)
+
+
+# The backbone presets: a table of layouts, not subclasses.
+BACKBONE_PRESETS: dict[str, BackboneConfig] = {
+    # Standard HRNet-W32 (Wang et al., 2020): stages 2/3/4 with 1/4/3 modules of 4 blocks.
+    "hrnet_w32": BackboneConfig(
+        stage2=_stage(1, 4, (32, 64)),
+        stage3=_stage(4, 4, (32, 64, 128)),
+        stage4=_stage(3, 4, (32, 64, 128, 256)),
+    ),
+    # The slimmer W32 of BENet's public code: 2 modules of 3 blocks per stage, with attention.
+    "benet": BackboneConfig(
+        stage2=_stage(2, 3, (32, 64)),
+        stage3=_stage(2, 3, (32, 64, 128)),
+        stage4=_stage(2, 3, (32, 64, 128, 256)),
+        attention=AttentionConfig(),
+    ),
+    # Official HRNet-W18-Small-v2: for CPU use and tests.
+    "hrnet_w18_small": BackboneConfig(
+        stage1_blocks=2,
+        stage2=_stage(1, 2, (18, 36)),
+        stage3=_stage(3, 2, (18, 36, 72)),
+        stage4=_stage(2, 2, (18, 36, 72, 144)),
+    ),
+}
+
+
+def backbone_preset(name: str) -> BackboneConfig:
+    """The backbone layout of a named preset."""
+    try:
+        return BACKBONE_PRESETS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(BACKBONE_PRESETS))
+        raise ValueError(f"unknown backbone preset {name!r}; known presets: {known}") from None
+
+
+_SET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_SET_NAMES = ("continuous",)  # an output of the emotion head of its own
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _default_categories() -> dict[str, tuple[str, ...]]:
+    return {"emotic": EMOTIC}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a :class:`~caer_ros.model.network.BENet`.
+
+    - ``backbone``: a preset name (see :data:`BACKBONE_PRESETS`) or an explicit layout.
+    - ``attention``: None keeps the backbone's own setting; True/False forces CBAM on/off.
+      The same switch applies to the residual blocks of the heads (as in BENet).
+    - ``categories``: category-set name -> category names, in channel order. Several sets can
+      coexist (e.g. ``emotic`` and ``heco``); the first is the primary one for inference.
+    - ``continuous``: add 3 valence/arousal/dominance maps to the emotion head.
+    - ``input_size``: (H, W) of the network input, multiples of 32 (HRNet's coarsest stride).
+    - ``input_mean`` / ``input_std``: RGB normalisation applied to [0, 1] images before the
+      network (ImageNet statistics, those of the official HRNet weights).
+    - ``head_channels`` / ``head_blocks``: width and residual-block count of the detection
+      and emotion-map heads (KA paper 2.1-2.2: 4 blocks).
+    - ``half_resolution``: add the HigherHRNet-style 1/2 outputs (BENet 3.1).
+    - ``person_centric`` / ``background``: the classification heads (BENet 2.3), used in
+      training; ``classifier_expansion`` and ``classifier_channels`` size them (BENet 3.1:
+      HRNet's bottleneck expansion 4 reduced by a factor 4 to 1; final layer 2048/4 = 512).
+    """
+
+    backbone: str | BackboneConfig = "benet"
+    categories: dict[str, tuple[str, ...]] = field(default_factory=_default_categories)
+    continuous: bool = False
+    input_size: tuple[int, int] = (512, 512)
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
+    attention: bool | None = None
+    head_channels: int = 32
+    head_blocks: int = 4
+    half_resolution: bool = True
+    person_centric: bool = True
+    background: bool = True
+    classifier_expansion: int = 1
+    classifier_channels: int = 512
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone, str):
+            backbone_preset(self.backbone)
+        elif not isinstance(self.backbone, BackboneConfig):
+            _fail(f"backbone must be a preset name or a BackboneConfig, "
+                  f"got {type(self.backbone).__name__}")
+        object.__setattr__(self, "categories", self._checked_categories(self.categories))
+        size = tuple(self.input_size) if not isinstance(self.input_size, (str, int)) else ()
+        if len(size) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in size):
+            _fail(f"input_size must be (H, W), positive multiples of 32, got {self.input_size!r}")
+        object.__setattr__(self, "input_size", size)
+        for name in ("input_mean", "input_std"):
+            value = getattr(self, name)
+            values = tuple(value) if not isinstance(value, (str, int, float)) else ()
+            if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
+                _fail(f"{name} must hold 3 numbers (R, G, B), got {value!r}")
+            if name == "input_std" and min(values) <= 0:
+                _fail(f"input_std must be positive, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        for name in ("continuous", "half_resolution", "person_centric", "background"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.attention is not None and not isinstance(self.attention, bool):
+            _fail(f"attention must be a bool or None, got {self.attention!r}")
+        for name, least in (("head_channels", 1), ("head_blocks", 0),
+                            ("classifier_expansion", 1), ("classifier_channels", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                _fail(f"{name} must be an integer >= {least}, got {value!r}")
+
+    @staticmethod
+    def _checked_categories(categories: Any) -> dict[str, tuple[str, ...]]:
+        if not isinstance(categories, dict) or not categories:
+            _fail(f"categories must be a non-empty mapping set name -> category names, "
+                  f"got {categories!r}")
+        checked: dict[str, tuple[str, ...]] = {}
+        for name, names in categories.items():
+            if not isinstance(name, str) or not _SET_NAME.match(name):
+                _fail(f"category-set name {name!r} must be lower-case letters, digits or '_'")
+            if name in RESERVED_SET_NAMES:
+                _fail(f"category-set name {name!r} is reserved")
+            if isinstance(names, str) or not hasattr(names, "__iter__"):
+                _fail(f"category set {name!r} must be a list of names, got {names!r}")
+            names = tuple(names)
+            if not names or not all(isinstance(n, str) and n for n in names):
+                _fail(f"category set {name!r} must hold non-empty names, got {list(names)!r}")
+            if len(set(names)) != len(names):
+                _fail(f"category set {name!r} has duplicate names")
+            checked[name] = names
+        return checked
+
+    @property
+    def primary_set(self) -> str:
+        """The category set the node reports (the first one)."""
+        return next(iter(self.categories))
+
+    @property
+    def backbone_name(self) -> str:
+        return self.backbone if isinstance(self.backbone, str) else "custom"
+
+    def backbone_config(self) -> BackboneConfig:
+        """The backbone layout, with the attention override applied."""
+        layout = backbone_preset(self.backbone) if isinstance(self.backbone, str) \
+            else self.backbone
+        return layout if self.attention is None else layout.with_attention(self.attention)
+
+    def emotion_channels(self) -> dict[str, int]:
+        """Category-set name -> number of emotion maps."""
+        return {name: len(names) for name, names in self.categories.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone if isinstance(self.backbone, str)
+            else self.backbone.to_dict(),
+            "categories": {name: list(names) for name, names in self.categories.items()},
+            "continuous": self.continuous,
+            "input_size": list(self.input_size),
+            "input_mean": list(self.input_mean),
+            "input_std": list(self.input_std),
+            "attention": self.attention,
+            "head_channels": self.head_channels,
+            "head_blocks": self.head_blocks,
+            "half_resolution": self.half_resolution,
+            "person_centric": self.person_centric,
+            "background": self.background,
+            "classifier_expansion": self.classifier_expansion,
+            "classifier_channels": self.classifier_channels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        _check_keys(data, {f.name for f in fields(cls)}, "model config")
+        values = dict(data)
+        if isinstance(values.get("backbone"), dict):
+            values["backbone"] = BackboneConfig.from_dict(values["backbone"])
+        return _construct(cls, values, "model config")

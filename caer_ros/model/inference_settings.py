@@ -1,0 +1,112 @@
+"""How to read a model's outputs at inference time, stored in the model file beside the weights.
+
+- ``detection_threshold``: minimum centre-heatmap score of a detected person.
+- ``emotion_thresholds``: per category set, one threshold per category: a person's ``labels``
+  are the categories scoring at or above theirs.
+- ``extraction``: how a person's emotion scores are read from the emotion maps: ``box_mean``
+  averages the maps inside the detected box (KA paper 2.1-2.2) or ``center`` reads the pixel
+  at the box centre (BENet 2.1).
+- ``peak_kernel``: max-pooling window of the heatmap peak search (CenterNet); ``top_k``: at
+  most that many peaks per image.
+- ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both); ``flip_test``:
+  also run the horizontally flipped image and average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from caer_ros.model.config import ModelConfig
+
+EXTRACTIONS = ("box_mean", "center")
+DEFAULT_EMOTION_THRESHOLD = 0.5
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _probability(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        _fail(f"{what} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Decoding defaults of one model (see the module docstring)."""
+
+    detection_threshold: float = 0.3
+    emotion_thresholds: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    extraction: str = "box_mean"
+    peak_kernel: int = 3
+    top_k: int = 32
+    fuse_scales: bool = True
+    flip_test: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detection_threshold",
+                           _probability(self.detection_threshold, "detection_threshold"))
+        if not isinstance(self.emotion_thresholds, dict):
+            _fail(f"emotion_thresholds must map set name -> thresholds, "
+                  f"got {self.emotion_thresholds!r}")
+        thresholds = {}
+        for name, values in self.emotion_thresholds.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                _fail(f"emotion_thresholds[{name!r}] must be a list of numbers, got {values!r}")
+            thresholds[name] = tuple(_probability(v, f"emotion_thresholds[{name!r}] value")
+                                     for v in values)
+        object.__setattr__(self, "emotion_thresholds", thresholds)
+        if self.extraction not in EXTRACTIONS:
+            _fail(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}")
+        if not isinstance(self.peak_kernel, int) or isinstance(self.peak_kernel, bool) \
+                or self.peak_kernel < 1 or self.peak_kernel % 2 == 0:
+            _fail(f"peak_kernel must be a positive odd integer, got {self.peak_kernel!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            _fail(f"top_k must be a positive integer, got {self.top_k!r}")
+        for name in ("fuse_scales", "flip_test"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    @classmethod
+    def for_model(cls, config: ModelConfig, **overrides: Any) -> InferenceSettings:
+        """Defaults for ``config``: 0.5 for every category unless ``emotion_thresholds`` is
+        given; other fields from ``overrides``. Validated against the config."""
+        thresholds = {name: (DEFAULT_EMOTION_THRESHOLD,) * len(names)
+                      for name, names in config.categories.items()}
+        thresholds.update(overrides.pop("emotion_thresholds", {}))
+        settings = cls(emotion_thresholds=thresholds, **overrides)
+        settings.check_against(config)
+        return settings
+
+    def check_against(self, config: ModelConfig) -> None:
+        """Raise ValueError unless there is one threshold per category of every set."""
+        if set(self.emotion_thresholds) != set(config.categories):
+            _fail(f"emotion_thresholds sets {sorted(self.emotion_thresholds)} differ from "
+                  f"the model's category sets {sorted(config.categories)}")
+        for name, names in config.categories.items():
+            if len(self.emotion_thresholds[name]) != len(names):
+                _fail(f"emotion_thresholds[{name!r}] has {len(self.emotion_thresholds[name])} "
+                      f"values for {len(names)} categories")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detection_threshold": self.detection_threshold,
+            "emotion_thresholds": {k: list(v) for k, v in self.emotion_thresholds.items()},
+            "extraction": self.extraction,
+            "peak_kernel": self.peak_kernel,
+            "top_k": self.top_k,
+            "fuse_scales": self.fuse_scales,
+            "flip_test": self.flip_test,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceSettings:
+        if not isinstance(data, dict):
+            _fail(f"inference settings must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            _fail(f"unknown inference setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,142 @@
+"""Load pretrained HRNet backbone weights by name (BENet 3.1 / KA paper 3.3: the backbone
+starts from ImageNet weights; KA teachers are HRNet-W32 networks of other tasks).
+
+Accepts official HRNet ImageNet checkpoints, HigherHRNet checkpoints, training checkpoints
+(``{"state_dict": ...}``, ``module.`` prefixes) and caer_ros model files. The prefix in front
+of the backbone keys is found by matching, not guessed: the prefix under which most source keys
+name a backbone tensor wins (e.g. ``""``, ``"module."``, ``"backbone."``,
+``"module.backbone."``). Keys outside that prefix, or naming no backbone tensor (official
+classification heads ``incre_modules``/``downsamp_modules``/``final_layer``/``classifier``,
+HigherHRNet's ``final_layers``/``deconv_layers``), are reported as unexpected, not errors.
+A tensor of the wrong shape is an error, raised before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from caer_ros.model.hrnet import HRNet
+
+log = logging.getLogger(__name__)
+
+# Buffers that older checkpoints lack and that need no loading: never reported as missing.
+_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+class BackboneWeightsError(ValueError):
+    """A weights file that cannot be loaded into the backbone."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_backbone_weights` did."""
+
+    source: str
+    prefix: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"backbone weights from {self.source}: {self.loaded} tensors loaded, "
+                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected "
+                f"(prefix {self.prefix!r})")
+
+
+def _backbone_of(target: nn.Module) -> HRNet:
+    if isinstance(target, HRNet):
+        return target
+    backbone = getattr(target, "backbone", None)
+    if isinstance(backbone, HRNet):
+        return backbone
+    raise TypeError(f"expected an HRNet or a model with an HRNet .backbone, "
+                    f"got {type(target).__name__}")
+
+
+def _read(source: dict[str, Tensor] | str | os.PathLike) -> tuple[dict[str, Tensor], str]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise BackboneWeightsError(f"{path}: no such file") from None
+        except Exception as error:  # torch raises many types for unreadable files
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise BackboneWeightsError(
+                f"{path}: not a loadable weights file ({type(error).__name__}: {first})"
+            ) from None
+        name = str(path)
+    else:
+        data, name = source, "state_dict"
+    # Unwrap training checkpoints and caer_ros model files.
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict):
+        raise BackboneWeightsError(f"{name}: holds a {type(data).__name__}, not a state dict")
+    tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    return tensors, name
+
+
+def find_prefix(source_keys: list[str], target_keys: set[str]) -> str:
+    """The prefix under which most ``source_keys`` name a key of ``target_keys``
+    (the shortest prefix on a tie); ``""`` when none match."""
+    votes: Counter[str] = Counter()
+    for key in source_keys:
+        parts = key.split(".")
+        for cut in range(len(parts)):
+            if ".".join(parts[cut:]) in target_keys:
+                votes[".".join(parts[:cut]) + ("." if cut else "")] += 1
+    if not votes:
+        return ""
+    return max(votes, key=lambda p: (votes[p], -len(p)))
+
+
+def load_backbone_weights(target: nn.Module, source: dict[str, Tensor] | str | os.PathLike,
+                          *, prefix: str | None = None) -> LoadReport:
+    """Load HRNet weights by name into ``target`` (an :class:`HRNet` or a model whose
+    ``.backbone`` is one) and return (and log) a :class:`LoadReport`.
+
+    ``source`` is a state dict or a file path (read with ``weights_only=True``). ``prefix``
+    forces the key prefix to strip; by default it is found (see :func:`find_prefix`).
+    Raises :class:`BackboneWeightsError` on an unreadable source, when no tensor matches, or
+    on a shape mismatch (naming the tensor and both shapes).
+    """
+    backbone = _backbone_of(target)
+    own = backbone.state_dict()
+    tensors, name = _read(source)
+    if prefix is None:
+        prefix = find_prefix(list(tensors), set(own))
+    matched: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in tensors.items():
+        local = key[len(prefix):] if key.startswith(prefix) else None
+        if local is None or local not in own:
+            unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(own[local].shape):
+            raise BackboneWeightsError(
+                f"{name}: shape mismatch for {local!r}: checkpoint {tuple(value.shape)} "
+                f"vs model {tuple(own[local].shape)}")
+        matched[local] = value
+    if not matched:
+        raise BackboneWeightsError(
+            f"{name}: no backbone tensor found among {len(tensors)} tensors "
+            f"(e.g. {sorted(tensors)[:3]})")
+    missing = [k for k in own if k not in matched and not k.endswith(_OPTIONAL_SUFFIXES)]
+    backbone.load_state_dict(matched, strict=False)
+    report = LoadReport(source=name, prefix=prefix, loaded=len(matched), missing=missing,
+                        unexpected=unexpected)
+    log.info(report.summary())
+    if missing:
+        log.warning("backbone tensors not in %s (kept as initialised): %s%s", name,
+                    ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    return report
