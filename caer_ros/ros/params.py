@@ -1,0 +1,280 @@
+"""The emotion node's parameters: names, defaults, documentation and validation.
+
+:class:`NodeParams` is the single source of the defaults: the node declares exactly these
+fields (:func:`declare`) and ``config/emotion.yaml`` repeats them (a test compares the two).
+:func:`check` validates one value and returns one message per bad value; the node uses it at
+start-up and in its set-parameters callback, where only the :data:`DYNAMIC` parameters may
+change (the others are declared read-only).
+
+ROS hands over typed values: every parameter is declared with dynamic typing so that ``5``
+for a float parameter is accepted (as ``5.0``) and a wrong type gets our message, not an
+exception. An empty list in a YAML file arrives as "not set" (``None``): both mean "empty".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("onnxruntime", "torch")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
+
+
+def _doc(text: str, dynamic: bool = False) -> dict[str, Any]:
+    return {"doc": text, "dynamic": dynamic}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated parameters of ``emotion_node`` (defaults = the node's declared defaults)."""
+
+    model_path: str = field(default="models/emotion.onnx", metadata=_doc(
+        "Model file (.onnx or .pt checkpoint); a relative path is resolved against the "
+        "node's current directory."))
+    backend: str = field(default="onnxruntime", metadata=_doc(
+        "Inference backend: onnxruntime or torch."))
+    device: str = field(default="cpu", metadata=_doc(
+        "Device: cpu, cuda or cuda:N."))
+    providers: tuple[str, ...] = field(default=(), metadata=_doc(
+        "ONNX Runtime execution providers in order of preference, e.g. "
+        "[TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; "
+        "empty: chosen from device. Ignored by the torch backend."))
+    fp16: bool = field(default=False, metadata=_doc(
+        "Run the network in half precision (GPU only)."))
+    detection_threshold: float = field(default=-1.0, metadata=_doc(
+        "Minimum person detection score, 0..1; -1: the model file's value.", dynamic=True))
+    emotion_threshold: tuple[float, ...] = field(default=(), metadata=_doc(
+        "Label threshold(s), 0..1: one value for every category, or one per category of the "
+        "model; empty: the model file's thresholds.", dynamic=True))
+    max_people: int = field(default=20, metadata=_doc(
+        "At most this many people per frame, the most confident first (>= 1).", dynamic=True))
+    image_transport: str = field(default="raw", metadata=_doc(
+        "raw: subscribe image (sensor_msgs/Image); compressed: image/compressed "
+        "(sensor_msgs/CompressedImage)."))
+    qos_reliability: str = field(default="best_effort", metadata=_doc(
+        "Reliability of the image subscription: best_effort (hears every camera) or "
+        "reliable (hears only reliable publishers)."))
+    publish_overlay: bool = field(default=True, metadata=_doc(
+        "Publish /people_emotions/overlay, the image with boxes and labels drawn (drawn only "
+        "while someone subscribes)."))
+    tracking: bool = field(default=True, metadata=_doc(
+        "Give each person a stable id across frames (IoU tracking); off: ids are empty."))
+    smoothing: float = field(default=0.0, metadata=_doc(
+        "Exponential smoothing of a tracked person's scores, 0 <= s < 1 (0: off): "
+        "s_t = smoothing * s_(t-1) + (1 - smoothing) * x_t.", dynamic=True))
+    max_rate_hz: float = field(default=0.0, metadata=_doc(
+        "Process at most this many frames per second (> 0); 0: as fast as possible.",
+        dynamic=True))
+
+    def __post_init__(self) -> None:
+        errors = []
+        for f in fields(self):
+            value, error = check(f.name, getattr(self, f.name))
+            if error:
+                errors.append(error)
+            else:
+                object.__setattr__(self, f.name, value)
+        if errors:
+            raise ParamsError(errors)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeParams:
+        """From raw ROS values (unknown names ignored); raises :class:`ParamsError`."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes: Any) -> NodeParams:
+        """A validated copy with some values changed."""
+        return NodeParams(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+class ParamsError(ValueError):
+    """Bad parameter values; ``errors`` holds one message per bad value."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+DYNAMIC = frozenset(f.name for f in fields(NodeParams) if f.metadata["dynamic"])
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter's default as ROS declares it (lists for tuples)."""
+    return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+            for f in fields(NodeParams)}
+
+
+def declare(node: Any) -> dict[str, Any]:
+    """Declare every parameter on an rclpy ``node``; returns the values it then holds."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = defaults()
+    for f in fields(NodeParams):
+        node.declare_parameter(f.name, values[f.name], ParameterDescriptor(
+            description=f.metadata["doc"], dynamic_typing=True,
+            read_only=not f.metadata["dynamic"]))
+    return {f.name: node.get_parameter(f.name).value for f in fields(NodeParams)}
+
+
+def check(name: str, value: Any) -> tuple[Any, str | None]:
+    """Validate one parameter: ``(normalised value, None)`` or ``(value, message)``."""
+    checker = _CHECKS.get(name)
+    if checker is None:
+        return value, f"unknown parameter {name!r}"
+    try:
+        return checker(value), None
+    except ValueError as err:
+        return value, f"{name}: {err}, got {value!r}"
+
+
+def emotion_thresholds(value: Sequence[float], categories: Sequence[str],
+                       model_thresholds: Sequence[float]) -> np.ndarray:
+    """The (E,) thresholds in use: ``value`` (validated emotion_threshold) against the
+    model's ``categories``; empty means ``model_thresholds``. Raises ValueError."""
+    if len(value) == 0:
+        thresholds = np.asarray(model_thresholds, dtype=np.float32).reshape(-1)
+        if len(thresholds) != len(categories):
+            raise ValueError(f"the model file has {len(thresholds)} emotion thresholds for "
+                             f"{len(categories)} categories")
+        return thresholds
+    if len(value) == 1:
+        return np.full(len(categories), value[0], dtype=np.float32)
+    if len(value) != len(categories):
+        raise ValueError(
+            f"emotion_threshold: {len(value)} values, but the model has {len(categories)} "
+            f"categories ({', '.join(categories)}): give one value, one per category, or [] "
+            f"for the model file's thresholds")
+    return np.asarray(value, dtype=np.float32)
+
+
+def resolve_model_path(path: str) -> str:
+    """``~`` expanded, relative paths made absolute against the current directory."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number")
+    if not np.isfinite(value):
+        raise ValueError("must be a finite number")
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _choice(options: Sequence[str]):
+    def check_choice(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+    return check_choice
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:  # an empty YAML list arrives as "not set"
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        return [value]
+    return list(value)
+
+
+def _model_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty path")
+    return value
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        raise ValueError("must be cpu, cuda or cuda:N")
+    return value
+
+
+def _providers(value: Any) -> tuple[str, ...]:
+    names = _list(value)
+    if not names:
+        return ()
+    bad = [v for v in names if not isinstance(v, str) or not _PROVIDER.match(v)]
+    if bad:
+        raise ValueError(f"not ONNX Runtime provider names: {bad!r} (e.g. "
+                         f"CUDAExecutionProvider, CPUExecutionProvider)")
+    try:
+        import onnxruntime
+    except ImportError:
+        return tuple(names)
+    unknown = [v for v in names if v not in onnxruntime.get_all_providers()]
+    if unknown:
+        raise ValueError(f"unknown to ONNX Runtime: {', '.join(unknown)}")
+    return tuple(names)
+
+
+def _detection_threshold(value: Any) -> float:
+    number = _number(value)
+    if number != -1.0 and not 0.0 <= number <= 1.0:
+        raise ValueError("must be in [0, 1], or -1 for the model file's value")
+    return number
+
+
+def _emotion_threshold(value: Any) -> tuple[float, ...]:
+    values = _list(value)
+    try:
+        numbers = tuple(_number(v) for v in values)
+    except ValueError:
+        raise ValueError("must be a number or a list of numbers in [0, 1]") from None
+    if any(not 0.0 <= v <= 1.0 for v in numbers):
+        raise ValueError("every value must be in [0, 1]")
+    return numbers
+
+
+def _max_people(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def _smoothing(value: Any) -> float:
+    number = _number(value)
+    if not 0.0 <= number < 1.0:
+        raise ValueError("must be in [0, 1) (0: off)")
+    return number
+
+
+def _max_rate_hz(value: Any) -> float:
+    number = _number(value)
+    if number < 0.0:
+        raise ValueError("must be > 0, or 0 for as fast as possible")
+    return number
+
+
+_CHECKS = {
+    "model_path": _model_path,
+    "backend": _choice(BACKENDS),
+    "device": _device,
+    "providers": _providers,
+    "fp16": _boolean,
+    "detection_threshold": _detection_threshold,
+    "emotion_threshold": _emotion_threshold,
+    "max_people": _max_people,
+    "image_transport": _choice(IMAGE_TRANSPORTS),
+    "qos_reliability": _choice(RELIABILITIES),
+    "publish_overlay": _boolean,
+    "tracking": _boolean,
+    "smoothing": _smoothing,
+    "max_rate_hz": _max_rate_hz,
+}

@@ -1,0 +1,61 @@
+"""Start caer_ros's emotion_node on a camera topic.
+
+    ros2 launch caer_ros emotion.launch.py image_topic:=/my_camera/image_raw \
+        model_path:=/path/to/emotion.onnx
+
+Arguments: ``image_topic`` (camera topic; with image_transport compressed the node reads
+``<image_topic>/compressed``), ``params_file`` (default: the installed config/emotion.yaml,
+whose values equal the node's defaults) and ``model_path`` (overrides the params file's when
+non-empty).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def _emotion_node(context):
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    model_path = LaunchConfiguration("model_path").perform(context)
+    parameters = [LaunchConfiguration("params_file").perform(context)]
+    if model_path:
+        parameters.append({"model_path": model_path})
+    return [
+        Node(
+            package="caer_ros",
+            executable="emotion_node",
+            name="emotion_node",
+            parameters=parameters,
+            remappings=[
+                ("image", image_topic),
+                ("image/compressed", image_topic + "/compressed"),
+            ],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description():
+    default_params = os.path.join(
+        get_package_share_directory("caer_ros"), "config", "emotion.yaml"
+    )
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "image_topic", default_value="/camera/image_raw",
+            description="Camera image topic (sensor_msgs/Image).",
+        ),
+        DeclareLaunchArgument(
+            "params_file", default_value=default_params,
+            description="Node parameters (ros__parameters YAML).",
+        ),
+        DeclareLaunchArgument(
+            "model_path", default_value="",
+            description="Model file; overrides the params file's model_path when not empty.",
+        ),
+        OpaqueFunction(function=_emotion_node),
+    ])

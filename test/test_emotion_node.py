@@ -1,0 +1,44 @@
+"""emotion_node start-up failures: exit status 1 and one line on stderr naming the problem.
+
+The node runs as its own process, started the way the launch file starts it (params file,
+remapping). Tests with a real model (frames in, people out) come with the predictor.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+CONFIG = REPO / "config" / "emotion.yaml"
+
+
+def _run_node(ros_env, *ros_args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "caer_ros.ros.emotion_node", "--ros-args",
+         "--params-file", str(CONFIG), "-r", "image:=/camera/image_raw", *ros_args],
+        env=ros_env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_missing_model_exits_1_naming_the_path(ros_env, tmp_path):
+    model = tmp_path / "no_such_model.onnx"
+    result = _run_node(ros_env, "-p", f"model_path:={model}")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("emotion_node: ") and str(model) in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_parameters_exit_1_with_one_message_each(ros_env):
+    result = _run_node(ros_env, "-p", "backend:=tensorflow", "-p", "smoothing:=1.0",
+                       "-p", "qos_reliability:=fast")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("emotion_node: bad parameters: ")
+    for part in ("backend: must be one of onnxruntime, torch, got 'tensorflow'",
+                 "smoothing: must be in [0, 1)", "qos_reliability: must be one of"):
+        assert part in lines[0], part
