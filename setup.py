@@ -27,6 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "emotion_node = caer_ros.ros.emotion_node:main",
+            "caer-infer = caer_ros.inference.cli:main",
         ],
     },
 )

@@ -23,3 +23,16 @@ def ros_env(monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def small_model_files(tmp_path_factory):
+    """(model file .pt, its ONNX export) of the small test model (test/helpers/small_model.py),
+    written once per session by the real code."""
+    from helpers.small_model import write_small_model
+
+    from caer_ros.inference.export import export_onnx
+
+    directory = tmp_path_factory.mktemp("small_model")
+    pt = write_small_model(directory / "small.pt")
+    return pt, export_onnx(pt, directory / "small.onnx")

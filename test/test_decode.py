@@ -11,22 +11,28 @@ import pytest
 import torch
 
 from caer_ros.inference.decode import (
-    DecodeSettings,
     Detections,
-    ScoreMaps,
-    activate,
+    SummedMaps,
     box_cells,
     cell_centers,
     center_cells,
     decode,
     extract_scores,
+    find_people,
     labels_over_threshold,
-    merge_flipped,
     peak_nms,
     read_people,
-    score_maps,
+    read_scores,
     top_peaks,
 )
+from caer_ros.inference.graph import (
+    ScoreMaps,
+    activate,
+    column_sums,
+    merge_flipped,
+    score_maps,
+)
+from caer_ros.model import InferenceSettings
 from caer_ros.model.output import BENetOutput, ScaleOutput
 
 INPUT = 128  # square network input, in pixels
@@ -130,7 +136,7 @@ def assert_people(det: Detections, people: list[Person], box_atol: float = 1e-3)
 
 @pytest.mark.parametrize("extraction", ["box_mean", "center"])
 def test_decode_finds_exactly_the_people(extraction):
-    settings = DecodeSettings(detection_threshold=0.3, extraction=extraction, fuse_scales=False)
+    settings = InferenceSettings(detection_threshold=0.3, extraction=extraction, fuse_scales=False)
     (det,) = decode(output_of(PEOPLE), settings)
     assert det.category_set == "emotic"
     assert det.boxes.dtype == np.float32 and det.detection_scores.dtype == np.float32
@@ -139,18 +145,18 @@ def test_decode_finds_exactly_the_people(extraction):
 
 def test_decode_accepts_the_flat_numpy_outputs_of_onnx_runtime():
     flat = {k: v.numpy() for k, v in output_of(PEOPLE).flat().items()}
-    settings = DecodeSettings(fuse_scales=False)
+    settings = InferenceSettings(fuse_scales=False)
     (det,) = decode(flat, settings)
     assert_people(det, PEOPLE)
 
 
 def test_threshold_filters_and_top_k_caps():
     output = output_of(PEOPLE)
-    (det,) = decode(output, DecodeSettings(detection_threshold=0.7))
+    (det,) = decode(output, InferenceSettings(detection_threshold=0.7))
     assert_people(det, PEOPLE[:2])
-    (det,) = decode(output, DecodeSettings(detection_threshold=0.3, top_k=1))
+    (det,) = decode(output, InferenceSettings(detection_threshold=0.3, top_k=1))
     assert_people(det, PEOPLE[:1])
-    (det,) = decode(output, DecodeSettings(detection_threshold=0.95))
+    (det,) = decode(output, InferenceSettings(detection_threshold=0.95))
     assert len(det) == 0 and det.boxes.shape == (0, 4) and det.scores.shape == (0, 4)
 
 
@@ -179,9 +185,9 @@ def test_fusing_quarter_and_half_maps_finds_the_same_people():
         Person(49, 101, 16, 20, 0.6, PEOPLE[2].emotions, PEOPLE[2].continuous),
     ]
     output = output_of(people, half=True)
-    fused = score_maps(output, DecodeSettings(fuse_scales=True))
+    fused = score_maps(output, InferenceSettings(fuse_scales=True))
     assert fused.stride == 2 and fused.heatmap.shape == (1, 1, 64, 64)
-    centre = DecodeSettings(extraction="center")
+    centre = InferenceSettings(extraction="center")
     (quarter,) = decode(output, dataclasses.replace(centre, fuse_scales=False))
     (both,) = decode(output, dataclasses.replace(centre, fuse_scales=True))
     assert len(quarter) == len(both) == 3
@@ -193,7 +199,7 @@ def test_fusing_quarter_and_half_maps_finds_the_same_people():
     np.testing.assert_allclose(quarter.scores, expected, atol=1e-4)
     np.testing.assert_allclose(both.continuous, quarter.continuous, atol=1e-4)
     # Box means also see the box edges, where the upsampled 1/4 maps blur into the background.
-    (means,) = decode(output, DecodeSettings(extraction="box_mean", fuse_scales=True))
+    (means,) = decode(output, InferenceSettings(extraction="box_mean", fuse_scales=True))
     np.testing.assert_allclose(means.scores, expected, atol=0.05)
     # The upsampled 1/4 heatmap is lower away from its own cell centres: fused <= true score.
     true_scores = np.array([p.score for p in people])
@@ -203,7 +209,7 @@ def test_fusing_quarter_and_half_maps_finds_the_same_people():
 
 def test_fuse_scales_converts_sizes_to_common_units():
     person = [Person(41, 41, 40, 24, 0.9, PEOPLE[0].emotions, PEOPLE[0].continuous)]
-    fused = score_maps(output_of(person, half=True), DecodeSettings(fuse_scales=True))
+    fused = score_maps(output_of(person, half=True), InferenceSettings(fuse_scales=True))
     assert fused.size[0, :, 20, 20].tolist() == pytest.approx([40.0, 24.0])
 
 
@@ -221,7 +227,7 @@ def test_flip_test_on_a_symmetric_scene_is_consistent():
     for a, b in zip(output.flat().values(), flipped.flat().values(), strict=True):
         assert torch.equal(a, b)  # the scene is its own mirror image
     (plain,) = decode(output)
-    (merged,) = decode(output, DecodeSettings(flip_test=True), flipped=flipped)
+    (merged,) = decode(output, InferenceSettings(flip_test=True), flipped=flipped)
     assert len(merged) == 2
     np.testing.assert_allclose(merged.boxes, plain.boxes, atol=1e-4)
     np.testing.assert_allclose(merged.scores, plain.scores, atol=1e-5)
@@ -231,7 +237,7 @@ def test_flip_test_on_a_symmetric_scene_is_consistent():
 def test_flip_test_flips_the_mirrored_maps_back():
     output = output_of(PEOPLE, half=True)
     (plain,) = decode(output)
-    (merged,) = decode(output, DecodeSettings(flip_test=True), flipped=flip_output(output))
+    (merged,) = decode(output, InferenceSettings(flip_test=True), flipped=flip_output(output))
     np.testing.assert_allclose(merged.boxes, plain.boxes, atol=1e-4)
     np.testing.assert_allclose(merged.detection_scores, plain.detection_scores, atol=1e-5)
     np.testing.assert_allclose(merged.scores, plain.scores, atol=1e-5)
@@ -256,43 +262,58 @@ def test_merge_flipped_averages_with_the_mirror():
 
 def test_flip_test_needs_the_flipped_output():
     with pytest.raises(ValueError, match="flip_test is on"):
-        decode(output_of(PEOPLE), DecodeSettings(flip_test=True))
+        decode(output_of(PEOPLE), InferenceSettings(flip_test=True))
 
 
 # --------------------------------------------------------------------------- peaks
 
 
 def test_peak_nms_suppresses_neighbours_and_keeps_separate_peaks():
-    heat = torch.zeros(1, 1, 8, 8)
-    heat[0, 0, 2:5, 2:5] = 0.5  # neighbours of the first peak
-    heat[0, 0, 3, 3] = 0.9
-    heat[0, 0, 3, 6] = 0.6  # a second peak three cells away
+    heat = np.zeros((8, 8), np.float32)
+    heat[2:5, 2:5] = 0.5  # neighbours of the first peak
+    heat[3, 3] = 0.9
+    heat[3, 6] = 0.6  # a second peak three cells away
+    heat[7, 0] = 0.2  # a peak in the corner: the border does not suppress it
     kept = peak_nms(heat, 3)
-    assert torch.nonzero(kept[0, 0]).tolist() == [[3, 3], [3, 6]]
-    assert kept[0, 0, 3, 3] == pytest.approx(0.9) and kept[0, 0, 3, 6] == pytest.approx(0.6)
-    # A 7x7 window sees both: only the higher survives.
-    assert torch.nonzero(peak_nms(heat, 7)[0, 0]).tolist() == [[3, 3]]
+    assert np.argwhere(kept).tolist() == [[3, 3], [3, 6], [7, 0]]
+    assert kept[3, 3] == pytest.approx(0.9) and kept[3, 6] == pytest.approx(0.6)
+    # A 7x7 window sees both (and the 0.5 ring from the corner): only the highest survives.
+    assert np.argwhere(peak_nms(heat, 7)).tolist() == [[3, 3]]
+    np.testing.assert_array_equal(peak_nms(heat, 1), heat)
+    assert heat[2, 2] == 0.5  # the input is left alone
 
 
-def test_top_peaks_order_and_cap():
-    heat = torch.zeros(2, 1, 6, 10)
-    heat[0, 0, 1, 2], heat[0, 0, 4, 7], heat[0, 0, 5, 0] = 0.3, 0.9, 0.6
-    heat[1, 0, 0, 9] = 0.8
-    scores, rows, cols = top_peaks(heat, 2)
-    torch.testing.assert_close(scores, torch.tensor([[0.9, 0.6], [0.8, 0.0]]))
-    assert rows[0].tolist() == [4, 5] and cols[0].tolist() == [7, 0]
-    assert (rows[1, 0].item(), cols[1, 0].item()) == (0, 9)
-    assert top_peaks(heat, 1000)[0].shape == (2, 60)  # K capped at the map size
+def test_peak_nms_matches_a_torch_max_pool():
+    heat = np.random.default_rng(3).uniform(size=(37, 53)).astype(np.float32)
+    t = torch.from_numpy(heat)[None, None]
+    for kernel in (3, 5):
+        pooled = torch.nn.functional.max_pool2d(t, kernel, stride=1, padding=kernel // 2)
+        expected = (t * (pooled == t))[0, 0].numpy()
+        np.testing.assert_array_equal(peak_nms(heat, kernel), expected)
+
+
+def test_top_peaks_order_cap_and_threshold():
+    heat = np.zeros((6, 10), np.float32)
+    heat[1, 2], heat[4, 7], heat[5, 0], heat[0, 9] = 0.3, 0.9, 0.6, 0.6
+    scores, rows, cols = top_peaks(heat, 3)
+    np.testing.assert_allclose(scores, [0.9, 0.6, 0.6])
+    assert rows.tolist() == [4, 0, 5] and cols.tolist() == [7, 9, 0]  # ties in raster order
+    scores, _, _ = top_peaks(heat, 10)
+    assert len(scores) == 4  # zero (suppressed) cells are never people
+    scores, _, _ = top_peaks(heat, 10, threshold=0.5)
+    np.testing.assert_allclose(scores, [0.9, 0.6, 0.6])
+    assert len(top_peaks(heat, 0)[0]) == 0
+    assert scores.dtype == np.float32
 
 
 def test_cell_centre_convention_round_trips():
-    rows, cols = torch.tensor([0, 3, 7]), torch.tensor([5, 0, 7])
+    rows, cols = np.array([0, 3, 7]), np.array([5, 0, 7])
     cx, cy = cell_centers(rows, cols, 4)
     assert cx.tolist() == [22.0, 2.0, 30.0] and cy.tolist() == [2.0, 14.0, 30.0]
     back_rows, back_cols = center_cells(cx, cy, 4, 8, 8)
     assert back_rows.tolist() == rows.tolist() and back_cols.tolist() == cols.tolist()
     # A cell covers [4j, 4j + 4): its left edge belongs to it, its right edge to the next cell.
-    _, c = center_cells(torch.tensor([4.0, 7.999, 8.0, -3.0, 99.0]), torch.zeros(5), 4, 8, 8)
+    _, c = center_cells(np.array([4.0, 7.999, 8.0, -3.0, 99.0]), np.zeros(5), 4, 8, 8)
     assert c.tolist() == [1, 1, 2, 0, 7]
 
 
@@ -316,6 +337,7 @@ def test_box_mean_matches_a_slow_reference():
     maps = rng.uniform(size=(2, 5, 17, 23)).astype(np.float32)
     boxes = np.stack([_random_boxes(rng, 40, 17, 23) for _ in range(2)])
     fast = extract_scores(torch.from_numpy(maps), torch.from_numpy(boxes), "box_mean")
+    assert isinstance(fast, torch.Tensor) and fast.shape == (2, 40, 5)
     for b in range(2):
         for k, (x1, y1, x2, y2) in enumerate(boxes[b]):
             xs, ys = _reference_cells(x1, x2, 23), _reference_cells(y1, y2, 17)
@@ -323,8 +345,24 @@ def test_box_mean_matches_a_slow_reference():
             np.testing.assert_allclose(fast[b, k].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_float32_row_sums_read_the_same_box_means():
+    """The graph's float32 prefix sums (256 rows, as at 512x512) lose no useful precision."""
+    rng = np.random.default_rng(2)
+    maps = rng.uniform(size=(1, 3, 256, 256)).astype(np.float32)
+    sums = column_sums(ScoreMaps(2, torch.zeros(1, 1, 256, 256), torch.zeros(1, 2, 256, 256),
+                                 {"x": torch.from_numpy(maps)}))["emotion_sums.x"]
+    assert sums.dtype == torch.float32 and sums.shape == (1, 3, 257, 256)
+    boxes = np.concatenate([_random_boxes(rng, 50, 256, 256), [[0, 0, 256, 256], [5, 250, 6, 251]]])
+    expected = extract_scores(maps[0], boxes)
+    np.testing.assert_allclose(read_scores(sums[0].numpy(), boxes), expected, atol=2e-5)
+    np.testing.assert_allclose(read_scores(sums[0].numpy(), boxes * 2, stride=2), expected,
+                               atol=2e-5)
+    centre = read_scores(sums[0].numpy(), boxes, "center")
+    np.testing.assert_allclose(centre, extract_scores(maps[0], boxes, "center"), atol=2e-5)
+
+
 def test_box_cells_has_at_least_one_cell():
-    boxes = torch.tensor([[3.6, 2.1, 3.9, 2.4], [-9.0, -9.0, -5.0, -5.0], [40.0, 1.0, 50.0, 2.0]])
+    boxes = np.array([[3.6, 2.1, 3.9, 2.4], [-9.0, -9.0, -5.0, -5.0], [40.0, 1.0, 50.0, 2.0]])
     x0, y0, x1, y1 = box_cells(boxes, 8, 8)
     assert x0.tolist() == [3, 0, 7] and x1.tolist() == [4, 1, 8]
     assert y0.tolist() == [2, 0, 1] and y1.tolist() == [3, 1, 2]
@@ -339,7 +377,7 @@ def test_center_mode_reads_the_centre_cell():
     for k, (x1, y1, x2, y2) in enumerate(boxes):
         col = min(max(math.floor((x1 + x2) / 2), 0), 22)
         row = min(max(math.floor((y1 + y2) / 2), 0), 16)
-        np.testing.assert_allclose(values[k], maps[:, row, col])
+        np.testing.assert_allclose(values[k], maps[:, row, col], atol=1e-6)
 
 
 def test_extract_scores_with_boxes_in_input_pixels():
@@ -354,25 +392,54 @@ def test_extract_scores_with_boxes_in_input_pixels():
         extract_scores(maps, boxes, "max")
 
 
-def test_box_mean_is_differentiable():
-    maps = torch.rand(1, 2, 6, 6, requires_grad=True)
-    values = extract_scores(maps, torch.tensor([[[1.0, 1.0, 3.0, 4.0]]]))
-    values.sum().backward()
-    grad = maps.grad[0, 0]
-    assert grad[1:4, 1:3].allclose(torch.full((3, 2), 1 / 6)) and grad.sum() == pytest.approx(1)
+def _summed(output: BENetOutput, settings: InferenceSettings | None = None) -> SummedMaps:
+    maps = score_maps(output, settings or InferenceSettings(fuse_scales=False))
+    return SummedMaps.from_outputs(column_sums(maps), maps.stride)
 
 
 def test_read_people_with_ground_truth_boxes():
-    maps = activate(render(PEOPLE, 4))
-    boxes = torch.tensor([[p.box for p in PEOPLE]])
+    maps = _summed(output_of(PEOPLE))
+    boxes = np.array([[p.box for p in PEOPLE]])
     emotions, continuous = read_people(maps, boxes, "box_mean")
-    np.testing.assert_allclose(
-        emotions["emotic"][0].numpy(), [p.emotions["emotic"] for p in PEOPLE], atol=1e-4
-    )
-    np.testing.assert_allclose(continuous[0].numpy(), [p.continuous for p in PEOPLE], atol=1e-4)
+    np.testing.assert_allclose(emotions["emotic"][0], [p.emotions["emotic"] for p in PEOPLE],
+                               atol=1e-4)
+    np.testing.assert_allclose(continuous[0], [p.continuous for p in PEOPLE], atol=1e-4)
+    with pytest.raises(ValueError, match="boxes must be"):
+        read_people(maps, boxes[0], "box_mean")
 
 
-# --------------------------------------------------------------------------- labels, settings
+def test_summed_maps_give_back_the_maps_and_check_shapes():
+    output = output_of(PEOPLE)
+    maps = _summed(output)
+    assert maps.stride == 4 and maps.batch == 1 and set(maps.emotion_sums) == set(SETS)
+    np.testing.assert_allclose(maps.emotion_maps("heco"),
+                               output.quarter.emotions["heco"].sigmoid().numpy(), atol=1e-5)
+    named = column_sums(score_maps(output, InferenceSettings(fuse_scales=False)))
+    named["emotion_sums.heco"] = named["emotion_sums.heco"][:, :, 1:]
+    with pytest.raises(ValueError, match="heco sums must be"):
+        SummedMaps.from_outputs(named, 4)
+    with pytest.raises(ValueError, match="graph outputs lack"):
+        SummedMaps.from_outputs({"heatmap": named["heatmap"]}, 4)
+
+
+def test_find_people_overrides_threshold_and_count():
+    maps = _summed(output_of(PEOPLE))
+    settings = InferenceSettings(detection_threshold=0.3, fuse_scales=False)
+    (det,) = find_people(maps, settings)
+    assert_people(det, PEOPLE)
+    (det,) = find_people(maps, settings, detection_threshold=0.7)
+    assert_people(det, PEOPLE[:2])
+    (det,) = find_people(maps, settings, max_people=1)
+    assert_people(det, PEOPLE[:1])
+    (det,) = find_people(maps, settings, max_people=0)
+    assert len(det) == 0
+    with pytest.raises(ValueError, match="detection_threshold must be in"):
+        find_people(maps, settings, detection_threshold=1.5)
+    with pytest.raises(ValueError, match="max_people must be"):
+        find_people(maps, settings, max_people=-1)
+
+
+# --------------------------------------------------------------------------- labels
 
 
 def test_labels_over_threshold_highest_first():
@@ -392,33 +459,6 @@ def test_labels_over_threshold_highest_first():
         labels_over_threshold(scores[:, :3], categories, 0.5)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"detection_threshold": 1.5}, "detection_threshold must be in"),
-        ({"detection_threshold": "high"}, "detection_threshold must be a number"),
-        ({"top_k": 0}, "top_k must be a positive integer"),
-        ({"peak_kernel": 4}, "peak_kernel must be odd"),
-        ({"peak_kernel": 2.0}, "peak_kernel must be a positive integer"),
-        ({"extraction": "max"}, "extraction must be one of box_mean, center"),
-        ({"fuse_scales": "yes"}, "fuse_scales must be true or false"),
-        ({"flip_test": 1}, "flip_test must be true or false"),
-    ],
-)
-def test_decode_settings_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DecodeSettings(**kwargs)
-
-
-def test_decode_settings_from_model_file_dict():
-    values = {"detection_threshold": 0.4, "extraction": "center", "emotion_thresholds": [0.5]}
-    settings = DecodeSettings.from_dict(values)
-    assert settings == DecodeSettings(detection_threshold=0.4, extraction="center")
-    assert DecodeSettings.from_dict(settings.to_dict()) == settings
-    with pytest.raises(ValueError, match="unknown decode setting"):
-        DecodeSettings.from_dict({"top_k": 5, "nms": 3})
-
-
 def test_detections_with_boxes():
     (det,) = decode(output_of(PEOPLE))
     moved = det.with_boxes(det.boxes * 2)
@@ -432,6 +472,6 @@ def test_decode_leaves_the_network_output_unchanged():
     output = output_of(PEOPLE, half=True)
     flipped = flip_output(output)
     before = {k: v.clone() for k, v in {**output.flat(), **flipped.flat()}.items()}
-    decode(output, DecodeSettings(flip_test=True), flipped=flipped)
+    decode(output, InferenceSettings(flip_test=True), flipped=flipped)
     after = {**output.flat(), **flipped.flat()}
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -163,6 +163,17 @@ def test_output_is_c_contiguous():
     assert tensor.flags.c_contiguous  # ONNX Runtime and torch.from_numpy want it dense
 
 
+def test_preprocess_writes_into_a_given_buffer():
+    image = _random_image(480, 640)
+    expected, _ = preprocess(image, INPUT)
+    buffer = np.full((1, 3, *INPUT), np.nan, np.float32)
+    out, _ = preprocess(image, INPUT, out=buffer)
+    assert out is buffer
+    np.testing.assert_array_equal(buffer, expected)
+    with pytest.raises(ValueError, match="out must be"):
+        preprocess(image, INPUT, out=np.empty((1, 3, 256, 256), np.float32))
+
+
 @pytest.mark.parametrize("shape", [(1, 2000, 3), (2000, 1), (1, 1, 3)])
 def test_degenerate_shapes_still_fill_the_input(shape):
     tensor, box = preprocess(np.zeros(shape, np.uint8), INPUT)

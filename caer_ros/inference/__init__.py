@@ -1,5 +1,14 @@
 """caer_ros.inference (pure PyTorch/numpy; imports neither rclpy nor training code).
 
+Frame path: ``preprocess`` -> ``graph`` (in the backend) -> ``decode`` -> image pixels.
+
 - ``preprocess``: letterbox + ImageNet normalisation of a camera frame, box mapping back.
-- ``decode``: network maps -> people (CenterNet peaks, boxes, emotion scores from the maps).
+- ``graph``: ``InferenceGraph``, BENet plus the map-wide decoding steps (activation, flip test,
+  scale fusion, row prefix sums); run by torch or exported to ONNX.
+- ``decode``: the graph's maps -> people (CenterNet peaks, boxes, emotion scores per box);
+  the one decode path of the node, ``caer-infer`` and the evaluator.
+- ``predictor``: ``Predictor.from_file(path)``, torch or ONNX Runtime behind one interface.
+- ``export`` / ``onnx_metadata`` / ``onnx_friendly``: the ONNX file (``python -m
+  caer_ros.export``), its metadata, and exact rewrites of ops ONNX Runtime runs slowly.
+- ``overlay``: drawing people and labels on an image; ``cli``: ``caer-infer``.
 """

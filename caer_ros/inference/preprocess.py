@@ -109,8 +109,13 @@ def normalize(
     image_rgb: np.ndarray,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H, W)`` float32, ``(x / 255 - mean) / std``."""
+    """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H, W)`` float32, ``(x / 255 - mean) / std``.
+
+    ``out``: a C-contiguous ``(1, 3, H, W)`` float32 array to write into (and return), so a
+    per-frame caller reuses one buffer.
+    """
     if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(
             f"normalize expects an (H, W, 3) uint8 RGB image, got {image_rgb.dtype} "
@@ -121,7 +126,12 @@ def normalize(
         raise ValueError(f"mean and std must be 3 numbers (std > 0), got {mean!r}, {std!r}")
     scale = (1.0 / (255.0 * std_a)).astype(np.float32)
     bias = (-mean_a / std_a).astype(np.float32)
-    out = np.empty((1, 3, *image_rgb.shape[:2]), dtype=np.float32)  # C-contiguous NCHW
+    shape = (1, 3, *image_rgb.shape[:2])
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)  # C-contiguous NCHW
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}, got "
+                         f"{out.dtype} {out.shape}")
     for c in range(3):  # one plane at a time: contiguous writes, no broadcasting over HWC
         np.multiply(image_rgb[..., c], scale[c], out=out[0, c], dtype=np.float32)
         out[0, c] += bias[c]
@@ -135,15 +145,16 @@ def preprocess(
     rgb: bool = False,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
     """One frame -> network input: :func:`letterbox` then :func:`normalize`.
 
     The border gets the ``mean`` colour (0 after normalisation). Returns the
-    ``(1, 3, H, W)`` float32 array (``torch.from_numpy`` shares its memory) and the
-    :class:`Letterbox` that maps the decoded boxes back to ``image`` pixels.
+    ``(1, 3, H, W)`` float32 array (``out`` when given; ``torch.from_numpy`` shares its memory)
+    and the :class:`Letterbox` that maps the decoded boxes back to ``image`` pixels.
     """
     canvas, placement = letterbox(image, input_size, rgb=rgb, pad_rgb=mean_color(mean))
-    return normalize(canvas, mean, std), placement
+    return normalize(canvas, mean, std, out=out), placement
 
 
 def mean_color(mean: tuple[float, float, float] = IMAGENET_MEAN) -> tuple[int, int, int]:

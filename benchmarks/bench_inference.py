@@ -1,0 +1,168 @@
+"""Inference benchmark: model size and cost per preset, bottom-up vs top-down, ORT vs torch,
+and the share of pre- and post-processing (issue 3).
+
+Everything is measured side by side in one run on this machine, medians of ``--runs`` runs:
+
+- ``presets.<name>.params_m`` / ``gflops``: parameters (millions) and forward FLOPs (GFLOP,
+  2 per multiply-add, ``torch.utils.flop_counter``) per preset at the input size, per part.
+- Bottom-up vs top-down (BENet section 1-2: one pass for everyone vs one pass per person):
+  our Predictor returning 1 and 16 people (``bu_ratio_16_1`` = latency(16) / latency(1),
+  target <= 1.10) against a top-down baseline that crops each person and runs one
+  person-centric pass per person with the same backbone (``td_ratio_16_1``). The models are
+  untrained, so the number of people is set by the decoder (threshold 0, at most N people):
+  the cost of everything after the forward pass grows with N exactly as with real people.
+- ``ort_speedup`` = torch eager forward / ONNX Runtime CPU forward, same model (target >= 1.5).
+- ``decode_ms`` for 16 people (target <= 2) and ``overhead_ratio`` = (pre + model + decode) /
+  model for the default backend (target <= 1.10).
+
+Usage: python benchmarks/bench_inference.py [--json PATH] [--runs 5] [--size 512] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine, median_ms, photo, write_json
+from torch.utils.flop_counter import FlopCounterMode
+
+from caer_ros.inference.export import export_onnx
+from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.preprocess import preprocess
+from caer_ros.model import (
+    InferenceSettings,
+    ModelConfig,
+    build_model,
+    parameter_counts,
+    save_model_file,
+)
+from caer_ros.model.heads import ClassificationHead
+from caer_ros.model.hrnet import HRNet
+
+PRESETS = ("hrnet_w18_small", "benet", "hrnet_w32")
+PARTS = ("backbone", "detection", "emotion", "person_centric", "background")
+
+
+def preset_costs(preset: str, size: int) -> dict[str, object]:
+    """Parameters and forward GFLOP of a full BENet (all heads) built on ``preset``."""
+    model = build_model(ModelConfig(backbone=preset, input_size=(size, size)), seed=0).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.zeros(1, 3, size, size))
+    flops = {name.split(".")[-1]: sum(ops.values()) / 1e9
+             for name, ops in counter.get_flop_counts().items()
+             if name.count(".") == 1 and name.split(".")[-1] in PARTS}
+    params = parameter_counts(model).millions()
+    return {
+        "params_m": params["total"],
+        "params_m_parts": {k: params[k] for k in (*PARTS, "backbone_attention")},
+        "gflops": round(counter.get_total_flops() / 1e9, 2),
+        "gflops_parts": {k: round(v, 2) for k, v in flops.items()},
+    }
+
+
+class TopDown(torch.nn.Module):
+    """The multi-stream methods' way: one person-centric pass (backbone + classification head)
+    per person crop."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.backbone: HRNet = model.backbone
+        self.head: ClassificationHead = model.person_centric
+
+    def forward(self, crop: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.backbone(crop))
+
+
+def person_boxes(n: int, width: int, height: int) -> np.ndarray:
+    """``n`` person-shaped boxes spread over the image (x1, y1, x2, y2)."""
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    w, h = width / cols, height / rows
+    boxes = [(c * w, r * h, (c + 0.8) * w, (r + 0.95) * h)
+             for r in range(rows) for c in range(cols)][:n]
+    return np.asarray(boxes, dtype=np.float32)
+
+
+def top_down_ms(td: TopDown, image: np.ndarray, n: int, crop: int, runs: int) -> float:
+    boxes = person_boxes(n, image.shape[1], image.shape[0])
+
+    def run() -> None:
+        with torch.inference_mode():
+            for x1, y1, x2, y2 in boxes.astype(int):
+                tensor, _ = preprocess(image[y1:y2, x1:x2], (crop, crop))
+                td(torch.from_numpy(tensor))
+
+    return median_ms(run, runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--size", type=int, default=512, help="network input size")
+    parser.add_argument("--preset", default="benet", help="preset of the latency figures")
+    parser.add_argument("--td-crop", type=int, default=256, help="top-down crop size")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: hrnet_w18_small at 128, 2 runs (figures meaningless)")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.size, args.preset, args.td_crop = 2, 128, "hrnet_w18_small", 64
+    torch.manual_seed(0)
+    figures: dict[str, object] = {"machine": machine(), "size": args.size, "runs": args.runs,
+                                  "preset": args.preset}
+
+    presets = (args.preset,) if args.quick else PRESETS
+    figures["presets"] = {}
+    for preset in presets:
+        print(f"[costs] {preset}", flush=True)
+        figures["presets"][preset] = preset_costs(preset, args.size)
+
+    image = photo()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ModelConfig(backbone=args.preset, input_size=(args.size, args.size))
+        model = build_model(config, seed=0).eval()
+        pt_path = save_model_file(Path(tmp) / "bench.pt", model,
+                                  InferenceSettings.for_model(config))
+        onnx_path = export_onnx(pt_path, Path(tmp) / "bench.onnx")
+        predictors = {"torch": Predictor.from_file(pt_path, backend="torch"),
+                      "onnxruntime": Predictor.from_file(onnx_path, backend="onnxruntime")}
+
+        print("[latency] bottom-up vs top-down", flush=True)
+        bu = {}
+        for n in (1, 16):
+            bu[n] = median_ms(lambda n=n: predictors["torch"].predict(
+                image, detection_threshold=0.0, max_people=n), args.runs)
+            got = len(predictors["torch"].predict(image, detection_threshold=0.0, max_people=n))
+            if got != n:
+                raise SystemExit(f"the decoder gave {got} people, not {n}: figures invalid")
+        td_model = TopDown(model).eval()
+        td = {n: top_down_ms(td_model, image, n, args.td_crop, args.runs) for n in (1, 16)}
+        figures["bottom_up_ms"] = {str(n): round(v, 1) for n, v in bu.items()}
+        figures["top_down_ms"] = {str(n): round(v, 1) for n, v in td.items()}
+        figures["bu_ratio_16_1"] = round(bu[16] / bu[1], 3)
+        figures["td_ratio_16_1"] = round(td[16] / td[1], 3)
+
+        print("[latency] torch vs ONNX Runtime, pre / model / decode", flush=True)
+        stages = {name: p.stage_times(image, runs=args.runs, people=16)
+                  for name, p in predictors.items()}
+        figures["stages_ms"] = {name: {k: round(v, 2) for k, v in s.items()}
+                                for name, s in stages.items()}
+        figures["ort_speedup"] = round(stages["torch"]["model"] / stages["onnxruntime"]["model"],
+                                       3)
+        default = stages["onnxruntime"]
+        figures["decode_ms"] = round(default["decode"], 3)
+        figures["overhead_ratio"] = round(
+            (default["pre"] + default["model"] + default["decode"]) / default["model"], 3)
+        figures["backends"] = {name: p.backend for name, p in predictors.items()}
+
+    figures["targets"] = {"bu_ratio_16_1": "<= 1.10", "ort_speedup": ">= 1.5",
+                          "decode_ms": "<= 2", "overhead_ratio": "<= 1.10"}
+    write_json(args.json, figures)
+
+
+if __name__ == "__main__":
+    main()

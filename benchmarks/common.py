@@ -1,0 +1,53 @@
+"""Shared helpers of the benchmark scripts: timing medians, JSON output, a real test photo."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` calls, milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def photo(width: int = 640, height: int = 480) -> np.ndarray:
+    """scikit-image's astronaut photo (shipped in its wheel) as BGR uint8, resized."""
+    import cv2
+    from skimage import data
+
+    rgb = data.astronaut()
+    return cv2.resize(np.ascontiguousarray(rgb[:, :, ::-1]), (width, height),
+                      interpolation=cv2.INTER_AREA)
+
+
+def machine() -> dict[str, object]:
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def write_json(path: str | None, figures: dict[str, object]) -> None:
+    """Print the figures and, with a path, save them as JSON (atomic write)."""
+    print(json.dumps(figures, indent=2))
+    if path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(figures, indent=2) + "\n")
+        os.replace(tmp, target)
+        print(f"figures written to {target}")

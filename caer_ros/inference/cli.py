@@ -1,0 +1,210 @@
+"""``caer-infer``: people and their emotions in image files, without ROS.
+
+    caer-infer PATH... --model M.pt|M.onnx [--out DIR] [--backend torch|onnxruntime]
+               [--device cpu|cuda] [--providers P,P] [--fp16] [--threshold T] [--max-people N]
+
+The JSON fields and the files written are described in :data:`DESCRIPTION` (the ``--help``
+text). The console entry point is ``caer-infer = caer_ros.inference.cli:main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from caer_ros.inference.decode import Detections, labels_over_threshold
+from caer_ros.inference.overlay import draw_detections
+from caer_ros.inference.predictor import BACKENDS, Predictor
+from caer_ros.labels import CONTINUOUS
+from caer_ros.model.checkpoint import ModelFileError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+PROGRESS_FROM = 5  # show a progress bar from this many images on
+
+DESCRIPTION = """\
+People and their emotions in image files, with a caer_ros model (.pt or .onnx).
+
+Each PATH is an image file or a directory (its images, not recursive). Per image, one JSON
+object: "file", "image_size" {width, height}, "model", "backend", "category_set", and
+"people" (highest detection score first), each with "box" [x1, y1, x2, y2] in image pixels,
+"detection_score", "scores" {category: score}, "labels" (the categories at or above their
+threshold, highest first) and "valence", "arousal", "dominance" (0..1; null when the model
+has no continuous head).
+
+Without --out the objects go to stdout, one per line (JSON Lines), and nothing is drawn.
+With --out DIR: DIR/<name>.json and an overlay DIR/<name>.png (boxes, detection scores, top
+labels) per image. An image that cannot be read is reported on stderr with its name and the
+others are still processed; the exit status is then 1 (2 for a bad model or arguments).
+"""
+
+
+class ImageError(Exception):
+    """An input image that cannot be used; the message says why."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="caer-infer", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
+    parser.add_argument("--model", required=True,
+                        help="model file: .pt (torch) or .onnx (ONNX Runtime)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write <name>.json and the overlay <name>.png here (default: JSON "
+                             "Lines on stdout, no overlays)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="default: from the model file's suffix")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device, or for onnxruntime the default providers: cpu "
+                             "(default) or cuda")
+    parser.add_argument("--providers", type=lambda text: [p for p in text.split(",") if p],
+                        help="ONNX Runtime providers in order of preference, comma-separated "
+                             "(e.g. TensorrtExecutionProvider,CUDAExecutionProvider,"
+                             "CPUExecutionProvider)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="half precision (torch on CUDA, or ONNX Runtime's TensorRT)")
+    parser.add_argument("--threshold", type=float,
+                        help="detection threshold (default: the model's)")
+    parser.add_argument("--max-people", type=int, help="at most this many people per image")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the backend set-up")
+    args = parser.parse_args(argv)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.max_people is not None and args.max_people < 0:
+        parser.error(f"--max-people must be >= 0, got {args.max_people}")
+    return args
+
+
+def image_paths(paths: list[str]) -> list[Path]:
+    """The files named, and the images inside the directories named (sorted)."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            found.append(path)  # missing or unreadable: reported when it is read
+    return found
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(h, w, 3) uint8 BGR; :class:`ImageError` when the file is missing or not an image."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except OSError as error:
+        raise ImageError(f"cannot be read ({error.strerror or error})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageError("not an image OpenCV can decode (unsupported format, truncated or "
+                         "corrupted)")
+    return image
+
+
+def result_json(path: Path, image: np.ndarray, people: Detections, predictor: Predictor,
+                model: str) -> dict[str, Any]:
+    """The JSON object of one image (see the module docstring)."""
+    categories = predictor.categories
+    labels = labels_over_threshold(people.scores, categories, predictor.emotion_thresholds)
+    persons = []
+    for n in range(len(people)):
+        continuous = [None] * 3 if people.continuous is None else \
+            [_number(v) for v in people.continuous[n][:3]]
+        persons.append({
+            "box": [round(float(v), 2) for v in people.boxes[n]],
+            "detection_score": _number(people.detection_scores[n]),
+            "scores": {name: _number(v) for name, v in zip(categories, people.scores[n],
+                                                            strict=True)},
+            "labels": labels[n],
+            **dict(zip(CONTINUOUS, continuous, strict=True)),
+        })
+    return {
+        "file": str(path),
+        "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        "model": model,
+        "backend": predictor.backend,
+        "category_set": predictor.category_set,
+        "people": persons,
+    }
+
+
+def _number(value: Any) -> float | None:
+    value = float(value)
+    return round(value, 5) if math.isfinite(value) else None
+
+
+def _output_names(paths: list[Path]) -> list[str]:
+    """A distinct output name per input: its stem, with -2, -3, ... for repeated stems."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        names.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        predictor = Predictor.from_file(args.model, backend=args.backend, device=args.device,
+                                        providers=args.providers, fp16=args.fp16)
+    except ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"error: {args.model}: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"error: cannot create {out}: {error.strerror or error}", file=sys.stderr)
+            return 2
+    paths = image_paths(args.paths)
+    failed = 0
+    bar = tqdm(list(zip(paths, _output_names(paths), strict=True)), unit="image",
+               file=sys.stderr, disable=len(paths) < PROGRESS_FROM)
+    for path, name in bar:
+        try:
+            image = read_image(path)
+            people = predictor.predict(image, detection_threshold=args.threshold,
+                                       max_people=args.max_people)
+            result = result_json(path, image, people, predictor, args.model)
+            if out is None:
+                tqdm.write(json.dumps(result), file=sys.stdout)
+                continue
+            drawn = draw_detections(image, people, predictor.categories,
+                                    predictor.emotion_thresholds)
+            (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+            if not cv2.imwrite(str(out / f"{name}.png"), drawn):
+                raise ImageError(f"cannot write {out / f'{name}.png'}")
+            tqdm.write(f"{path}: {len(people)} people -> {out / name}.json, .png",
+                       file=sys.stdout)
+        except ImageError as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+        except OSError as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error.strerror or error}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(paths)} image(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Export a model file (.pt) to ONNX: ``python -m caer_ros.export --model M.pt --out M.onnx``.
+
+What is exported is the :class:`~caer_ros.inference.graph.InferenceGraph` (BENet plus the
+map-wide decoding steps), with the legacy TorchScript-based exporter of ``torch.onnx``
+(``dynamo=False``: the dynamo exporter needs ``onnxscript``, which caer_ros does not require).
+Input ``images`` (1, 3, H, W), normalised (``dynamic_batch``: (B, 3, H, W); it costs ONNX
+Runtime seconds of symbolic shape inference when a session starts, so batch 1 is the default);
+outputs named as in :func:`~caer_ros.inference.graph.output_names`. The model config,
+categories and inference settings go into the ONNX ``metadata_props``
+(:mod:`caer_ros.inference.onnx_metadata`), so the ONNX file alone is enough for
+:class:`~caer_ros.inference.predictor.Predictor`.
+
+Steps: load the model file, rewrite the operations ONNX Runtime runs slowly
+(:mod:`caer_ros.inference.onnx_friendly`, exact equivalents), trace and convert, add the
+metadata, run ``onnx.checker``, run the result once in ONNX Runtime against the original torch
+graph (``verify``), then write the file atomically (a temporary file beside the target, then
+``os.replace``): a failed export leaves no file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from caer_ros import __version__
+from caer_ros.inference import onnx_metadata
+from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph
+from caer_ros.inference.onnx_friendly import onnx_friendly
+from caer_ros.model.checkpoint import ModelFileError, load_model_file
+from caer_ros.model.inference_settings import InferenceSettings
+
+DEFAULT_OPSET = 17
+# Largest |ONNX Runtime - torch| accepted by ``verify`` on the graph's outputs (probabilities,
+# sizes in pixels, prefix sums up to the map height): float32 noise is far below this.
+VERIFY_TOLERANCE = 1e-3
+
+
+class ExportError(RuntimeError):
+    """The export itself failed (conversion, checker, verification); one-line message."""
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    bytes: int
+    opset: int
+    batch: str  # "1" or "B" (dynamic)
+    input_size: tuple[int, int]
+    outputs: tuple[str, ...]
+    stride: int
+    settings: InferenceSettings
+    max_difference: float | None  # ONNX Runtime vs torch on a random input; None: not verified
+    seconds: float
+
+    def describe(self) -> str:
+        checked = "not verified" if self.max_difference is None else \
+            f"ONNX Runtime matches torch (max |diff| {self.max_difference:.1e})"
+        return (f"wrote {self.path}: {self.bytes / 1e6:.1f} MB, opset {self.opset}, input "
+                f"{self.batch}x3x{self.input_size[0]}x{self.input_size[1]}, outputs at stride "
+                f"{self.stride} ({', '.join(self.outputs)}), fuse_scales "
+                f"{_on(self.settings.fuse_scales)}, flip_test {_on(self.settings.flip_test)}; "
+                f"{checked}; {self.seconds:.1f} s")
+
+
+def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, **options: Any) -> Path:
+    """Export the model file ``model_path`` to the ONNX file ``out`` and return its path;
+    ``options`` as for :func:`export_with_summary`."""
+    return Path(export_with_summary(model_path, out, **options).path)
+
+
+def export_with_summary(
+    model_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_size: tuple[int, int] | None = None,
+    fuse_scales: bool | None = None,
+    flip_test: bool | None = None,
+    dynamic_batch: bool = False,
+    verify: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> ExportSummary:
+    """Export the model file ``model_path`` to the ONNX file ``out``; what was written.
+
+    ``input_size`` (H, W, multiples of 32) replaces the config's; ``fuse_scales`` and
+    ``flip_test`` replace the model file's settings (they are fixed in the graph);
+    ``dynamic_batch`` makes the batch dimension dynamic (default: 1); ``verify``
+    runs the result in ONNX Runtime against torch; ``progress`` receives progress lines.
+    Raises :class:`~caer_ros.model.checkpoint.ModelFileError` for a bad model file, ValueError
+    for bad arguments, :class:`ExportError` when conversion or checks fail, OSError when
+    writing fails.
+    """
+    import onnx  # only the export needs the onnx package
+
+    say = progress or (lambda _message: None)
+    start = time.perf_counter()
+    model, info = load_model_file(model_path)
+    config = info.config
+    if input_size is not None:
+        config = dataclasses.replace(config, input_size=tuple(input_size))
+    graph_changes = {name: value for name, value in
+                     (("fuse_scales", fuse_scales), ("flip_test", flip_test)) if value is not None}
+    settings = dataclasses.replace(info.inference, **graph_changes)
+    graph = InferenceGraph(model, settings).eval()
+    exported = InferenceGraph(onnx_friendly(model), settings).eval()
+    height, width = config.input_size
+    meta = {**info.meta, "exported_from": os.path.basename(str(model_path)),
+            "exported_by": f"caer_ros {__version__}", "opset": opset}
+    say(f"exporting {model_path}: input {height}x{width}, "
+        + ", ".join(f"{name} {_on(getattr(settings, name))}" for name in GRAPH_SETTINGS)
+        + f", opset {opset}")
+
+    example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    proto = _convert(exported, example, opset, dynamic_batch)
+    for key, value in onnx_metadata.encode(config, settings, meta).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name, proto.producer_version = "caer_ros", __version__
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"onnx.checker rejects the exported graph: {_first_line(error)}") \
+            from None
+    data = proto.SerializeToString()
+    say(f"converted and checked ({len(data) / 1e6:.1f} MB)")
+    difference = None
+    if verify:
+        difference = _verify(graph, data, example)
+        say(f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
+    path = _write_atomically(Path(out), data)
+    graph_info = onnx_metadata.graph_info(config, settings)
+    return ExportSummary(str(path), len(data), opset, "B" if dynamic_batch else "1",
+                         config.input_size, graph_info.outputs,
+                         graph_info.stride, settings, difference, time.perf_counter() - start)
+
+
+def _convert(graph: InferenceGraph, example: torch.Tensor, opset: int,
+             dynamic_batch: bool):  # -> onnx.ModelProto
+    import onnx
+
+    names = graph.output_names
+    dynamic = {name: {0: "batch"} for name in [onnx_metadata.INPUT_NAME, *names]}
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _native_output_discarded():
+            # The legacy exporter is deprecated in favour of dynamo (needs onnxscript), and the
+            # tracer notes the graph's fixed shapes: neither matters here.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph, (example,), buffer, dynamo=False, opset_version=opset,
+                input_names=[onnx_metadata.INPUT_NAME], output_names=names,
+                dynamic_axes=dynamic if dynamic_batch else None,
+                do_constant_folding=True,
+            )
+    except Exception as error:  # torch raises many types for unsupported ops / opsets
+        raise ExportError(f"torch.onnx.export failed: {type(error).__name__}: "
+                          f"{_first_line(error)}") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _native_output_discarded() -> Iterator[None]:
+    """Discard what native code writes to file descriptors 1 and 2 (on a failed conversion the
+    TorchScript exporter dumps its whole IR graph); the Python exception says enough."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _verify(graph: InferenceGraph, data: bytes, example: torch.Tensor) -> float:
+    """Run the serialised model in ONNX Runtime (CPU) and compare every output with torch."""
+    import onnxruntime as ort
+
+    with torch.inference_mode():
+        expected = graph.outputs(example)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    got = session.run(graph.output_names, {onnx_metadata.INPUT_NAME: example.numpy()})
+    worst = 0.0
+    for name, value in zip(graph.output_names, got, strict=True):
+        reference = expected[name].numpy()
+        if value.shape != reference.shape:
+            raise ExportError(f"output {name!r} has shape {value.shape} in ONNX Runtime, "
+                              f"{reference.shape} in torch")
+        worst = max(worst, float(np.abs(value - reference).max(initial=0.0)))
+    if not worst <= VERIFY_TOLERANCE:
+        raise ExportError(f"ONNX Runtime and torch outputs differ by {worst:.3g} "
+                          f"(> {VERIFY_TOLERANCE})")
+    return worst
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    directory = path.parent if str(path.parent) else Path(".")
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m caer_ros.export",
+        description="Export a caer_ros model file (.pt) to ONNX for the onnxruntime backend. "
+                    "The ONNX file holds the model config, categories and inference settings, "
+                    "so it is all the node and caer-infer need.")
+    parser.add_argument("--model", required=True, help="model file (.pt) to export")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="network input height and width, multiples of 32 "
+                             "(default: the model's)")
+    parser.add_argument("--fuse-scales", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the 1/4 and 1/2 outputs (fixed in the graph; "
+                             "default: the model file's setting)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the mirrored image and average (fixed in the graph, "
+                             "doubles the work; default: the model file's setting)")
+    parser.add_argument("--dynamic-batch", action="store_true",
+                        help="dynamic batch dimension (default: batch 1; a dynamic one makes "
+                             "ONNX Runtime sessions start much slower)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the ONNX Runtime vs torch comparison")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = export_with_summary(
+            args.model, args.out, opset=args.opset,
+            input_size=None if args.input_size is None else tuple(args.input_size),
+            fuse_scales=args.fuse_scales, flip_test=args.flip_test,
+            dynamic_batch=args.dynamic_batch, verify=args.verify,
+            progress=lambda message: print(message, flush=True),
+        )
+    except ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, ExportError) as error:
+        print(f"error: cannot export {args.model}: {_first_line(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    print(summary.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The inference graph: BENet plus the map-wide steps of decoding, as one torch module.
+
+:class:`InferenceGraph` runs in the torch backend and is what ``caer_ros.export`` writes to
+ONNX, so the same code does the per-pixel work in both backends (in ONNX Runtime on all cores).
+Its steps (each a small function here):
+
+1. :func:`map_outputs` - BENet's detection and emotion-map heads only (the person-centric and
+   background classifiers serve training, BENet section 2.3).
+2. :func:`activate` - sigmoid of the heatmap, emotion and continuous logits; box sizes from map
+   pixels to network-input pixels (size * stride) -> :class:`ScoreMaps`.
+3. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
+   flipped back (the graph runs the image and its mirror as one batch).
+4. :func:`fuse_scales` - HigherHRNet-style aggregation of the 1/4 and 1/2 outputs (BENet
+   section 3.1): resize to the finest grid (bilinear) and average.
+5. :func:`column_sums` - prefix sums of the emotion and continuous maps down the rows, so the
+   host reads the mean of a box from two rows instead of summing the whole box
+   (:mod:`caer_ros.inference.decode`).
+
+Outputs (:func:`output_names`), for a batch of B images and the grid ``(h, w)`` of the output
+stride (2 when the 1/4 and 1/2 maps are fused, else 4):
+
+- ``heatmap`` (B, 1, h, w): person-centre probability;
+- ``size`` (B, 2, h, w): box width and height in network-input pixels;
+- ``emotion_sums.<set>`` (B, E, h + 1, w): row ``i`` holds the sum of the emotion
+  probabilities of rows ``< i`` (row 0 is zero; the maps are the row differences);
+- ``continuous_sums`` (B, 3, h + 1, w): the same for valence, arousal, dominance (if any).
+
+``fuse_scales`` and ``flip_test`` (:data:`GRAPH_SETTINGS`) shape the graph and are fixed when
+it is exported; every other setting (thresholds, top-K, peak window, extraction) is read on the
+host at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caer_ros.model.config import ModelConfig
+from caer_ros.model.inference_settings import InferenceSettings
+from caer_ros.model.network import BENet
+from caer_ros.model.output import BENetOutput, ScaleOutput
+
+HEATMAP = "heatmap"
+SIZE = "size"
+EMOTION_SUMS = "emotion_sums."  # + category-set name
+CONTINUOUS_SUMS = "continuous_sums"
+GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "flip_test")
+
+
+@dataclass
+class ScoreMaps:
+    """Activated maps at one resolution: what peaks and scores are read from.
+
+    Unlike :class:`~caer_ros.model.output.ScaleOutput` (logits, sizes in map pixels), these hold
+    probabilities in 0..1 and box sizes in network-input pixels, so maps of different strides
+    and of the flipped image can be averaged.
+    """
+
+    stride: int  # input pixels per map pixel
+    heatmap: Tensor  # (B, 1, h, w) person-centre probability
+    size: Tensor  # (B, 2, h, w) box width, height in network-input pixels
+    emotions: dict[str, Tensor]  # category-set name -> (B, E, h, w) probabilities
+    continuous: Tensor | None = None  # (B, 3, h, w) valence, arousal, dominance in 0..1
+
+
+def output_stride(config: ModelConfig, settings: InferenceSettings) -> int:
+    """Stride of the graph's output maps: 2 when 1/4 and 1/2 outputs are fused, else 4."""
+    return 2 if config.half_resolution and settings.fuse_scales else 4
+
+
+def output_names(config: ModelConfig) -> list[str]:
+    """The graph's output names, in order (see the module docstring)."""
+    names = [HEATMAP, SIZE] + [EMOTION_SUMS + name for name in config.categories]
+    return names + ([CONTINUOUS_SUMS] if config.continuous else [])
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def map_outputs(model: BENet, images: Tensor) -> BENetOutput:
+    """BENet's map outputs (detection and emotion heads) without the classification heads."""
+    features = model.backbone(images)
+    detection = model.detection(features[0])
+    emotion = model.emotion(features[0])
+    scales = []
+    for stride, det, emo in zip((4, 2), detection, emotion, strict=False):
+        emotions, continuous = model.emotion.split(emo)
+        scales.append(ScaleOutput(stride=stride, heatmap=det["heatmap"], size=det["size"],
+                                  emotions=emotions, continuous=continuous))
+    return BENetOutput(quarter=scales[0], half=scales[1] if len(scales) > 1 else None)
+
+
+def as_benet_output(output: BENetOutput | Mapping[str, Tensor | np.ndarray]) -> BENetOutput:
+    """A :class:`BENetOutput`, or its flat view (``BENetOutput.flat`` names, torch tensors or
+    numpy arrays), as a :class:`BENetOutput` of torch tensors (numpy wrapped without copying).
+    """
+    if isinstance(output, BENetOutput):
+        return output
+    if not isinstance(output, Mapping):
+        raise ValueError(
+            f"expected a BENetOutput or a name -> array dict, got {type(output).__name__}"
+        )
+    flat = {name: as_tensor(value) for name, value in output.items()}
+    if "q.heatmap" not in flat:
+        raise ValueError(f"output has no 'q.heatmap' map; names: {', '.join(sorted(flat))}")
+    return BENetOutput.from_flat(flat)
+
+
+def activate(scale: ScaleOutput) -> ScoreMaps:
+    """Logits -> probabilities (sigmoid) and sizes map pixels -> input pixels (``* stride``)."""
+    heatmap = scale.heatmap.float()
+    if heatmap.ndim != 4 or heatmap.shape[1] != 1:
+        raise ValueError(f"heatmap must be (B, 1, h, w), got {tuple(heatmap.shape)}")
+    batch, _, height, width = heatmap.shape
+    expected = {"size": (batch, 2, height, width)}
+    maps = {"size": scale.size}
+    for name, logits in scale.emotions.items():
+        expected[f"emotions.{name}"] = (batch, logits.shape[1], height, width)
+        maps[f"emotions.{name}"] = logits
+    if scale.continuous is not None:
+        expected["continuous"] = (batch, 3, height, width)
+        maps["continuous"] = scale.continuous
+    for name, shape in expected.items():
+        if tuple(maps[name].shape) != shape:
+            raise ValueError(
+                f"stride-{scale.stride} {name} map must be {shape} like the heatmap, "
+                f"got {tuple(maps[name].shape)}"
+            )
+    return ScoreMaps(
+        stride=int(scale.stride),
+        heatmap=heatmap.sigmoid(),
+        size=scale.size.float() * float(scale.stride),
+        emotions={name: logits.float().sigmoid() for name, logits in scale.emotions.items()},
+        continuous=None if scale.continuous is None else scale.continuous.float().sigmoid(),
+    )
+
+
+def merge_flipped(maps: ScoreMaps, flipped: ScoreMaps) -> ScoreMaps:
+    """Flip test: average ``maps`` with the maps of the horizontally flipped input, flipped back.
+
+    Width and height need no sign change (they are sizes, not offsets); heatmap, emotion and
+    continuous maps are only mirrored back. Exact when the input width is a multiple of the
+    stride (map column ``j`` of the flipped image is then column ``w - 1 - j`` of the original).
+    """
+    if maps.heatmap.shape != flipped.heatmap.shape or maps.stride != flipped.stride:
+        raise ValueError(
+            f"flipped maps {tuple(flipped.heatmap.shape)} (stride {flipped.stride}) do not match "
+            f"{tuple(maps.heatmap.shape)} (stride {maps.stride})"
+        )
+    if set(maps.emotions) != set(flipped.emotions) or (
+        (maps.continuous is None) != (flipped.continuous is None)
+    ):
+        raise ValueError("flipped output has different emotion/continuous maps")
+
+    def mean(a: Tensor, b: Tensor) -> Tensor:
+        return torch.add(a, b.flip(-1)).mul_(0.5)
+
+    return ScoreMaps(
+        stride=maps.stride,
+        heatmap=mean(maps.heatmap, flipped.heatmap),
+        size=mean(maps.size, flipped.size),
+        emotions={k: mean(v, flipped.emotions[k]) for k, v in maps.emotions.items()},
+        continuous=None
+        if maps.continuous is None or flipped.continuous is None
+        else mean(maps.continuous, flipped.continuous),
+    )
+
+
+def fuse_scales(scales: Sequence[ScoreMaps]) -> ScoreMaps:
+    """Average maps of several strides on the finest grid (HigherHRNet heatmap aggregation).
+
+    Rule: every map is resized bilinearly (``align_corners=False``, consistent with the
+    cell-centre convention) to the grid of the smallest stride, then the maps are averaged
+    element-wise: heatmaps, sizes (already in input pixels, so units agree), each emotion set
+    over the scales that have it, continuous maps likewise. With BENet: the 1/4 maps are
+    upsampled x2 and averaged with the 1/2 maps; the result has stride 2.
+    """
+    if not scales:
+        raise ValueError("fuse_scales needs at least one scale")
+    if len(scales) == 1:
+        return scales[0]
+    finest = min(scales, key=lambda m: m.stride)
+    grid = tuple(int(v) for v in finest.heatmap.shape[-2:])
+
+    def resized(t: Tensor) -> Tensor:
+        if tuple(t.shape[-2:]) == grid:
+            return t
+        return F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
+
+    def mean(maps: list[Tensor]) -> Tensor:
+        if len(maps) == 1:
+            return resized(maps[0])
+        total = torch.add(resized(maps[0]), resized(maps[1]))  # a new tensor: update in place
+        for t in maps[2:]:
+            total.add_(resized(t))
+        return total.mul_(1.0 / len(maps))
+
+    names = list(dict.fromkeys(name for m in scales for name in m.emotions))
+    continuous = [m.continuous for m in scales if m.continuous is not None]
+    return ScoreMaps(
+        stride=finest.stride,
+        heatmap=mean([m.heatmap for m in scales]),
+        size=mean([m.size for m in scales]),
+        emotions={n: mean([m.emotions[n] for m in scales if n in m.emotions]) for n in names},
+        continuous=mean(continuous) if continuous else None,
+    )
+
+
+def score_maps(
+    output: BENetOutput | Mapping[str, Tensor | np.ndarray],
+    settings: InferenceSettings,
+    flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
+) -> ScoreMaps:
+    """Steps 2-4: activation, flip merge (if ``flipped`` is given) and scale fusion.
+
+    ``flipped`` is the network output for the horizontally flipped input; it is required when
+    ``settings.flip_test`` is on.
+    """
+    if settings.flip_test and flipped is None:
+        raise ValueError("flip_test is on: pass the output for the horizontally flipped input")
+    output = as_benet_output(output)
+    chosen = output.scales() if settings.fuse_scales else [output.quarter]
+    maps = [activate(s) for s in chosen]
+    if flipped is not None:
+        flipped = as_benet_output(flipped)
+        flipped_chosen = flipped.scales() if settings.fuse_scales else [flipped.quarter]
+        if len(flipped_chosen) != len(chosen):
+            raise ValueError("flipped output has a different number of scales")
+        maps = [merge_flipped(m, activate(f)) for m, f in zip(maps, flipped_chosen, strict=True)]
+    return fuse_scales(maps)
+
+
+def prefix_rows(maps: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, C, h + 1, w): row ``i`` is the sum of rows ``< i`` (row 0 zero)."""
+    return F.pad(maps, (0, 0, 1, 0)).cumsum(2)
+
+
+def column_sums(maps: ScoreMaps) -> dict[str, Tensor]:
+    """Step 5: the graph's named outputs (module docstring) from fused, activated maps."""
+    out = {HEATMAP: maps.heatmap, SIZE: maps.size}
+    for name, probabilities in maps.emotions.items():
+        out[EMOTION_SUMS + name] = prefix_rows(probabilities)
+    if maps.continuous is not None:
+        out[CONTINUOUS_SUMS] = prefix_rows(maps.continuous)
+    return out
+
+
+# --------------------------------------------------------------------------- the module
+
+
+class InferenceGraph(nn.Module):
+    """BENet followed by steps 2-5: normalised images (B, 3, H, W) -> a tuple of tensors named
+    :attr:`output_names` (:meth:`outputs` gives them as a dict).
+
+    The graph holds ``model`` (no copy); ``settings.fuse_scales`` and ``settings.flip_test`` are
+    read once here.
+    """
+
+    def __init__(self, model: BENet, settings: InferenceSettings) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.stride = output_stride(model.config, settings)
+        self.output_names = output_names(model.config)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        if self.settings.flip_test:
+            batch = images.shape[0]
+            both = map_outputs(self.model, torch.cat([images, images.flip(-1)])).flat()
+            output = {k: v[:batch] for k, v in both.items()}
+            flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in both.items()}
+        else:
+            output, flipped = map_outputs(self.model, images).flat(), None
+        named = column_sums(score_maps(output, self.settings, flipped))
+        return tuple(named[name] for name in self.output_names)
+
+    def outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """:meth:`forward` as a name -> tensor dict."""
+        return dict(zip(self.output_names, self(images), strict=True))
+
+
+def as_tensor(value: Tensor | np.ndarray) -> Tensor:
+    """A torch tensor sharing ``value``'s memory where possible."""
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array))
