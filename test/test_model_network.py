@@ -45,6 +45,10 @@ def test_output_shapes_for_every_preset(preset):
     assert [f.shape[1] for f in out.features] == widths
     assert [f.shape[2] for f in out.features] == [16, 8, 4, 2]
     assert all(torch.isfinite(t).all() for t in out.flat().values())
+    with torch.no_grad():
+        maps_only = model(torch.randn(2, 3, *SIZE), classifiers=False)
+    assert maps_only.person_centric is None and maps_only.background is None
+    assert maps_only.quarter.heatmap.shape == out.quarter.heatmap.shape
 
 
 def test_switches_remove_outputs_and_parameters():

@@ -84,15 +84,7 @@ def output_names(config: ModelConfig) -> list[str]:
 
 def map_outputs(model: BENet, images: Tensor) -> BENetOutput:
     """BENet's map outputs (detection and emotion heads) without the classification heads."""
-    features = model.backbone(images)
-    detection = model.detection(features[0])
-    emotion = model.emotion(features[0])
-    scales = []
-    for stride, det, emo in zip((4, 2), detection, emotion, strict=False):
-        emotions, continuous = model.emotion.split(emo)
-        scales.append(ScaleOutput(stride=stride, heatmap=det["heatmap"], size=det["size"],
-                                  emotions=emotions, continuous=continuous))
-    return BENetOutput(quarter=scales[0], half=scales[1] if len(scales) > 1 else None)
+    return model(images, classifiers=False)
 
 
 def as_benet_output(output: BENetOutput | Mapping[str, Tensor | np.ndarray]) -> BENetOutput:

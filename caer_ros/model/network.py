@@ -49,7 +49,9 @@ class BENet(nn.Module):
                 widths, sets, config.classifier_expansion, config.classifier_channels,
                 attention)
 
-    def forward(self, images: Tensor) -> BENetOutput:
+    def forward(self, images: Tensor, classifiers: bool = True) -> BENetOutput:
+        """All heads; with ``classifiers=False`` the person-centric and background heads are
+        skipped (inference needs only the maps)."""
         features = self.backbone(images)
         detection = self.detection(features[0])
         emotion = self.emotion(features[0])
@@ -61,9 +63,10 @@ class BENet(nn.Module):
         return BENetOutput(
             quarter=scales[0],
             half=scales[1] if len(scales) > 1 else None,
-            person_centric=None if self.person_centric is None
+            person_centric=None if self.person_centric is None or not classifiers
             else self.person_centric(features),
-            background=None if self.background is None else self.background(features),
+            background=None if self.background is None or not classifiers
+            else self.background(features),
             features=features,
         )
 
