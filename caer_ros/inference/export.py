@@ -25,7 +25,6 @@ import dataclasses
 import io
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from caer_ros import __version__
+from caer_ros.atomic_file import atomic_write
 from caer_ros.inference import onnx_metadata
 from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph
 from caer_ros.inference.onnx_friendly import onnx_friendly
@@ -214,17 +214,8 @@ def _verify(graph: InferenceGraph, data: bytes, example: torch.Tensor) -> float:
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        stream.write(data)
     return path
 
 

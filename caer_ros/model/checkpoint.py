@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 
 from caer_ros import __version__
+from caer_ros.atomic_file import atomic_write
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import BENet
@@ -98,17 +98,8 @@ def save_model_file(path: str | os.PathLike, model: BENet,
         "meta": full_meta,
     }
     path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(data, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        torch.save(data, stream)
     return path
 
 
