@@ -459,15 +459,6 @@ def test_labels_over_threshold_highest_first():
         labels_over_threshold(scores[:, :3], categories, 0.5)
 
 
-def test_detections_with_boxes():
-    (det,) = decode(output_of(PEOPLE))
-    moved = det.with_boxes(det.boxes * 2)
-    np.testing.assert_allclose(moved.boxes, det.boxes * 2)
-    assert moved.scores is det.scores
-    with pytest.raises(ValueError, match="boxes must have shape"):
-        det.with_boxes(np.zeros((1, 4)))
-
-
 def test_decode_leaves_the_network_output_unchanged():
     output = output_of(PEOPLE, half=True)
     flipped = flip_output(output)
@@ -475,3 +466,28 @@ def test_decode_leaves_the_network_output_unchanged():
     decode(output, InferenceSettings(flip_test=True), flipped=flipped)
     after = {**output.flat(), **flipped.flat()}
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_to_image_maps_boxes_and_leaves_out_people_in_the_letterbox_border():
+    """A peak in the letterbox border gives a box that, clipped to the image, has no width or
+    height: no pixel of that "person" is in the image, so it is left out."""
+    from caer_ros.inference.preprocess import letterbox
+
+    _, placement = letterbox(np.zeros((50, 100, 3), np.uint8), (64, 64))  # pads top/bottom
+    inside = placement.to_input(np.array([[10, 5, 60, 45]], np.float64))[0]
+    det = Detections(
+        boxes=np.array([inside, [0, 0, 64, 10], [20, 60, 40, 64]], np.float32),
+        detection_scores=np.array([0.9, 0.8, 0.7], np.float32),
+        scores=np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], np.float32),
+        continuous=np.array([[0.1] * 3, [0.2] * 3, [0.3] * 3], np.float32),
+        category_set="a",
+        set_scores={"a": np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], np.float32),
+                    "b": np.array([[1.0], [2.0], [3.0]], np.float32)},
+    )
+    kept = det.to_image(placement)
+    assert len(kept) == 1
+    np.testing.assert_allclose(kept.boxes, [[10, 5, 60, 45]], atol=1e-4)
+    assert kept.detection_scores.tolist() == [np.float32(0.9)]
+    assert kept.scores.tolist() == [[np.float32(0.1), np.float32(0.2)]]
+    assert kept.continuous.shape == (1, 3)
+    assert {k: v.shape for k, v in kept.set_scores.items()} == {"a": (1, 2), "b": (1, 1)}

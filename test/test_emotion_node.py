@@ -1,13 +1,15 @@
 """emotion_node start-up failures: exit status 1 and one line on stderr naming the problem.
 
 The node runs as its own process, started the way the launch file starts it (params file,
-remapping). Tests with a real model (frames in, people out) come with the predictor.
+remapping). Frames in, people out with a real model: test/test_emotion_node_frames.py.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -25,6 +27,19 @@ def _run_node(ros_env, *ros_args: str) -> subprocess.CompletedProcess:
 def test_missing_model_exits_1_naming_the_path(ros_env, tmp_path):
     model = tmp_path / "no_such_model.onnx"
     result = _run_node(ros_env, "-p", f"model_path:={model}")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("emotion_node: ") and str(model) in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("name", "backend"), [("corrupt.onnx", "onnxruntime"),
+                                               ("corrupt.pt", "torch")])
+def test_unreadable_model_exits_1_naming_the_path(ros_env, tmp_path, name, backend):
+    model = tmp_path / name
+    model.write_bytes(bytes(range(256)) * 20)  # neither an ONNX protobuf nor a torch archive
+    result = _run_node(ros_env, "-p", f"model_path:={model}", "-p", f"backend:={backend}")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

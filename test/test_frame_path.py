@@ -100,3 +100,5 @@ def test_empty_frame_gives_an_empty_people_list():
     msg = people_message(Header(frame_id="x"), CATEGORIES, det, track(IouTracker(), det),
                          np.full(3, 0.5))
     assert msg.people == [] and list(msg.categories) == list(CATEGORIES)
+
+

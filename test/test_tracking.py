@@ -114,3 +114,15 @@ def test_smoothing_out_of_range_is_rejected(smoothing):
 def test_mismatched_scores_are_rejected():
     with pytest.raises(ValueError, match=r"scores must have shape \(2, K\)"):
         IouTracker().update([_box(0, 0), _box(100, 0)], SCORES)
+
+
+def test_a_frame_without_people_keeps_the_shapes():
+    """No one in the frame, with and without continuous values (a model with a continuous
+    head sees empty rooms too)."""
+    tracker = IouTracker()
+    tracker.update([_box(0, 0)], np.zeros((1, 3)), np.full((1, 3), 0.5))
+    people = tracker.update(np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 3)))
+    assert people.ids == []
+    assert people.scores.shape == (0, 3) and people.continuous.shape == (0, 3)
+    people = tracker.update(np.zeros((0, 4)), np.zeros((0, 3)))
+    assert people.scores.shape == (0, 3) and people.continuous is None

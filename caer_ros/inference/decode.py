@@ -49,6 +49,7 @@ from caer_ros.inference.graph import (
     column_sums,
     score_maps,
 )
+from caer_ros.inference.preprocess import Letterbox
 from caer_ros.model.inference_settings import EXTRACTIONS, InferenceSettings
 from caer_ros.model.output import BENetOutput
 
@@ -122,7 +123,7 @@ class Detections:
     """The people found in one image, sorted by detection score, highest first.
 
     :func:`find_people` gives boxes in network-input pixels; a predictor maps them to image
-    pixels with :meth:`with_boxes` (``Letterbox.to_original``).
+    pixels with :meth:`to_image`.
     """
 
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
@@ -135,12 +136,21 @@ class Detections:
     def __len__(self) -> int:
         return len(self.detection_scores)
 
-    def with_boxes(self, boxes: np.ndarray) -> Detections:
-        """A copy with other boxes (same people), e.g. mapped to original-image pixels."""
-        boxes = np.asarray(boxes, dtype=np.float32)
-        if boxes.shape != self.boxes.shape:
-            raise ValueError(f"boxes must have shape {self.boxes.shape}, got {boxes.shape}")
-        return dataclasses.replace(self, boxes=boxes)
+    def to_image(self, placement: Letterbox) -> Detections:
+        """The same people with boxes in image pixels (``Letterbox.to_original``, clipped),
+        leaving out those whose box lies wholly in the letterbox border: clipped, it has no
+        width or height, no pixel of that "person" is in the image (and a tracker could never
+        match it again)."""
+        boxes = placement.to_original(self.boxes).astype(np.float32).reshape(-1, 4)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return dataclasses.replace(
+            self,
+            boxes=boxes[keep],
+            detection_scores=self.detection_scores[keep],
+            scores=self.scores[keep],
+            continuous=None if self.continuous is None else self.continuous[keep],
+            set_scores={name: values[keep] for name, values in self.set_scores.items()},
+        )
 
 
 # --------------------------------------------------------------------------- peaks and boxes

@@ -153,7 +153,7 @@ class Predictor:
             maps, placement = self._forward(image)
         (people,) = find_people(maps, self.settings, detection_threshold=detection_threshold,
                                 max_people=max_people, primary_set=self.category_set)
-        return people.with_boxes(placement.to_original(people.boxes))
+        return people.to_image(placement)
 
     def predict_batch(self, images: Sequence[np.ndarray], detection_threshold: float | None = None,
                       max_people: int | None = None) -> list[Detections]:
@@ -170,7 +170,7 @@ class Predictor:
             maps = SummedMaps.from_outputs(self._runner.run(batch), self.stride)
         people = find_people(maps, self.settings, detection_threshold=detection_threshold,
                              max_people=max_people, primary_set=self.category_set)
-        return [p.with_boxes(box.to_original(p.boxes))
+        return [p.to_image(box)
                 for p, box in zip(people, placements, strict=True)]
 
     def forward_maps(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
@@ -222,7 +222,7 @@ class Predictor:
                 maps = SummedMaps.from_outputs(outputs, self.stride)
                 (found,) = find_people(maps, self.settings, detection_threshold=0.0,
                                        max_people=people, primary_set=self.category_set)
-                found.with_boxes(placement.to_original(found.boxes))
+                found = found.to_image(placement)
                 end = time.perf_counter()
                 if len(found) != people:
                     raise RuntimeError(f"found {len(found)} people, not {people}")

@@ -1,6 +1,7 @@
 """The frame path: one camera message in, one PersonEmotionArray (and overlay image) out.
 
-It reads top to bottom as receive -> convert -> predict -> track -> messages:
+It reads top to bottom as receive -> convert -> predict -> keep people in the image -> track
+-> messages:
 
 - :class:`LatestFrame` is the receive side: the subscription callback puts each message in a
   one-slot box (a newer message replaces one not yet taken: a dropped frame);

@@ -116,7 +116,8 @@ class IouTracker:
             ids=[t.id for t in result],
             scores=np.array([t.scores for t in result], dtype=np.float32).reshape(n, e),
             continuous=None if continuous is None else
-            np.array([t.continuous for t in result], dtype=np.float32).reshape(n, -1),
+            np.array([t.continuous for t in result],
+                     dtype=np.float32).reshape(n, continuous.shape[1]),
         )
 
     def _match(self, boxes: np.ndarray) -> dict[int, int]:

@@ -1,0 +1,195 @@
+"""Drive a running emotion_node from a test: start it as the launch file does, publish camera
+frames, collect its answers (people, overlay, diagnostics), call its enable service.
+
+:func:`start_node` runs the ``emotion_node`` console script with the params file and the
+launch file's remapping (its output goes to a log file: a pipe nobody reads would block it).
+:class:`NodeProbe` is an rclpy node in a context of its own on a given domain id, so one test
+module can talk to several nodes on different domains.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import SetBool
+
+from caer_msgs.msg import PersonEmotionArray
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config" / "emotion.yaml"
+CAMERA_TOPIC = "/camera/image_raw"
+PEOPLE_TOPIC = "/people_emotions"
+OVERLAY_TOPIC = "/people_emotions/overlay"
+
+
+def node_command(*ros_args: str) -> list[str]:
+    """``emotion_node --ros-args --params-file config/emotion.yaml -r image:=/camera/image_raw
+    ...``: the console script the launch file starts (``python -m`` where it is not installed)."""
+    script = Path(sys.executable).with_name("emotion_node")
+    start = [str(script)] if script.exists() else [sys.executable, "-m",
+                                                   "caer_ros.ros.emotion_node"]
+    return [*start, "--ros-args", "--params-file", str(CONFIG), "-r", f"image:={CAMERA_TOPIC}",
+            *ros_args]
+
+
+def start_node(env: dict[str, str], log: Path, *ros_args: str) -> subprocess.Popen:
+    """The node as a process in ``REPO``, stdout and stderr to ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(node_command(*ros_args), env=env, cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_node(process: subprocess.Popen, signal_number: int, timeout: float = 20.0) -> int | None:
+    """Send ``signal_number``, wait; kill when it does not exit. Its return code (None: none)."""
+    if process.poll() is None:
+        process.send_signal(signal_number)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            return None
+    return process.returncode
+
+
+def stamp_key(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+class NodeProbe:
+    """Publishes frames to and listens to one emotion_node (see the module docstring).
+
+    ``reliable``: QoS reliability of the frame publishers (a camera driver's is usually best
+    effort). Answers are kept by their header stamp: give every published frame its own.
+    """
+
+    def __init__(self, domain_id: int, reliable: bool = True, name: str = "emotion_probe"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        frames = QoSProfile(depth=500, reliability=reliability)
+        self.raw_pub = self.node.create_publisher(Image, CAMERA_TOPIC, frames)
+        self.compressed_pub = self.node.create_publisher(
+            CompressedImage, CAMERA_TOPIC + "/compressed", frames)
+        self.people: dict[tuple[int, int], list[PersonEmotionArray]] = defaultdict(list)
+        self.overlays: dict[tuple[int, int], list[Image]] = defaultdict(list)
+        self.diagnostics: list[tuple[float, DiagnosticArray]] = []
+        self.node.create_subscription(PersonEmotionArray, PEOPLE_TOPIC,
+                                      lambda m: self.people[stamp_key(m)].append(m), 50)
+        self.node.create_subscription(Image, OVERLAY_TOPIC,
+                                      lambda m: self.overlays[stamp_key(m)].append(m), 10)
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: self.diagnostics.append((time.monotonic(), m)), 10)
+        self.enable_client = self.node.create_client(SetBool, "/emotion_node/enable")
+        self.parameters_client = self.node.create_client(SetParameters,
+                                                         "/emotion_node/set_parameters")
+        self._next_stamp = 1000
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    # ------------------------------------------------------------------ waiting
+
+    def spin_until(self, done: Callable[[], bool], timeout: float,
+                   process: subprocess.Popen | None = None) -> bool:
+        """Spin until ``done()`` (True), ``timeout`` seconds or the process ended (False)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+                return done()
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def wait_for_node(self, process: subprocess.Popen, transport: str, timeout: float) -> bool:
+        """Until the node subscribes to our frames, publishes people and serves enable."""
+        pub = self.raw_pub if transport == "raw" else self.compressed_pub
+        return self.spin_until(
+            lambda: pub.get_subscription_count() > 0
+            and self.node.count_publishers(PEOPLE_TOPIC) > 0
+            and self.enable_client.service_is_ready(), timeout, process)
+
+    # ------------------------------------------------------------------ frames
+
+    def stamp(self, msg, frame_id: str = "camera_optical_frame"):
+        """Give ``msg`` a stamp no other frame of this probe has; returns ``msg``."""
+        self._next_stamp += 1
+        msg.header.stamp.sec, msg.header.stamp.nanosec = self._next_stamp, 123_000_000
+        msg.header.frame_id = frame_id
+        return msg
+
+    def publish(self, msg) -> None:
+        (self.compressed_pub if isinstance(msg, CompressedImage) else self.raw_pub).publish(msg)
+
+    def answer(self, msg, timeout: float = 30.0, process: subprocess.Popen | None = None,
+               overlay: bool = False, repeat_s: float = 2.0
+               ) -> tuple[PersonEmotionArray | None, Image | None]:
+        """Publish ``msg`` (again every ``repeat_s`` until answered: best effort may lose it)
+        and return the node's answer with its stamp (and the overlay with ``overlay``);
+        None where nothing came within ``timeout``."""
+        key = stamp_key(msg)
+
+        def answered() -> bool:
+            return bool(self.people[key]) and (not overlay or bool(self.overlays[key]))
+
+        deadline = time.monotonic() + timeout
+        while not answered() and time.monotonic() < deadline:
+            self.publish(msg)
+            wait = min(repeat_s, deadline - time.monotonic())
+            if not self.spin_until(answered, wait, process) and process is not None \
+                    and process.poll() is not None:
+                break
+        people = self.people[key][0] if self.people[key] else None
+        image = self.overlays[key][0] if self.overlays[key] else None
+        return people, image
+
+    # ------------------------------------------------------------------ enable, diagnostics
+
+    def set_enabled(self, enabled: bool, timeout: float = 10.0) -> SetBool.Response | None:
+        future = self.enable_client.call_async(SetBool.Request(data=enabled))
+        self.spin_until(future.done, timeout)
+        return future.result() if future.done() else None
+
+    def set_parameter(self, name: str, value, timeout: float = 10.0):
+        """Set one of the node's parameters; its SetParametersResult (None: no reply)."""
+        parameter = Parameter(name, value=value).to_parameter_msg()
+        request = SetParameters.Request(parameters=[parameter])
+        future = self.parameters_client.call_async(request)
+        self.spin_until(future.done, timeout)
+        return future.result().results[0] if future.done() else None
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        """The key/values of the newest /diagnostics status received so far ({} when none)."""
+        self.executor.spin_once(timeout_sec=0.0)
+        arrays = [m for _, m in self.diagnostics if m.status]
+        return {kv.key: kv.value for kv in arrays[-1].status[0].values} if arrays else {}
+
+    def diagnostics_after(self, moment: float, timeout: float = 10.0) -> dict[str, str] | None:
+        """The key/values of the first /diagnostics status received after ``moment``
+        (time.monotonic())."""
+        def later() -> list[DiagnosticArray]:
+            return [m for t, m in self.diagnostics if t > moment and m.status]
+
+        if not self.spin_until(lambda: bool(later()), timeout):
+            return None
+        return {kv.key: kv.value for kv in later()[0].status[0].values}

@@ -1,0 +1,56 @@
+"""Smoke runs of the benchmark scripts (``--quick``): they run to the end and write their
+figures as JSON with every key and numeric values. Timings are not asserted here: they mean
+nothing on a shared test machine; the targets are checked by reading a full run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def _run(script: str, json_path, timeout: float, env: dict[str, str], *args: str) -> dict:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick",
+                             "--json", str(json_path), *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(json_path.read_text())
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def test_bench_node_quick(ros_env, tmp_path):
+    figures = _run("bench_node.py", tmp_path / "node.json", 240, ros_env,
+                   "--domain-id", ros_env["ROS_DOMAIN_ID"])
+    for key in ("e2e_ms", "model_ms", "node_overhead_ratio", "stale_frame_ratio",
+                "frame_age_ms", "inference_period_ms", "mem_growth_mb", "rss_mb_start",
+                "rss_mb_end"):
+        assert _number(figures[key]), (key, figures[key])
+    assert figures["e2e_answered"] >= 1 and figures["frames_answered"] >= 3
+    assert figures["node_exit"] == 0  # the node stopped cleanly on SIGINT
+    assert figures["node_diagnostics"]["frames_failed"] == "0"
+    assert set(figures["targets"]) == {"node_overhead_ratio", "stale_frame_ratio",
+                                       "mem_growth_mb"}
+
+
+def test_bench_inference_quick(tmp_path):
+    figures = _run("bench_inference.py", tmp_path / "inference.json", 240, dict(os.environ))
+    for key in ("bu_ratio_16_1", "td_ratio_16_1", "ort_speedup", "decode_ms",
+                "overhead_ratio"):
+        assert _number(figures[key]), (key, figures[key])
+    for name in ("bottom_up_ms", "top_down_ms"):
+        assert set(figures[name]) == {"1", "16"} and all(map(_number, figures[name].values()))
+    for backend in ("torch", "onnxruntime"):
+        stages = figures["stages_ms"][backend]
+        assert set(stages) == {"pre", "model", "decode"} and all(map(_number, stages.values()))
+    (preset,) = figures["presets"].values()
+    assert _number(preset["params_m"]) and _number(preset["gflops"])
