@@ -417,6 +417,34 @@ def test_undecodable_compressed_frames_are_skipped(compressed_node):
 # --------------------------------------------------------------------------- shutdown
 
 
+def test_best_effort_camera_on_a_reliable_node_is_named_in_a_warning(node_processes, raw_node):
+    """The most reported failure of camera nodes: a QoS mismatch that silently gives nothing.
+    A best-effort camera on the reliable raw node never reaches it; the node must say so,
+    naming the topic and the parameter to change."""
+    process, _, log = raw_node
+    _, domain, _ = node_processes["raw"]
+    before = len(log.read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        camera = NodeProbe(domain, reliable=False, name="best_effort_camera")
+    try:
+        msg = camera.stamp(image_msg(astronaut(160, 120), "bgr8"))
+        deadline = time.monotonic() + 20
+        warning = ""
+        while time.monotonic() < deadline and not warning:
+            camera.publish(msg)
+            camera.spin_for(0.5)
+            new = log.read_text()[before:]
+            warning = next((line for line in new.splitlines()
+                            if "qos_reliability" in line and "/camera/image_raw" in line), "")
+        assert warning, f"no QoS warning in the node's log:\n{log.read_text()[before:]}"
+        assert "WARN" in warning, warning
+        assert stamp_key(msg) not in camera.people  # and indeed nothing came through
+    finally:
+        camera.close()
+    assert process.poll() is None
+
+
 def test_nodes_stop_cleanly_on_sigint(node_processes, raw_node, compressed_node):
     """Last: Ctrl-C (what ros2 launch sends) ends each node with status 0; no frame failed
     (an exception in the frame path is logged as "frame from ... failed") and no traceback."""
