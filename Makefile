@@ -41,9 +41,11 @@ $(VENV)/.stamp-msgs: $(MSG_FILES) scripts/build_caer_msgs.sh $(VENV)/.stamp-deps
 	scripts/build_caer_msgs.sh $(VENV)
 	@touch $@
 
+# --use-pep517: an editable wheel, whatever pip the venv came with (an old pip's legacy
+# `setup.py develop` trips over setup.cfg's [develop] section, which is colcon's).
 $(VENV)/.stamp-caer_ros: setup.py setup.cfg package.xml $(VENV)/.stamp-msgs
 	@echo "[setup] installing caer_ros (editable)"
-	$(PIP) install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(PIP) install $(PIP_FLAGS) --no-deps --no-build-isolation --use-pep517 -e .
 	@touch $@
 
 lint: setup
