@@ -1,0 +1,378 @@
+"""Evaluation metrics of the papers: ER mAP, PD AP and OER ("on-the-field" ER).
+
+Definitions: BENet paper (``papers/benet-bottom-up-caer.txt``) section 4.2, knowledge-amalgamation
+paper (``papers/knowledge-amalgamation-single-shot-caer.txt``) section 4.2, and the "Metrics"
+section of ``DESIGN.md``.
+
+- :func:`average_precision` / :func:`er_map`: emotion-recognition AP per category and its mean,
+  over all annotated people, the predictions read with the ground-truth boxes (reading them is the
+  predictor's job; these functions take the score matrix).
+- :func:`pd_ap`: person-detection AP, COCO AP@[.50:.95] for the one class person, computed by
+  pycocotools' ``COCOeval``.
+- :func:`oer`: ER mAP when the people come from the detector: per IoU threshold a matched person
+  gets its detection's scores, a missed one a zero vector, false positives are ignored.
+
+Every metric here is in 0..1; the papers report x100 (use :func:`as_percent` for tables).
+
+Box format: every box given to this module is ``x1, y1, x2, y2`` in pixels (the format of the
+datasets and of the decoder). :func:`pd_ap` converts to COCO's ``[x, y, w, h]`` itself before
+handing boxes to pycocotools; the public BENet code skipped that conversion, which silently
+produces wrong detection scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+#: The ten COCO IoU thresholds .50:.05:.95, as the decimal values (``np.linspace`` would give
+#: 0.8999999999999999 for .90).
+IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+
+PERSON_CATEGORY_ID = 1
+
+
+class ImageDetections(NamedTuple):
+    """The detector's output for one image.
+
+    ``boxes`` (M, 4) x1, y1, x2, y2 pixels; ``scores`` (M,) detection scores; ``emotion_scores``
+    (M, E) per-category emotion scores read with each detected box (needed by :func:`oer` only).
+    A plain tuple in the same order works too.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    emotion_scores: np.ndarray | None = None
+
+
+class ImageGroundTruth(NamedTuple):
+    """The annotation of one image.
+
+    ``boxes`` (K, 4) x1, y1, x2, y2 pixels; ``labels`` (K, E) in {0, 1}, one row per person
+    (needed by :func:`oer` only). A plain tuple in the same order works too.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray | None = None
+
+
+def as_percent(value):
+    """A metric (float, array or dict of them) x100, the way the papers' tables report it."""
+    if isinstance(value, dict):
+        return {key: as_percent(v) for key, v in value.items()}
+    return value * 100.0
+
+
+# --- emotion recognition ---------------------------------------------------------------------
+
+
+def average_precision(scores, labels) -> float:
+    """Average precision of one category (BENet section 4.2, "the standard AP score").
+
+    The area under the precision-recall curve as scikit-learn's ``average_precision_score``
+    computes it: ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, highest first,
+    with ``R_0 = 0``. People with equal scores enter the curve together (one threshold), so their
+    order does not matter. No interpolation.
+
+    Args:
+        scores: (N,) predicted scores, any real values (higher = more confident).
+        labels: (N,) ground truth in {0, 1}.
+
+    Returns:
+        AP in 0..1, or NaN when ``labels`` has no positive (AP is undefined then; scikit-learn
+        warns and returns 0, which would bias a mean downwards).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = _binary(labels)
+    if scores.ndim != 1 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal (N,)")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    positives = labels.sum()
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    # Index of the last person of each group of equal scores: one threshold per group.
+    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), scores.size - 1]
+    tp = np.cumsum(sorted_labels)[last]
+    precision = tp / (last + 1.0)
+    recall = tp / positives
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def er_map(scores, labels) -> tuple[float, np.ndarray]:
+    """ER mAP: per-category AP over all annotated people, and their mean (BENet section 4.2).
+
+    Args:
+        scores: (N, E) emotion scores of N people, read with the ground-truth boxes.
+        labels: (N, E) ground truth in {0, 1}.
+
+    Returns:
+        (mAP, per-category AP (E,)), in 0..1. A category without any positive among the N people
+        has AP NaN and is left out of the mean.
+
+    Raises:
+        ValueError: shapes differ, or no category has a positive.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = _binary(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal (N, E)")
+    per_category = np.array(
+        [average_precision(scores[:, e], labels[:, e]) for e in range(scores.shape[1])]
+    )
+    defined = ~np.isnan(per_category)
+    if not defined.any():
+        raise ValueError("no emotion category has a positive label: ER mAP is undefined")
+    return float(per_category[defined].mean()), per_category
+
+
+# --- person detection ------------------------------------------------------------------------
+
+
+def pd_ap(detections: Sequence[ImageDetections], ground_truth: Sequence) -> float:
+    """Person-detection AP: COCO AP@[.50:.95], area "all", maxDets 100 (``stats[0]``).
+
+    Computed with pycocotools' ``COCO`` / ``COCOeval`` (BENet section 4.2, KA paper section 4.2)
+    on COCO dicts built in memory: one category (person), ``iscrowd`` 0, ``area = w * h``, boxes
+    converted from x1, y1, x2, y2 to COCO's ``[x, y, w, h]``. pycocotools' prints go to this
+    module's logger at DEBUG level.
+
+    Args:
+        detections: per image, ``(boxes (M, 4) x1y1x2y2, scores (M,)[, emotion scores])``.
+        ground_truth: per image, ``ImageGroundTruth`` / ``(boxes, labels)`` or just the boxes
+            (K, 4) x1y1x2y2. Images may have no ground truth and/or no detections.
+
+    Returns:
+        AP in 0..1 (0 when there is no detection at all).
+
+    Raises:
+        ValueError: the two sequences differ in length, or there is no ground-truth box at all.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dets = [_as_detections(d, need_emotions=False) for d in detections]
+    gts = [_as_ground_truth(g, need_labels=False) for g in ground_truth]
+    if len(dets) != len(gts):
+        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth")
+    if sum(len(g.boxes) for g in gts) == 0:
+        raise ValueError("no ground-truth person in any image: PD AP is undefined")
+
+    images, annotations, results = [], [], []
+    for image_id, (det, gt) in enumerate(zip(dets, gts, strict=True), start=1):
+        images.append({"id": image_id})
+        for box in _xyxy_to_xywh(gt.boxes):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": PERSON_CATEGORY_ID,
+                    "bbox": box.tolist(),
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
+        for box, score in zip(_xyxy_to_xywh(det.boxes), det.scores, strict=True):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": PERSON_CATEGORY_ID,
+                    "bbox": box.tolist(),
+                    "score": float(score),
+                }
+            )
+    if not results:
+        return 0.0  # pycocotools' loadRes cannot take an empty list; AP is 0 by definition
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": PERSON_CATEGORY_ID, "name": "person"}],
+        }
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        evaluation = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    LOG.debug("pycocotools:\n%s", printed.getvalue())
+    ap = float(evaluation.stats[0])
+    return max(ap, 0.0)  # pycocotools writes -1 for "no ground truth"; excluded above anyway
+
+
+# --- on-the-field emotion recognition --------------------------------------------------------
+
+
+def oer(
+    detections: Sequence[ImageDetections], ground_truth: Sequence[ImageGroundTruth]
+) -> tuple[float, dict[float, float]]:
+    """OER, "on-the-field" ER (BENet section 4.2, KA paper section 4.2, DESIGN.md "Metrics").
+
+    For each IoU threshold t in .50:.05:.95, every image's detections are matched to its
+    ground-truth people COCO-style: detections in decreasing score order, each takes the
+    not-yet-matched person with the highest IoU >= t (ties: the first person), each person is
+    matched at most once. A matched person gets its detection's emotion scores, a missed person
+    a zero vector (its positives become false negatives); false positives are ignored. The ER
+    mAP (:func:`er_map`) at t is taken over all ground-truth people of all images; OER is the
+    mean over the ten thresholds.
+
+    Args:
+        detections: per image, ``(boxes (M, 4) x1y1x2y2, scores (M,), emotion scores (M, E))``.
+        ground_truth: per image, ``(boxes (K, 4) x1y1x2y2, labels (K, E) in {0, 1})``.
+
+    Returns:
+        (OER in 0..1, {t: ER mAP at t} for t = 0.5, 0.55, ..., 0.95).
+
+    Raises:
+        ValueError: inconsistent lengths or shapes, no ground-truth person, or no category
+            with a positive.
+    """
+    dets = [_as_detections(d, need_emotions=True) for d in detections]
+    gts = [_as_ground_truth(g, need_labels=True) for g in ground_truth]
+    if len(dets) != len(gts):
+        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth")
+    if sum(len(g.boxes) for g in gts) == 0:
+        raise ValueError("no ground-truth person in any image: OER is undefined")
+    widths = {g.labels.shape[1] for g in gts if len(g.boxes)} | {
+        d.emotion_scores.shape[1] for d in dets if len(d.boxes)
+    }
+    if len(widths) != 1:
+        raise ValueError(f"emotion score / label widths differ across images: {sorted(widths)}")
+    num_emotions = widths.pop()
+
+    thresholds = np.asarray(IOU_THRESHOLDS)
+    labels = np.concatenate([g.labels for g in gts if len(g.boxes)])
+    per_threshold_scores = []
+    for det, gt in zip(dets, gts, strict=True):
+        match = match_detections(det.boxes, det.scores, gt.boxes, thresholds)  # (T, K)
+        scores = np.zeros((len(thresholds), len(gt.boxes), num_emotions))
+        if len(det.boxes):
+            matched = match >= 0
+            scores[matched] = det.emotion_scores[match[matched]]
+        per_threshold_scores.append(scores)
+    all_scores = np.concatenate(per_threshold_scores, axis=1)  # (T, sum K, E)
+
+    per_threshold = {
+        float(t): er_map(all_scores[i], labels)[0] for i, t in enumerate(IOU_THRESHOLDS)
+    }
+    return float(np.mean(list(per_threshold.values()))), per_threshold
+
+
+def match_detections(det_boxes, det_scores, gt_boxes, thresholds) -> np.ndarray:
+    """Greedy COCO-style matching of one image's detections to its ground truth, per threshold.
+
+    Args:
+        det_boxes: (M, 4) x1y1x2y2; det_scores: (M,); gt_boxes: (K, 4) x1y1x2y2;
+        thresholds: (T,) IoU thresholds (a match needs IoU >= t).
+
+    Returns:
+        (T, K) int array: the index of the detection matched to each ground-truth box at each
+        threshold, -1 where none. Detections are visited in decreasing score order (stable for
+        equal scores); each takes the unmatched box with the highest IoU (the first on ties).
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    det_boxes = _boxes(det_boxes)
+    det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    ious = iou_matrix(det_boxes, gt_boxes)  # (M, K)
+    match = np.full((thresholds.size, ious.shape[1]), -1, dtype=np.int64)
+    if ious.size == 0:
+        return match
+    rows = np.arange(thresholds.size)
+    for d in np.argsort(-det_scores, kind="stable"):
+        candidates = np.where(match >= 0, -1.0, ious[d])  # (T, K): taken boxes are out
+        best = np.argmax(candidates, axis=1)
+        ok = candidates[rows, best] >= thresholds
+        match[rows[ok], best[ok]] = d
+    return match
+
+
+def iou_matrix(a, b) -> np.ndarray:
+    """Intersection over union of every box of ``a`` (N, 4) with every box of ``b`` (M, 4).
+
+    Boxes are x1, y1, x2, y2 (continuous coordinates, no +1). Boxes that only touch have IoU 0;
+    two empty boxes have IoU 0. Returns (N, M) float64.
+    """
+    a, b = _boxes(a), _boxes(b)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(bottom_right - top_left, 0.0, None)
+    intersection = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.divide(
+        intersection, union, out=np.zeros_like(intersection), where=union > 0
+    )
+
+
+# --- input checks ----------------------------------------------------------------------------
+
+
+def _boxes(boxes) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) x1, y1, x2, y2, got {boxes.shape}")
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError("boxes must be finite")
+    if np.any(boxes[:, 2:] < boxes[:, :2]):
+        raise ValueError("boxes must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
+    return boxes
+
+
+def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """x1, y1, x2, y2 -> COCO's x, y, width, height."""
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _binary(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if not np.all((labels == 0) | (labels == 1)):
+        raise ValueError("labels must be 0 or 1")
+    return labels.astype(np.float64)
+
+
+def _as_detections(item, need_emotions: bool) -> ImageDetections:
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise ValueError("detections must be (boxes, scores[, emotion scores]) per image")
+    boxes = _boxes(item[0])
+    scores = np.asarray(item[1], dtype=np.float64).reshape(-1)
+    if scores.shape != (len(boxes),):
+        raise ValueError(f"{len(boxes)} detected boxes but scores of shape {scores.shape}")
+    emotions = item[2] if len(item) == 3 else None
+    if need_emotions:
+        if emotions is None:
+            raise ValueError("OER needs the emotion scores of every detection")
+        emotions = np.asarray(emotions, dtype=np.float64)
+        if len(boxes) == 0 and emotions.size == 0:
+            emotions = emotions.reshape(0, emotions.shape[-1] if emotions.ndim == 2 else 0)
+        elif emotions.ndim != 2 or emotions.shape[0] != len(boxes):
+            raise ValueError(f"{len(boxes)} detected boxes but emotions of {emotions.shape}")
+    return ImageDetections(boxes, scores, emotions)
+
+
+def _as_ground_truth(item, need_labels: bool) -> ImageGroundTruth:
+    boxes, labels = item if isinstance(item, tuple) else (item, None)
+    boxes = _boxes(boxes)
+    if need_labels:
+        if labels is None:
+            raise ValueError("OER needs the emotion labels of every ground-truth person")
+        labels = _binary(labels)
+        if len(boxes) == 0 and labels.size == 0:
+            labels = labels.reshape(0, labels.shape[-1] if labels.ndim == 2 else 0)
+        elif labels.ndim != 2 or labels.shape[0] != len(boxes):
+            raise ValueError(f"{len(boxes)} ground-truth boxes but labels of {labels.shape}")
+    return ImageGroundTruth(boxes, labels)
