@@ -1,0 +1,22 @@
+"""Dataset loaders: every loader returns the same :class:`ImageRecord` list.
+
+- :mod:`training.datasets.records`: the plain per-image / per-person structures and the load report.
+- :mod:`training.datasets.emotic`: EMOTIC ``Annotations/Annotations.mat``.
+- :mod:`training.datasets.heco`: HECO ``HECO_Labels.csv`` and the KA paper's partition.
+- :mod:`training.datasets.synthetic`: a small generated dataset in EMOTIC's (and HECO's) on-disk
+  format, for tests and smoke runs.
+"""
+
+from training.datasets.emotic import load_emotic
+from training.datasets.heco import heco_partition, load_heco
+from training.datasets.records import ImageRecord, LoadReport, PersonRecord, SkippedPerson
+
+__all__ = [
+    "ImageRecord",
+    "LoadReport",
+    "PersonRecord",
+    "SkippedPerson",
+    "heco_partition",
+    "load_emotic",
+    "load_heco",
+]
