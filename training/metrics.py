@@ -138,6 +138,19 @@ def er_map(scores, labels) -> tuple[float, np.ndarray]:
 # --- person detection ------------------------------------------------------------------------
 
 
+def _images(detections: Sequence, ground_truth: Sequence, emotions: bool, metric: str
+            ) -> tuple[list[ImageDetections], list[ImageGroundTruth]]:
+    """Per-image detections and ground truth, checked: as many images of each, at least one
+    ground-truth person; with ``emotions`` the emotion scores and labels are required."""
+    dets = [_as_detections(d, need_emotions=emotions) for d in detections]
+    gts = [_as_ground_truth(g, need_labels=emotions) for g in ground_truth]
+    if len(dets) != len(gts):
+        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth")
+    if sum(len(g.boxes) for g in gts) == 0:
+        raise ValueError(f"no ground-truth person in any image: {metric} is undefined")
+    return dets, gts
+
+
 def pd_ap(detections: Sequence[ImageDetections], ground_truth: Sequence) -> float:
     """Person-detection AP: COCO AP@[.50:.95], area "all", maxDets 100 (``stats[0]``).
 
@@ -160,12 +173,7 @@ def pd_ap(detections: Sequence[ImageDetections], ground_truth: Sequence) -> floa
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    dets = [_as_detections(d, need_emotions=False) for d in detections]
-    gts = [_as_ground_truth(g, need_labels=False) for g in ground_truth]
-    if len(dets) != len(gts):
-        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth")
-    if sum(len(g.boxes) for g in gts) == 0:
-        raise ValueError("no ground-truth person in any image: PD AP is undefined")
+    dets, gts = _images(detections, ground_truth, emotions=False, metric="PD AP")
 
     images, annotations, results = [], [], []
     for image_id, (det, gt) in enumerate(zip(dets, gts, strict=True), start=1):
@@ -239,12 +247,7 @@ def oer(
         ValueError: inconsistent lengths or shapes, no ground-truth person, or no category
             with a positive.
     """
-    dets = [_as_detections(d, need_emotions=True) for d in detections]
-    gts = [_as_ground_truth(g, need_labels=True) for g in ground_truth]
-    if len(dets) != len(gts):
-        raise ValueError(f"{len(dets)} images of detections but {len(gts)} of ground truth")
-    if sum(len(g.boxes) for g in gts) == 0:
-        raise ValueError("no ground-truth person in any image: OER is undefined")
+    dets, gts = _images(detections, ground_truth, emotions=True, metric="OER")
     widths = {g.labels.shape[1] for g in gts if len(g.boxes)} | {
         d.emotion_scores.shape[1] for d in dets if len(d.boxes)
     }

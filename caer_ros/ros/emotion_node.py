@@ -150,8 +150,6 @@ class EmotionNode(Node):
         """One frame: process_frame, then publish; a bad frame is logged and skipped."""
         overlay = self.overlay_pub is not None and self.overlay_pub.get_subscription_count() > 0
         try:
-            if self.tracker is not None:
-                self.tracker.smoothing = self.params.smoothing
             output = process_frame(msg, self.predictor, self.settings, self.tracker, overlay)
         except ImageConversionError as err:
             self.stats.bad()
@@ -239,6 +237,8 @@ class EmotionNode(Node):
             return
         self.params = self.params.replace(**values)
         self.settings = self._frame_settings(self.params)
+        if self.tracker is not None:
+            self.tracker.smoothing = self.params.smoothing
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{name}={getattr(self.params, name)!r}" for name in values))
 
