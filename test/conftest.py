@@ -36,3 +36,14 @@ def small_model_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("small_model")
     pt = write_small_model(directory / "small.pt")
     return pt, export_onnx(pt, directory / "small.onnx")
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """A small synthetic CAER dataset (EMOTIC format + HECO CSV): 12 images of 96 px, split
+    8 train / 2 val / 2 test, written once per session by the real generator."""
+    from training.datasets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, images=12, seed=3, size=96, heco=True)
+    return root

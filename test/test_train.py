@@ -1,0 +1,166 @@
+"""python -m training.train end to end: model files, exact resume after SIGKILL, DDP = 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caer_ros.inference.predictor import Predictor
+from caer_ros.model.checkpoint import read_model_file
+from caer_ros.model.config import ModelConfig
+from caer_ros.model.network import build_model
+from training.config import load_config
+from training.train import Trainer, biases_before_batchnorm, main
+
+ROOT = Path(__file__).parent.parent
+SMOKE = ROOT / "training" / "configs" / "synthetic_smoke.yaml"
+TINY = ["model.input_size=[64,64]", "model.head_blocks=0", "model.classifier_channels=32",
+        "workers=0"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_train_writes_usable_model_files(synthetic_dataset, tmp_path):
+    out = tmp_path / "run"
+    code = main(["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out", str(out),
+                 "--no-progress", "epochs=2", "batch_size=4", *TINY])
+    assert code == 0
+    for name in ("best.pt", "final.pt", "last.ckpt", "history.json", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["val"]["total"]) for h in history)
+    assert set(history[0]["train"]) >= {"total", "det.q", "bu.q.emotic", "pc.emotic", "bg.emotic"}
+    info = read_model_file(out / "final.pt")[0]
+    assert info.meta["trained"] and info.meta["kind"] == "final"
+    assert read_model_file(out / "best.pt")[0].meta["val_loss"] == min(
+        h["val"]["total"] for h in history)
+    # the file is a model the node and caer-infer accept, and training changed it
+    predictor = Predictor.from_file(out / "final.pt", backend="torch")
+    image = np.full((96, 96, 3), 90, np.uint8)
+    predictor.predict(image)
+    fresh = build_model(info.config, seed=0).state_dict()
+    trained = weights(out / "final.pt")
+    assert any(not torch.equal(fresh[k], trained[k]) for k in fresh)
+    # biases that BatchNorm cancels are left out of the optimiser (see biases_before_batchnorm)
+    model = build_model(info.config, seed=0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for p in biases_before_batchnorm(model):
+        assert torch.equal(trained[names[id(p)]], fresh[names[id(p)]])
+
+
+def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
+    """Killed with SIGKILL mid-run, the same command resumes and ends with the weights of an
+    uninterrupted run, bit for bit."""
+    args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
+            "epochs=3", "batch_size=4", "checkpoint_every=1", "val_every=3", *TINY]
+    whole = tmp_path / "whole"
+    run = subprocess.run([sys.executable, "-m", "training.train", *args, "--out", str(whole)],
+                         env=env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([sys.executable, "-m", "training.train", *args, "--out", str(cut)],
+                               env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    step = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        state = cut / "last.ckpt"
+        if state.exists():
+            try:
+                step = torch.load(state, weights_only=True)["state"]["global_step"]
+            except Exception:  # being replaced right now
+                step = 0
+            if step >= 3:  # mid-epoch 2 (2 steps per epoch)
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (cut / "final.pt").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "training.train", *args, "--out", str(cut)],
+                             env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    a, b = weights(whole / "final.pt"), weights(cut / "final.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_a_different_config(synthetic_dataset, tmp_path, capsys):
+    args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out", str(tmp_path),
+            "--no-progress", "epochs=1", "batch_size=8", *TINY]
+    assert main(args) == 0
+    assert main([*args, "optim.lr=0.01"]) == 1
+    assert "different config" in capsys.readouterr().err
+    assert main([*args, "optim.lr=0.01", "--restart"]) == 0
+
+
+def test_budget_stops_training(synthetic_dataset, tmp_path):
+    config = load_config(SMOKE, [*TINY, "epochs=50", "batch_size=4", "budget_minutes=0.0001",
+                                 f"out={tmp_path}"], synthetic_dataset)
+    history = Trainer(config, restart=True, progress=False).run()
+    assert len(history) == 1 and history[0]["steps"] == 1
+    assert read_model_file(tmp_path / "final.pt")[0].meta["stopped_by_budget"] is True
+
+
+def test_cli_errors_are_one_line(synthetic_dataset, tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "nope.yaml"), "--data", str(tmp_path)]) == 1
+    assert "nope.yaml" in capsys.readouterr().err
+    assert main(["--config", str(SMOKE), "--data", str(tmp_path / "empty"), *TINY]) == 1
+    assert "Annotations" in capsys.readouterr().err
+    assert main(["--config", str(SMOKE), "epochs=0"]) == 1
+    assert "epochs" in capsys.readouterr().err
+
+
+def test_two_processes_train_like_one(synthetic_dataset, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch gives the 1-process step:
+    BatchNorm statistics are synchronised and every loss is normalised over the global batch.
+    One SGD step so float-order differences are not amplified by many steps."""
+    args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
+            "epochs=1", "batch_size=8", "optim.name=sgd", "optim.lr=0.01", "optim.momentum=0",
+            *TINY]
+    single = subprocess.run([sys.executable, "-m", "training.train", *args,
+                             "--out", str(tmp_path / "one")],
+                            env=env(), capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                             "2", "--standalone", "-m", "training.train", *args,
+                             "--out", str(tmp_path / "two")],
+                            env=env(), capture_output=True, text=True, timeout=600)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = weights(tmp_path / "one" / "final.pt"), weights(tmp_path / "two" / "final.pt")
+    info = read_model_file(tmp_path / "one" / "final.pt")[0]
+    start = build_model(ModelConfig.from_dict(info.config.to_dict()), seed=0).state_dict()
+    params = [k for k in one if one[k].is_floating_point()]
+    moved = torch.cat([(one[k].float() - start[k].float()).flatten() for k in params])
+    apart = torch.cat([(one[k].float() - two[k].float()).flatten() for k in params])
+    assert moved.norm() > 0
+    assert apart.norm() / moved.norm() < 1e-3, float(apart.norm() / moved.norm())
+
+
+@pytest.mark.parametrize("name", ["best.pt"])
+def test_history_and_files_are_not_written_half(synthetic_dataset, tmp_path, name):
+    """Every file the trainer writes goes through atomic_write: no temporary is left behind."""
+    assert main(["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out",
+                 str(tmp_path), "--no-progress", "epochs=1", "batch_size=8", *TINY]) == 0
+    assert (tmp_path / name).exists()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,349 @@
+"""Training configuration: a YAML file loaded into dataclasses, with ``key=value`` overrides.
+
+``python -m training.train --config training/configs/NAME.yaml [--data DIR] [key=value ...]``
+reads the YAML, applies the overrides (dotted keys, values parsed as YAML: ``epochs=2``,
+``optim.lr=1e-4``, ``model.input_size=[256,256]``, ``tasks=[bu,det]``), then checks every field
+and fails with one message naming the field. Unknown keys are errors, never ignored.
+
+Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.txt 3.3-4.1):
+
+- ``model``: :class:`~caer_ros.model.config.ModelConfig` fields. ``categories`` may be a list of
+  set names from :mod:`caer_ros.labels` (``[emotic]``, ``[emotic, heco]``).
+  ``person_centric`` / ``background`` default to whether ``pc`` / ``bg`` are trained.
+- ``data``: where the datasets are (:class:`DataConfig`).
+- ``tasks``: the heads trained - ``bu`` (bottom-up emotion maps), ``det`` (person detection),
+  ``pc`` (person-centric head), ``bg`` (background head); BENet Table 1's ablation rows are subsets.
+- ``pre_transforms``: probability of each pre-transform (BENet 3.3, 0.25 each by default);
+  ``routes``: the heads each pre-transform's images train. A pre-transform whose routes are all
+  off gets probability 0.
+- ``augment``: :class:`training.transforms.AugmentConfig` fields.
+- ``optim``: Adam (``lr`` 1e-3, ``weight_decay``; ``name: sgd``: SGD with ``momentum``);
+  ``emotion_loss``: per category set, ``focal``
+  (BENet eq. 5), ``bce`` (KA eq. 1) or ``ce`` (KA eq. 2, one label per person).
+- run: ``epochs``, ``batch_size`` (the global batch, split over DDP processes), ``workers``,
+  ``seed``, ``out``, ``budget_minutes`` (stop once training has run this long), ``val_every``,
+  ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from caer_ros.labels import category_set
+from caer_ros.model.config import ModelConfig
+from training.transforms import PRE_TRANSFORMS, AugmentConfig
+
+TASKS = ("bu", "det", "pc", "bg")
+DEFAULT_ROUTES = {"raw": ("det",), "random_mask": ("bu",), "extract_subject": ("pc",),
+                  "mask_all": ("bg",)}
+DEFAULT_PRE_TRANSFORMS = {"raw": 0.25, "random_mask": 0.25, "extract_subject": 0.25,
+                          "mask_all": 0.25}
+EMOTION_LOSSES = ("focal", "bce", "ce")
+SOURCES = ("emotic", "heco")
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the field."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is. ``root``: the EMOTIC folder (``Annotations/Annotations.mat`` and the
+    image folders; ``--data`` sets it). ``train`` / ``val``: the sources of each split,
+    ``emotic`` (its own split) and/or ``heco`` (``heco_csv`` and ``heco_images``, relative to
+    ``root`` unless absolute, partitioned 70/10/20 with ``heco_seed``, HECO paper style)."""
+
+    root: str | None = None
+    train: tuple[str, ...] = ("emotic",)
+    val: tuple[str, ...] = ("emotic",)
+    heco_csv: str = "HECO_Labels.csv"
+    heco_images: str = "heco/images"
+    heco_seed: int = 0
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against ``root``."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or self.root is None else Path(self.root).expanduser() / p
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``adam`` (BENet 4.1) or ``sgd`` (with ``momentum``)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: tuple[str, ...] = TASKS
+    pre_transforms: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRE_TRANSFORMS))
+    routes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    emotion_loss: dict[str, str] = field(default_factory=dict)
+    max_cover: float = 0.4
+    epochs: int = 250
+    batch_size: int = 16
+    workers: int = 2
+    seed: int = 0
+    out: str = "runs/train"
+    budget_minutes: float | None = None
+    val_every: int = 1
+    checkpoint_every: int = 0
+    log_every: int = 10
+    amp: bool = True
+    device: str = "auto"
+
+    def effective_pre_transforms(self) -> dict[str, float]:
+        """The probabilities actually used: those whose routes train no enabled task are 0."""
+        return {name: (p if any(t in self.tasks for t in self.routes.get(name, ())) else 0.0)
+                for name, p in self.pre_transforms.items()}
+
+    def loss_of(self, category_set_name: str) -> str:
+        return self.emotion_loss.get(category_set_name, "focal")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for checkpoints and the run folder's ``config.yaml``)."""
+        return {
+            "model": self.model.to_dict(),
+            "data": _plain(dataclasses.asdict(self.data)),
+            "tasks": list(self.tasks),
+            "pre_transforms": dict(self.pre_transforms),
+            "routes": {k: list(v) for k, v in self.routes.items()},
+            "augment": dataclasses.asdict(self.augment),
+            "optim": dataclasses.asdict(self.optim),
+            "emotion_loss": dict(self.emotion_loss),
+            **{f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in {"model", "data", "tasks", "pre_transforms", "routes", "augment",
+                                 "optim", "emotion_loss"}},
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to the raw config dict."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {override!r} has an empty key")
+    try:
+        value = _yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                data_root: str | Path | None = None) -> TrainConfig:
+    """Read a YAML config (None: all defaults), apply ``overrides`` and ``--data``."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+        try:
+            raw = _yaml(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections")
+    for override in overrides:
+        apply_override(raw, override)
+    if data_root is not None:
+        raw.setdefault("data", {})
+        if not isinstance(raw["data"], dict):
+            raise ConfigError("data must be a section")
+        raw["data"]["root"] = str(data_root)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Check and convert a raw config dict (see the module docstring)."""
+    allowed = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known: {sorted(allowed)}")
+    values: dict[str, Any] = {}
+    tasks = _names(raw.get("tasks", list(TASKS)), "tasks", TASKS)
+    if not tasks:
+        raise ConfigError("tasks must name at least one of " + ", ".join(TASKS))
+    values["tasks"] = tasks
+    values["model"] = _model(raw.get("model") or {}, tasks)
+    values["data"] = _section(DataConfig, raw.get("data") or {}, "data")
+    for name in ("train", "val"):
+        sources = _names(getattr(values["data"], name), f"data.{name}", SOURCES)
+        values["data"] = dataclasses.replace(values["data"], **{name: sources})
+    values["augment"] = _section(AugmentConfig, raw.get("augment") or {}, "augment")
+    values["optim"] = _section(OptimConfig, raw.get("optim") or {}, "optim")
+    probs = {**DEFAULT_PRE_TRANSFORMS, **_mapping(raw.get("pre_transforms") or {},
+                                                  "pre_transforms")}
+    for name, p in probs.items():
+        if name not in PRE_TRANSFORMS:
+            raise ConfigError(f"pre_transforms: unknown {name!r}; known: {sorted(PRE_TRANSFORMS)}")
+        if not _number(p) or p < 0:
+            raise ConfigError(f"pre_transforms.{name} must be a number >= 0, got {p!r}")
+    values["pre_transforms"] = {k: float(v) for k, v in probs.items()}
+    routes = {**DEFAULT_ROUTES, **_mapping(raw.get("routes") or {}, "routes")}
+    for name in routes:
+        if name not in PRE_TRANSFORMS:
+            raise ConfigError(f"routes: unknown pre-transform {name!r}")
+        routes[name] = _names(routes[name], f"routes.{name}", TASKS)
+    values["routes"] = routes
+    losses = _mapping(raw.get("emotion_loss") or {}, "emotion_loss")
+    for set_name, loss in losses.items():
+        if set_name not in values["model"].categories:
+            raise ConfigError(f"emotion_loss: {set_name!r} is not a category set of the model")
+        if loss not in EMOTION_LOSSES:
+            raise ConfigError(f"emotion_loss.{set_name} must be one of {EMOTION_LOSSES}, "
+                              f"got {loss!r}")
+    values["emotion_loss"] = dict(losses)
+    for name in {f.name for f in fields(TrainConfig)} - values.keys():
+        if name in raw:
+            values[name] = raw[name]
+    config = TrainConfig(**values)
+    _check_run(config)
+    return config
+
+
+def _check_run(c: TrainConfig) -> None:
+    checks = [
+        ("epochs", isinstance(c.epochs, int) and c.epochs >= 1, "an integer >= 1"),
+        ("batch_size", isinstance(c.batch_size, int) and c.batch_size >= 1, "an integer >= 1"),
+        ("workers", isinstance(c.workers, int) and c.workers >= 0, "an integer >= 0"),
+        ("seed", isinstance(c.seed, int), "an integer"),
+        ("val_every", isinstance(c.val_every, int) and c.val_every >= 1, "an integer >= 1"),
+        ("checkpoint_every", isinstance(c.checkpoint_every, int) and c.checkpoint_every >= 0,
+         "an integer >= 0"),
+        ("log_every", isinstance(c.log_every, int) and c.log_every >= 1, "an integer >= 1"),
+        ("max_cover", _number(c.max_cover) and 0 < c.max_cover <= 1, "a number in (0, 1]"),
+        ("budget_minutes", c.budget_minutes is None
+         or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
+        ("amp", isinstance(c.amp, bool), "true or false"),
+        ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
+                                                   or c.device.startswith("cuda")),
+         "auto, cpu or cuda[:N]"),
+        ("out", isinstance(c.out, str) and bool(c.out), "a folder path"),
+        ("optim.lr", _number(c.optim.lr) and c.optim.lr > 0, "a number > 0"),
+        ("optim.name", c.optim.name in ("adam", "sgd"), "adam or sgd"),
+        ("optim.momentum", _number(c.optim.momentum) and 0 <= c.optim.momentum < 1,
+         "a number in [0, 1)"),
+        ("optim.weight_decay", _number(c.optim.weight_decay) and c.optim.weight_decay >= 0,
+         "a number >= 0"),
+        ("data.heco_seed", isinstance(c.data.heco_seed, int), "an integer"),
+    ]
+    for name, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"{name} must be {what}")
+    if not any(c.effective_pre_transforms().values()):
+        raise ConfigError("no pre-transform trains an enabled task: check pre_transforms, "
+                          "routes and tasks")
+    if "pc" in c.tasks and not c.model.person_centric:
+        raise ConfigError("task pc needs model.person_centric: true")
+    if "bg" in c.tasks and not c.model.background:
+        raise ConfigError("task bg needs model.background: true")
+    sources = set(c.data.train) | set(c.data.val)
+    for source in sources:
+        if source not in c.model.categories:
+            raise ConfigError(f"data uses {source} but the model has no {source!r} category "
+                              f"set (model.categories: {list(c.model.categories)})")
+    if c.data.root is not None and not isinstance(c.data.root, str):
+        raise ConfigError("data.root must be a folder path")
+
+
+def _model(raw: Any, tasks: tuple[str, ...]) -> ModelConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("model must be a section")
+    values = dict(raw)
+    categories = values.get("categories", ["emotic"])
+    if isinstance(categories, list | tuple):
+        try:
+            values["categories"] = {name: category_set(name) for name in categories}
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"model.categories: {exc}") from None
+    values.setdefault("person_centric", "pc" in tasks)
+    values.setdefault("background", "bg" in tasks)
+    try:
+        return ModelConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
+def _section(cls: type, raw: Any, what: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} must be a section")
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(allowed)}")
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def _mapping(raw: Any, what: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} must be a mapping")
+    return dict(raw)
+
+
+def _names(raw: Any, what: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(f"{what} must be a list of names from {list(known)}")
+    for name in raw:
+        if name not in known:
+            raise ConfigError(f"{what}: unknown {name!r}; known: {list(known)}")
+    return tuple(dict.fromkeys(raw))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
