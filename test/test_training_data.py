@@ -177,3 +177,13 @@ def test_split_batches_add_up_to_the_whole(synthetic_dataset):
         if n in grads:
             scale = float(grads[n].abs().max()) + 1e-8  # float summation order differs
             torch.testing.assert_close(p.grad, grads[n], rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_heco_as_extra_data_uses_all_of_it(synthetic_dataset):
+    config = make_config(synthetic_dataset, model={"categories": ["emotic", "heco"]},
+                         data={"train": ["emotic", "heco"], "val": ["emotic", "heco"],
+                               "heco_split": "all"})
+    train, _ = load_split(config, "train")
+    val, _ = load_split(config, "val")
+    assert sum(r.category_set == "heco" for r in train) == 12  # every HECO image
+    assert not any(r.category_set == "heco" for r in val)

@@ -72,7 +72,8 @@ class DataConfig:
     """Where the data is. ``root``: the EMOTIC folder (``Annotations/Annotations.mat`` and the
     image folders; ``--data`` sets it). ``train`` / ``val``: the sources of each split,
     ``emotic`` (its own split) and/or ``heco`` (``heco_csv`` and ``heco_images``, relative to
-    ``root`` unless absolute, partitioned 70/10/20 with ``heco_seed``, HECO paper style)."""
+    ``root`` unless absolute, partitioned 70/10/20 with ``heco_seed``, HECO paper style; with
+    ``heco_split: all`` every HECO image goes to train, as BENet's extra data, and none to val)."""
 
     root: str | None = None
     train: tuple[str, ...] = ("emotic",)
@@ -80,6 +81,7 @@ class DataConfig:
     heco_csv: str = "HECO_Labels.csv"
     heco_images: str = "heco/images"
     heco_seed: int = 0
+    heco_split: str = "partition"  # or "all": every HECO image trains (BENet's extra data)
 
     def path(self, value: str) -> Path:
         """``value`` resolved against ``root``."""
@@ -277,6 +279,7 @@ def _check_run(c: TrainConfig) -> None:
         ("optim.weight_decay", _number(c.optim.weight_decay) and c.optim.weight_decay >= 0,
          "a number >= 0"),
         ("data.heco_seed", isinstance(c.data.heco_seed, int), "an integer"),
+        ("data.heco_split", c.data.heco_split in ("partition", "all"), "partition or all"),
     ]
     for name, ok, what in checks:
         if not ok:

@@ -62,7 +62,10 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
             else:
                 everything, report = load_heco(data.path(data.heco_csv),
                                                data.path(data.heco_images))
-                found = heco_partition(everything, data.heco_seed)[split]
+                if data.heco_split == "all":
+                    found = everything if split == "train" else []
+                else:
+                    found = heco_partition(everything, data.heco_seed)[split]
         except (OSError, ValueError) as exc:  # missing or malformed annotation files
             raise DataError(" ".join(str(exc).split())) from None
         records.extend(found)
