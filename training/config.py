@@ -23,6 +23,11 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
 - run: ``epochs``, ``batch_size`` (the global batch, split over DDP processes), ``workers``,
   ``seed``, ``out``, ``budget_minutes`` (stop once training has run this long), ``val_every``,
   ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``.
+- ``inference``: :class:`~caer_ros.model.inference_settings.InferenceSettings` fields stored in
+  the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
+  the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
+  needs KA's in-box variance term). ``calibrate``: set each category's threshold (the node's
+  ``labels``) to the one maximising F1 on the validation split (:mod:`training.calibrate`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import yaml
 
 from caer_ros.labels import category_set
 from caer_ros.model.config import ModelConfig
+from caer_ros.model.inference_settings import InferenceSettings
 from training.transforms import PRE_TRANSFORMS, AugmentConfig
 
 TASKS = ("bu", "det", "pc", "bg")
@@ -121,6 +127,8 @@ class TrainConfig:
     log_every: int = 10
     amp: bool = True
     device: str = "auto"
+    inference: dict[str, Any] = field(default_factory=lambda: {"extraction": "center"})
+    calibrate: bool = True
 
     def effective_pre_transforms(self) -> dict[str, float]:
         """The probabilities actually used: those whose routes train no enabled task are 0."""
@@ -141,9 +149,10 @@ class TrainConfig:
             "augment": dataclasses.asdict(self.augment),
             "optim": dataclasses.asdict(self.optim),
             "emotion_loss": dict(self.emotion_loss),
+            "inference": _plain(dict(self.inference)),
             **{f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in {"model", "data", "tasks", "pre_transforms", "routes", "augment",
-                                 "optim", "emotion_loss"}},
+                                 "optim", "emotion_loss", "inference"}},
         }
 
 
@@ -246,6 +255,12 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"emotion_loss.{set_name} must be one of {EMOTION_LOSSES}, "
                               f"got {loss!r}")
     values["emotion_loss"] = dict(losses)
+    inference = {"extraction": "center", **_mapping(raw.get("inference") or {}, "inference")}
+    try:
+        InferenceSettings.for_model(values["model"], **inference)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"inference: {exc}") from None
+    values["inference"] = inference
     for name in {f.name for f in fields(TrainConfig)} - values.keys():
         if name in raw:
             values[name] = raw[name]
@@ -268,6 +283,7 @@ def _check_run(c: TrainConfig) -> None:
         ("budget_minutes", c.budget_minutes is None
          or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
         ("amp", isinstance(c.amp, bool), "true or false"),
+        ("calibrate", isinstance(c.calibrate, bool), "true or false"),
         ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
                                                    or c.device.startswith("cuda")),
          "auto, cpu or cuda[:N]"),

@@ -11,7 +11,8 @@ Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-t
 
 - ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*),
   ``final.pt``: the one at the end (*final model*); both are model files the node,
-  ``caer-infer`` and ``training.evaluate`` accept;
+  ``caer-infer`` and ``training.evaluate`` accept, with the config's ``inference`` settings and
+  per-category thresholds calibrated on the validation split (:mod:`training.calibrate`);
 - ``last.ckpt``: the training state (weights, Adam, AMP scaler, epoch, step, best loss, elapsed
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
@@ -45,8 +46,10 @@ from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
 from caer_ros.model.checkpoint import save_model_file
+from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training import distributed
+from training.calibrate import calibrate_model_file
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import CaerDataset, DataError, epoch_batches, load_split, loader
 from training.objective import compute_losses, global_counts, local_counts, term_names
@@ -161,7 +164,8 @@ class Trainer:
         meta = {"trained": True, "seed": self.config.seed, "epoch": self.state.epoch,
                 "global_step": self.state.global_step, "tasks": list(self.config.tasks),
                 "out": str(self.out), **extra}
-        return save_model_file(self.out / name, self.model, meta=meta)
+        settings = InferenceSettings.for_model(self.config.model, **self.config.inference)
+        return save_model_file(self.out / name, self.model, settings, meta=meta)
 
     # ----------------------------------------------------------------- logging
     def _writer(self) -> Any:
@@ -318,6 +322,11 @@ class Trainer:
             if self.ctx.main:
                 self.save_model("final.pt", {"kind": "final",
                                              "stopped_by_budget": out_of_time})
+                if config.calibrate:
+                    for name in ("best.pt", "final.pt"):
+                        if (self.out / name).exists():
+                            calibrate_model_file(self.out / name, self.val_records,
+                                                 self.progress)
                 with atomic_write(self.out / "history.json") as stream:
                     stream.write(json.dumps(state.history, indent=1).encode())
                 with atomic_write(self.out / "config.yaml") as stream:

@@ -1,0 +1,269 @@
+"""training.evaluate: the command line, the wiring of the metrics, both backends, bad input.
+
+Real components throughout: the small seeded model of ``helpers/small_model.py`` (EMOTIC + HECO
+category sets, 96x128 input) and a synthetic dataset in EMOTIC's and HECO's on-disk formats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from helpers.small_model import write_small_model
+
+from caer_ros.inference.decode import Detections
+from caer_ros.inference.predictor import Predictor
+from caer_ros.labels import EMOTIC, HECO
+from training import metrics
+from training.datasets.emotic import load_emotic
+from training.datasets.synthetic import generate
+from training.evaluate import EvaluationError, evaluate, load_split, main
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLDS = [f"{0.5 + 0.05 * i:.2f}" for i in range(10)]
+METRICS = ("er_map", "per_category_ap", "pd_ap", "oer_per_threshold", "oer_map")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """10 synthetic images (train 6, val 2, test 2) in EMOTIC's format, plus HECO's CSV."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, images=10, seed=3, size=160, heco=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def records(data):
+    records, _ = load_emotic(data, "train")
+    assert len(records) == 6 and sum(len(r.people) for r in records) >= 6
+    return records
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(small_model_files) -> Predictor:
+    return Predictor.from_file(small_model_files[0])
+
+
+@pytest.fixture(scope="module")
+def torch_result(torch_predictor, records):
+    return evaluate(torch_predictor, records, detection_threshold=0.05, progress=False)
+
+
+def _in_range(value) -> bool:
+    return value is None or 0.0 <= value <= 100.0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_writes_the_json(data, small_model_files, tmp_path):
+    out = tmp_path / "results" / "test.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--model", str(small_model_files[0]),
+         "--data", str(data), "--json", str(out), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "ER mAP" in run.stdout and "PD AP" in run.stdout and "OER" in run.stdout
+    result = json.loads(out.read_text())
+    assert [p.name for p in out.parent.iterdir()] == ["test.json"]  # no temporary file left
+
+    assert set(METRICS) <= set(result)
+    assert result["scale"] == 100
+    assert list(result["per_category_ap"]) == list(EMOTIC) == result["categories"]
+    assert list(result["oer_per_threshold"]) == THRESHOLDS
+    for key in ("er_map", "pd_ap", "oer_map"):
+        assert isinstance(result[key], float) and _in_range(result[key])
+    assert all(_in_range(v) for v in result["per_category_ap"].values())
+    assert all(_in_range(v) for v in result["oer_per_threshold"].values())
+    assert result["oer_map"] == pytest.approx(np.mean(list(result["oer_per_threshold"].values())))
+    defined = [v for v in result["per_category_ap"].values() if v is not None]
+    assert result["er_map"] == pytest.approx(np.mean(defined))
+    assert None in result["per_category_ap"].values()  # the synthetic set uses 9 of 26
+
+    test_records, _ = load_emotic(data, "test")
+    assert result["images"] == len(test_records)
+    assert result["people"] == sum(len(r.people) for r in test_records)
+    assert (result["split"], result["dataset"], result["category_set"]) == ("test", "emotic",
+                                                                            "emotic")
+    assert result["model"] == str(small_model_files[0])
+
+
+def test_cli_heco_reads_the_models_heco_set(data, small_model_files, tmp_path, capsys):
+    """The small model's primary set is EMOTIC; on HECO data its HECO set is evaluated."""
+    out = tmp_path / "heco.json"
+    code = main(["--model", str(small_model_files[0]), "--data", str(data), "--dataset", "heco",
+                 "--split", "train", "--limit", "3", "--json", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["category_set"] == "heco"
+    assert list(result["per_category_ap"]) == list(HECO)
+    assert result["images"] == 3
+    assert result["seed"] == 0
+    assert list(result["oer_per_threshold"]) == THRESHOLDS
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_evaluate_equals_the_metrics_on_the_predictors_outputs(torch_predictor, records,
+                                                               torch_result):
+    result = torch_result
+
+    read, labels, detections, truths = [], [], [], []
+    for record in records:
+        image = cv2.imread(str(record.path))
+        boxes = np.array([p.box for p in record.people])
+        truth = np.array([p.categories for p in record.people])
+        read.append(torch_predictor.read_boxes(image, boxes).set_scores["emotic"])
+        labels.append(truth)
+        found = torch_predictor.predict(image, detection_threshold=0.05)
+        detections.append((found.boxes, found.detection_scores, found.set_scores["emotic"]))
+        truths.append((boxes, truth))
+    er, per_category = metrics.er_map(np.concatenate(read), np.concatenate(labels))
+    oer, oer_at = metrics.oer(detections, truths)
+
+    assert result.er_map == pytest.approx(100 * er)
+    np.testing.assert_allclose(list(result.per_category_ap.values()), 100 * per_category)
+    assert result.pd_ap == pytest.approx(100 * metrics.pd_ap(detections, truths))
+    assert result.oer_map == pytest.approx(100 * oer)
+    assert list(result.oer_per_threshold.values()) == pytest.approx(
+        [100 * v for v in oer_at.values()])
+    assert (result.images, result.people) == (len(records), sum(len(r.people) for r in records))
+
+
+class OraclePredictor:
+    """Returns each image's annotated people as its detections, with their labels as emotion
+    scores, in the model's non-primary set; the primary set gets noise. ``input_frame`` gives
+    the detected boxes in a 128-pixel network input's frame instead of the image's (160)."""
+
+    def __init__(self, records, input_frame: bool = False) -> None:
+        self.by_image = {self._key(cv2.imread(str(r.path))): r for r in records}
+        self.config = SimpleNamespace(categories={"heco": HECO, "emotic": EMOTIC})
+        self.path = "oracle.pt"
+        self.input_frame = input_frame
+        self.rng = np.random.default_rng(0)
+
+    @staticmethod
+    def _key(image) -> str:
+        return hashlib.sha1(image.tobytes()).hexdigest()
+
+    def _people(self, image, boxes) -> Detections:
+        record = self.by_image[self._key(image)]
+        labels = np.array([p.categories for p in record.people], dtype=np.float32)
+        noise = self.rng.random((len(boxes), len(HECO))).astype(np.float32)
+        return Detections(boxes=np.asarray(boxes, dtype=np.float32),
+                          detection_scores=np.ones(len(boxes), np.float32), scores=noise,
+                          category_set="heco", set_scores={"heco": noise, "emotic": labels})
+
+    def read_boxes(self, image, boxes):
+        return self._people(image, boxes)
+
+    def predict(self, image, detection_threshold=None):
+        boxes = np.array([p.box for p in self.by_image[self._key(image)].people])
+        if self.input_frame:
+            boxes = boxes * 128 / 160
+        return self._people(image, boxes)
+
+
+def test_an_oracle_scores_100_everywhere(records):
+    result = evaluate(OraclePredictor(records), records, progress=False)
+    assert result.category_set == "emotic"
+    assert result.er_map == pytest.approx(100.0)
+    assert result.pd_ap == pytest.approx(100.0)
+    assert result.oer_map == pytest.approx(100.0)
+    assert list(result.oer_per_threshold.values()) == pytest.approx([100.0] * 10)
+    present = {i for r in records for p in r.people for i in p.category_indices}
+    for index, (name, ap) in enumerate(result.per_category_ap.items()):
+        assert name == EMOTIC[index]
+        assert ap == pytest.approx(100.0) if index in present else math.isnan(ap)
+
+
+def test_boxes_in_the_wrong_frame_lose_detection_ap(records):
+    result = evaluate(OraclePredictor(records, input_frame=True), records, progress=False)
+    assert result.er_map == pytest.approx(100.0)  # read with the annotated boxes
+    assert result.pd_ap < 50.0
+    assert result.oer_map < 100.0
+
+
+def test_an_image_of_another_size_than_annotated_is_reported(records, caplog):
+    changed = [dataclasses.replace(records[0], width=records[0].width + 1), *records[1:]]
+    result = evaluate(OraclePredictor(records), changed, progress=False)
+    assert result.er_map == pytest.approx(100.0)
+    assert f"1 image(s) differ in size from their annotation (first: {records[0].path})" \
+        in caplog.text
+
+
+def test_onnx_matches_torch(small_model_files, records, torch_result):
+    onnx = Predictor.from_file(small_model_files[1])
+    assert onnx.backend.startswith("onnxruntime")
+    got = evaluate(onnx, records, detection_threshold=0.05, progress=False)
+    want = torch_result
+    for key in ("er_map", "pd_ap", "oer_map"):
+        assert getattr(got, key) == pytest.approx(getattr(want, key), abs=0.5), key
+    np.testing.assert_allclose(list(got.per_category_ap.values()),
+                               list(want.per_category_ap.values()), atol=0.5)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _fails(argv, capsys, *named) -> str:
+    assert main([*map(str, argv), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for name in named:
+        assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_model(data, tmp_path, capsys):
+    missing = tmp_path / "missing.pt"
+    _fails(["--model", missing, "--data", data], capsys, missing)
+
+
+def test_missing_annotations(small_model_files, tmp_path, capsys):
+    _fails(["--model", small_model_files[0], "--data", tmp_path], capsys,
+           tmp_path / "Annotations" / "Annotations.mat")
+    _fails(["--model", small_model_files[0], "--data", tmp_path, "--dataset", "heco"], capsys,
+           tmp_path / "HECO_Labels.csv")
+
+
+def test_malformed_annotations(small_model_files, tmp_path, capsys):
+    (tmp_path / "Annotations").mkdir()
+    broken = tmp_path / "Annotations" / "Annotations.mat"
+    broken.write_bytes(b"not a MATLAB file")
+    _fails(["--model", small_model_files[0], "--data", tmp_path], capsys, broken)
+
+
+def test_category_set_mismatch(data, tmp_path, capsys):
+    heco_only = write_small_model(tmp_path / "heco.pt", categories={"heco": HECO})
+    line = _fails(["--model", heco_only, "--data", data], capsys, heco_only)
+    assert "heco" in line and "emotic" in line
+
+
+def test_unreadable_image(data, small_model_files, tmp_path, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    records, _ = load_split(copy, "emotic", "test")
+    broken = records[0].path  # the first image: nothing runs before the error
+    broken.write_bytes(b"\xff\xd8 truncated")
+    _fails(["--model", small_model_files[0], "--data", copy], capsys, broken)
+    broken.unlink()
+    _fails(["--model", small_model_files[0], "--data", copy], capsys, broken)
+
+
+def test_no_images(torch_predictor):
+    with pytest.raises(EvaluationError, match="no images"):
+        evaluate(torch_predictor, [], progress=False)

@@ -1,0 +1,97 @@
+"""Per-category emotion thresholds chosen on the validation split, written into a model file.
+
+A person's ``labels`` (what the node publishes, highest first) are the categories scoring at or
+above their threshold. EMOTIC's categories are very unbalanced, so one 0.5 for all gives almost
+no labels for the rare ones and too many for the frequent ones. After training, each category's
+threshold is set to the score that maximises its F1 on the validation split, with the scores
+read at the ground-truth boxes (as for ER mAP). A category with no positive person in the split
+keeps the default 0.5.
+
+:func:`best_f1_thresholds` is the rule; :func:`calibrate_model_file` applies it to a model file
+(rewritten atomically; ``meta["calibration"]`` records the split size and each F1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from caer_ros.inference.predictor import Predictor
+from caer_ros.model.checkpoint import load_model_file, save_model_file
+from caer_ros.model.inference_settings import DEFAULT_EMOTION_THRESHOLD
+from training.data import read_rgb
+from training.datasets.records import ImageRecord
+
+
+def best_f1_thresholds(scores: np.ndarray, labels: np.ndarray,
+                       default: float = DEFAULT_EMOTION_THRESHOLD
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of (N, E) ``scores`` and 0/1 ``labels``: the threshold ``t`` maximising the F1
+    of ``score >= t`` (candidates: the scores of the positives; ties go to the higher
+    threshold) and that F1. Columns without positives get ``default`` and F1 NaN."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels) > 0.5
+    count, width = scores.shape
+    thresholds = np.full(width, default, np.float64)
+    f1 = np.full(width, np.nan)
+    for e in range(width):
+        positives = int(labels[:, e].sum())
+        if positives == 0 or count == 0:
+            continue
+        order = np.argsort(-scores[:, e], kind="stable")
+        s, y = scores[order, e], labels[order, e]
+        true_pos = np.cumsum(y)  # predicting the first k+1 (score >= s[k]) as positive
+        predicted = np.arange(1, count + 1)
+        last_of_tie = np.r_[s[1:] != s[:-1], True]  # ">= s[k]" takes every equal score
+        candidates = np.flatnonzero(last_of_tie & y)  # thresholds at a positive's score
+        if not len(candidates):
+            candidates = np.flatnonzero(last_of_tie)
+        values = 2 * true_pos[candidates] / (predicted[candidates] + positives)
+        best = candidates[len(values) - 1 - np.argmax(values[::-1])]  # highest among the best
+        thresholds[e] = s[best]
+        f1[e] = values[candidates.tolist().index(best)]
+    return thresholds.clip(0.0, 1.0), f1
+
+
+def read_with_boxes(predictor: Predictor, records: Sequence[ImageRecord], set_name: str,
+                    width: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(N, E) scores of ``set_name`` read at every annotated person's box, and their labels."""
+    scores, labels = [], []
+    for record in tqdm([r for r in records if r.category_set == set_name and r.people],
+                       desc=f"calibrating {set_name}", unit="img", disable=not progress):
+        image = read_rgb(record.path)[:, :, ::-1]  # the predictor takes BGR, as from a camera
+        boxes = np.array([p.box for p in record.people], np.float64)
+        people = predictor.read_boxes(np.ascontiguousarray(image), boxes)
+        scores.append(people.set_scores[set_name])
+        labels.append(np.stack([p.categories for p in record.people]))
+    if not scores:
+        return np.zeros((0, width)), np.zeros((0, width))
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def calibrate_model_file(path: str | Path, records: Sequence[ImageRecord],
+                         progress: bool = True) -> dict[str, list[float]]:
+    """Set the thresholds of every category set present in ``records`` (see the module
+    docstring) in the model file at ``path``; returns the new thresholds per set."""
+    path = Path(path)
+    model, info = load_model_file(path)
+    predictor = Predictor.from_file(path, backend="torch")
+    thresholds = dict(info.inference.emotion_thresholds)
+    report: dict[str, dict[str, object]] = {}
+    for set_name in info.config.categories:
+        scores, labels = read_with_boxes(predictor, records, set_name,
+                                         len(info.config.categories[set_name]), progress)
+        if not len(scores):
+            continue
+        values, f1 = best_f1_thresholds(scores, labels)
+        thresholds[set_name] = tuple(float(v) for v in values)
+        report[set_name] = {"people": len(scores),
+                            "f1": [None if np.isnan(v) else round(float(v), 4) for v in f1]}
+    settings = info.inference.__class__.from_dict(
+        {**info.inference.to_dict(),
+         "emotion_thresholds": {k: list(v) for k, v in thresholds.items()}})
+    save_model_file(path, model, settings, meta={**info.meta, "calibration": report})
+    return {k: list(v) for k, v in thresholds.items()}
