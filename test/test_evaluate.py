@@ -267,3 +267,22 @@ def test_unreadable_image(data, small_model_files, tmp_path, capsys):
 def test_no_images(torch_predictor):
     with pytest.raises(EvaluationError, match="no images"):
         evaluate(torch_predictor, [], progress=False)
+
+
+def test_continuous_head_gets_ccc(torch_predictor, records, torch_result):
+    """The small model has a continuous head: CCC per dimension against (value - 1) / 9, equal
+    to training.multitask.ccc on what the predictor reads at the annotated boxes."""
+    from training.multitask import ccc
+
+    assert set(torch_result.ccc) == {"valence", "arousal", "dominance"}
+    read, truth = [], []
+    for record in records:
+        image = cv2.imread(str(record.path))
+        boxes = np.array([p.box for p in record.people], np.float64)
+        read.append(torch_predictor.read_boxes(image, boxes).continuous)
+        truth.append(np.array([p.continuous for p in record.people]))
+    expected = ccc(np.concatenate(read), (np.concatenate(truth) - 1) / 9)
+    np.testing.assert_allclose(list(torch_result.ccc.values()), expected, rtol=1e-5,
+                               atol=1e-6)
+    document = torch_result.to_json()
+    assert document["ccc_mean"] == pytest.approx(float(np.mean(expected)), abs=1e-6)

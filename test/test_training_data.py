@@ -187,3 +187,28 @@ def test_heco_as_extra_data_uses_all_of_it(synthetic_dataset):
     val, _ = load_split(config, "val")
     assert sum(r.category_set == "heco" for r in train) == 12  # every HECO image
     assert not any(r.category_set == "heco" for r in val)
+
+
+def test_continuous_term_reads_the_centres(synthetic_dataset):
+    """With a continuous head, cont.q is 1 - CCC of sigmoid(maps) at the bu people's centres
+    against (value - 1) / 9; l2 is the mean squared error summed over the 3 dimensions."""
+    from training.multitask import ccc_loss
+
+    for loss in ("ccc", "l2"):
+        config = make_config(synthetic_dataset, model={**TINY, "continuous": True},
+                             pre_transforms={"raw": 0, "random_mask": 1, "extract_subject": 0,
+                                             "mask_all": 0}, continuous_loss=loss)
+        batch = _batch(config, synthetic_dataset, [(0, i) for i in range(8)])
+        model = build_model(config.model, seed=0).eval()
+        with torch.no_grad():
+            out = model(batch.images)
+        names = term_names(config, half=True)
+        assert ("cont.q", "bu") in names
+        counts = local_counts(batch, names)
+        assert counts["cont.q"] == sum(len(b) for b in batch.boxes)  # every person annotated
+        _, terms = compute_losses(out, batch, config, counts, counts)
+        predicted = torch.sigmoid(read_at_centers(out.quarter.continuous, batch.targets[0]))
+        target = torch.from_numpy((np.concatenate(batch.continuous) - 1) / 9)
+        expected = ccc_loss(predicted, target) if loss == "ccc" \
+            else ((predicted - target) ** 2).sum(dim=1).mean()
+        torch.testing.assert_close(terms["cont.q"], expected.float())

@@ -115,6 +115,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     emotion_loss: dict[str, str] = field(default_factory=dict)
+    continuous_loss: str = "ccc"
     max_cover: float = 0.4
     epochs: int = 250
     batch_size: int = 16
@@ -284,6 +285,7 @@ def _check_run(c: TrainConfig) -> None:
          or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
         ("amp", isinstance(c.amp, bool), "true or false"),
         ("calibrate", isinstance(c.calibrate, bool), "true or false"),
+        ("continuous_loss", c.continuous_loss in ("ccc", "l2"), "ccc or l2"),
         ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
                                                    or c.device.startswith("cuda")),
          "auto, cpu or cuda[:N]"),

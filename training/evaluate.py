@@ -61,6 +61,7 @@ from training import metrics
 from training.datasets.emotic import EmoticFormatError, load_emotic
 from training.datasets.heco import HecoFormatError, heco_partition, load_heco
 from training.datasets.records import ImageRecord, LoadReport
+from training.multitask import ccc
 
 LOG = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class EvaluationResult:
     people: int
     category_set: str
     detection_threshold: float
+    # valence/arousal/dominance CCC (-1..1, not scaled) of a model with a continuous head, read
+    # at the annotated boxes against (value - 1) / 9; None without a continuous head or labels
+    ccc: dict[str, float] | None = None
 
     def to_json(self, **metadata: Any) -> dict[str, Any]:
         """A JSON-ready dict: the metrics (NaN as None), ``"scale": 100``, the counts, and
@@ -114,8 +118,24 @@ class EvaluationResult:
             "category_set": self.category_set,
             "categories": list(self.per_category_ap),
             "detection_threshold": self.detection_threshold,
+            **({} if self.ccc is None else {
+                "ccc": {k: _finite(v) for k, v in self.ccc.items()},
+                "ccc_mean": _finite(float(np.mean(list(self.ccc.values()))))}),
             **metadata,
         }
+
+
+def _continuous_ccc(read: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, float] | None:
+    """CCC per dimension over the people annotated with all three (None if there are none)."""
+    if not read:
+        return None
+    predicted, target = np.concatenate(read), np.concatenate(truth)
+    known = np.isfinite(target).all(axis=1)
+    if known.sum() < 2:
+        return None
+    values = ccc(predicted[known], (target[known] - 1.0) / 9.0)
+    return dict(zip(("valence", "arousal", "dominance"), (float(v) for v in values),
+                    strict=True))
 
 
 def _finite(value: float) -> float | None:
@@ -227,6 +247,7 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     set_name = evaluated_set(predictor, records)
     categories = category_set(set_name)
     read_scores, labels, detections, truths = [], [], [], []
+    continuous_read, continuous_truth = [], []
     resized = []
     for record in tqdm(records, desc="evaluate", unit="image", disable=not progress,
                        file=sys.stderr):
@@ -240,6 +261,10 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
             read = predictor.read_boxes(image, boxes)
             read_scores.append(np.asarray(read.set_scores[set_name], dtype=np.float64))
             labels.append(person_labels)
+            if getattr(read, "continuous", None) is not None:
+                continuous_read.append(np.asarray(read.continuous, np.float64)[:, :3])
+                continuous_truth.append(np.array([p.continuous for p in record.people],
+                                                 np.float64).reshape(-1, 3))
         found = predictor.predict(image, detection_threshold=detection_threshold)
         detections.append(metrics.ImageDetections(
             found.boxes, found.detection_scores,
@@ -259,6 +284,7 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
         raise EvaluationError(f"metrics undefined on these {len(records)} image(s): "
                               f"{error}") from None
     return EvaluationResult(
+        ccc=_continuous_ccc(continuous_read, continuous_truth),
         er_map=SCALE * er,
         per_category_ap={name: SCALE * float(ap)
                          for name, ap in zip(categories, per_category, strict=True)},
@@ -293,6 +319,8 @@ def format_summary(result: EvaluationResult) -> str:
         "ER AP per category (- : no positive person, not in the mean)",
     ]
     lines += [f"  {name:<{width}} {number(ap)}" for name, ap in result.per_category_ap.items()]
+    if result.ccc is not None:
+        lines.append("CCC (-1..1): " + "  ".join(f"{k} {v:.3f}" for k, v in result.ccc.items()))
     return "\n".join(lines)
 
 

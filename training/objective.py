@@ -7,15 +7,19 @@
 - ``L_CAT`` (eq. 6): the emotion loss (eq. 5 focal by default, or KA's BCE / CE by config) of
   the bottom-up maps read at the ground-truth centres at 1/4 and 1/2 (samples routed to ``bu``),
   of the person-centric head (``pc``: the extracted subject's labels) and of the background
-  head (``bg``: per category, the maximum over the image's people), per category set.
+  head (``bg``: per category, the maximum over the image's people), per category set;
+- with a continuous head (``model.continuous``), valence/arousal/dominance at the same centres
+  (``cont.q``, ``cont.h``; ``continuous_loss``: ``ccc`` = 1 - CCC per dimension, or ``l2``).
 
 Normalisation. Every term is a mean over its own population (people, or samples for pc/bg) of
 the **global** batch: each process computes its local sum ``loss_local x n_local`` and divides by
 ``n_global`` (the counts of all processes, summed with one all-reduce before the forward pass);
 DDP then averages the gradients over the ``world`` processes, so the terms are multiplied by
-``world``. With one process this is the plain batch mean. Samples that train no term still
-reach every output through a zero-weighted sum, so every parameter takes part in backward (DDP
-needs that) and no output is left out of the graph.
+``world``. With one process this is the plain batch mean (CCC is a statistic of the whole
+batch, not a mean over people: under DDP each process's CCC is weighted by its share of the
+people, close to but not exactly the 1-process value; ``l2`` is exact). Samples that train
+no term still reach every output through a zero-weighted sum, so every parameter takes part
+in backward (DDP needs that) and no output is left out of the graph.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from training.losses import (
     single_label_ce_loss,
     size_l1_loss,
 )
+from training.multitask import ccc_loss
 from training.targets import ScaleTargets, read_at_centers
 
 LAMBDA_SIZE = 0.1  # BENet eq. 3
@@ -50,6 +55,8 @@ def term_names(config: TrainConfig, half: bool) -> list[tuple[str, str]]:
         names += [(f"det.{s}", "det") for s in scales]
     if "bu" in config.tasks:
         names += [(f"bu.{s}.{c}", "bu") for s in scales for c in sets]
+        if config.model.continuous:
+            names += [(f"cont.{s}", "bu") for s in scales]
     for task in ("pc", "bg"):
         if task in config.tasks:
             names += [(f"{task}.{c}", task) for c in sets]
@@ -68,6 +75,10 @@ def local_counts(batch: Batch, names: list[tuple[str, str]]) -> dict[str, int]:
             heat = batch.targets[("q", "h").index(name.split(".")[1])].heatmap
             counts[name] = int((heat[torch.from_numpy(routed)] == 1).sum())
             counts[f"{name}#people"] = int(people[routed].sum())
+            continue
+        if name.startswith("cont."):
+            known = [np.isfinite(c).all(axis=1) for c in batch.continuous]
+            counts[name] = int(sum(k.sum() for k, r in zip(known, routed, strict=True) if r))
             continue
         set_name = name.rsplit(".", 1)[1]
         of_set = np.array([c == set_name for c in batch.category_sets])
@@ -106,10 +117,10 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
     def weight(name: str) -> float:
         return counts[name] / max(totals[name], 1)
 
-    for name, _task in term_names(config, output.half is not None):
+    for name, route in term_names(config, output.half is not None):
         parts = name.split(".")
         task = parts[0]
-        routed = batch.route(task).to(device)
+        routed = batch.route(route).to(device)
         if task == "det":
             scale, t = scales[parts[1]], targets[parts[1]]
             index = torch.nonzero(routed).flatten()
@@ -123,6 +134,10 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
             size = size_l1_loss(scale.size[index].float(), sub.sizes, sub.indices, sub.mask) \
                 * weight(f"{name}#people")
             terms[name] = center + LAMBDA_SIZE * size
+            continue
+        if task == "cont":
+            terms[name] = _continuous_term(scales[parts[1]], targets[parts[1]], batch, routed,
+                                           person_sample, config) * weight(name)
             continue
         set_name = parts[-1]
         of_set = torch.from_numpy(sets == set_name).to(device)
@@ -145,6 +160,23 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
         terms[name] = loss_fn(logits[chosen], labels) * weight(name)
     total = anchor + sum(terms.values(), torch.zeros((), device=device)) * world
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def _continuous_term(scale, targets: ScaleTargets, batch: Batch, routed: Tensor,
+                     person_sample: Tensor, config: TrainConfig) -> Tensor:
+    """Valence/arousal/dominance at the centres of the bu samples' people with all three
+    annotated: sigmoid of the continuous maps against ``(value - 1) / 9`` (the datasets' 1..10
+    scale mapped to the 0..1 the node publishes); ``1 - CCC`` per dimension (ABAW) or L2."""
+    device = scale.heatmap.device
+    values = np.concatenate([*batch.continuous, np.zeros((0, 3), np.float32)])
+    known = torch.from_numpy(np.isfinite(values).all(axis=1)).to(device)
+    chosen = routed[person_sample] & known
+    predicted = torch.sigmoid(read_at_centers(scale.continuous.float(), targets)[chosen])
+    target = torch.from_numpy(np.nan_to_num((values - 1.0) / 9.0)).to(device)[chosen]
+    if config.continuous_loss == "l2":
+        return ((predicted - target) ** 2).sum(dim=1).mean() if len(target) \
+            else predicted.sum() * 0.0
+    return ccc_loss(predicted, target)
 
 
 def _rows(parts: list[np.ndarray], width: int, device: torch.device) -> Tensor:
