@@ -54,3 +54,25 @@ def test_bench_inference_quick(tmp_path):
         assert set(stages) == {"pre", "model", "decode"} and all(map(_number, stages.values()))
     (preset,) = figures["presets"].values()
     assert _number(preset["params_m"]) and _number(preset["gflops"])
+
+
+def test_bench_learn_quick(tmp_path):
+    """Three arms of a few seconds each: the figures exist and the full model file loads."""
+    from caer_ros.inference.predictor import Predictor
+
+    figures = _run("bench_learn.py", tmp_path / "learn.json", 300, dict(os.environ),
+                   "--out", str(tmp_path / "learn"), "--no-progress")
+    for key in ("er_map", "pd_ap", "oer_map", "er_map_context_only", "er_map_person_only",
+                "context_only_ratio", "person_only_ratio"):
+        assert _number(figures[key]), (key, figures[key])
+    assert set(figures["arms"]) == {"full", "context_only", "person_only"}
+    for arm in figures["arms"].values():
+        assert arm["steps"] >= 1 and _number(arm["train_s"]) and _number(arm["s_per_step"])
+        assert set(arm["oer_per_threshold"]) == {f"{0.5 + 0.05 * i:.2f}" for i in range(10)}
+    assert set(figures["targets"]) == {"er_map", "pd_ap", "oer_map", "er_map_context_only",
+                                       "er_map_person_only"}
+    assert isinstance(figures["all_targets_met"], bool)
+    assert figures["model_check"]["loads"] and figures["config"]["model"]["input_size"]
+    predictor = Predictor.from_file(figures["model_file"])
+    assert predictor.settings.extraction == figures["extraction"] == "center"
+    assert predictor.meta["trained"] is True

@@ -26,7 +26,7 @@ def assert_plain(value):
 
 
 def test_presets_are_data():
-    assert set(BACKBONE_PRESETS) == {"hrnet_w32", "benet", "hrnet_w18_small"}
+    assert set(BACKBONE_PRESETS) == {"hrnet_w32", "benet", "hrnet_w18_small", "hrnet_cpu"}
     w32, benet = backbone_preset("hrnet_w32"), backbone_preset("benet")
     assert [s.num_modules for s in w32.stages] == [1, 4, 3]
     assert [s.num_modules for s in benet.stages] == [2, 2, 2]
@@ -34,6 +34,28 @@ def test_presets_are_data():
     assert w32.attention is None and benet.attention is not None
     small = backbone_preset("hrnet_w18_small")
     assert small.stage1_blocks == 2 and small.stage4.num_channels == (18, 36, 72, 144)
+
+
+def test_cpu_preset_builds_a_small_benet():
+    """hrnet_cpu (the learnability benchmark's backbone) builds, runs at 128x128 and is
+    several times smaller than hrnet_w18_small."""
+    import torch
+
+    from caer_ros.model import build_model, parameter_counts
+
+    cpu = backbone_preset("hrnet_cpu")
+    assert [s.num_modules for s in cpu.stages] == [1, 1, 1] and cpu.stage1_blocks == 1
+    assert cpu.stage4.num_channels == (16, 32, 64, 128) and cpu.attention is None
+    config = ModelConfig(backbone="hrnet_cpu", input_size=(128, 128), head_blocks=1,
+                         half_resolution=False, person_centric=False, background=False)
+    model = build_model(config, seed=0).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 128, 128))
+    assert out.quarter.emotions["emotic"].shape == (1, 26, 32, 32) and out.half is None
+    small = build_model(ModelConfig(backbone="hrnet_w18_small", input_size=(128, 128),
+                                    head_blocks=1, half_resolution=False,
+                                    person_centric=False, background=False), seed=0)
+    assert parameter_counts(model).total * 3 < parameter_counts(small).total
 
 
 def test_model_config_round_trips_through_plain_data():
@@ -65,7 +87,7 @@ def test_explicit_backbone_round_trips():
     ("changes", "message"),
     [
         ({"backbone": "resnet50"}, "unknown backbone preset 'resnet50'; known presets: benet, "
-                                   "hrnet_w18_small, hrnet_w32"),
+                                   "hrnet_cpu, hrnet_w18_small, hrnet_w32"),
         ({"input_size": (500, 512)}, "multiples of 32"),
         ({"input_size": 512}, "input_size"),
         ({"categories": {}}, "non-empty"),
