@@ -17,6 +17,9 @@ help:
 	@echo "make setup   create $(VENV), install pinned dependencies, build caer_msgs, install caer_ros"
 	@echo "make test    setup, lint (ruff), then the whole pytest suite"
 	@echo "make lint    ruff check"
+	@echo "make demo    setup, then the whole product end to end (scripts/demo.py): train a small"
+	@echo "             model on synthetic scenes, run emotion_node on a replayed camera stream;"
+	@echo "             pictures and summary.json in $(DEMO_OUT)/ (DEMO_FAST=1: a short run)"
 	@echo "make clean   remove build/ (keeps $(VENV))"
 
 setup: $(VENV)/.stamp-caer_ros
@@ -58,9 +61,13 @@ pytest: setup
 
 test: lint pytest
 
-demo:
-	@echo "make demo is not built yet (issue 7): it will train a small model on synthetic scenes and run the node on a replayed camera stream."
-	@exit 1
+# make demo DEMO_FAST=1: every step, a few frames and seconds of training (CI's variant).
+# DEMO_OUT: output folder; DEMO_ARGS: more scripts/demo.py options (--retrain, --rate 2, ...).
+DEMO_OUT ?= outputs/demo
+DEMO_FAST ?=
+DEMO_ARGS ?=
+demo: setup
+	$(PY) scripts/demo.py --out $(DEMO_OUT) $(if $(filter-out 0 no false,$(DEMO_FAST)),--fast) $(DEMO_ARGS)
 
 clean:
 	rm -rf build

@@ -10,7 +10,6 @@ module can talk to several nodes on different domains.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from caer_msgs.msg import PersonEmotionArray
+from caer_ros.ros.launch_command import emotion_node_command
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "emotion.yaml"
@@ -35,13 +35,9 @@ OVERLAY_TOPIC = "/people_emotions/overlay"
 
 
 def node_command(*ros_args: str) -> list[str]:
-    """``emotion_node --ros-args --params-file config/emotion.yaml -r image:=/camera/image_raw
-    ...``: the console script the launch file starts (``python -m`` where it is not installed)."""
-    script = Path(sys.executable).with_name("emotion_node")
-    start = [str(script)] if script.exists() else [sys.executable, "-m",
-                                                   "caer_ros.ros.emotion_node"]
-    return [*start, "--ros-args", "--params-file", str(CONFIG), "-r", f"image:={CAMERA_TOPIC}",
-            *ros_args]
+    """``emotion_node --ros-args ... --params-file config/emotion.yaml -r image:=/camera/image_raw
+    ...``: the launch file's command (:mod:`caer_ros.ros.launch_command`), then ``ros_args``."""
+    return emotion_node_command(CAMERA_TOPIC, CONFIG, ros_args=ros_args)
 
 
 def start_node(env: dict[str, str], log: Path, *ros_args: str) -> subprocess.Popen:

@@ -1,0 +1,48 @@
+"""caer_ros.ros.launch_command: the launch file's command line, for places without ``launch``.
+
+The node itself is started with it by test_emotion_node*.py (through helpers/node_probe.py),
+the demo and bench_node; here: it names what launch/emotion.launch.py names.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from caer_ros.ros.launch_command import (
+    DEFAULT_IMAGE_TOPIC,
+    NODE_NAME,
+    default_params_file,
+    emotion_node_command,
+)
+from conftest import REPO
+
+LAUNCH = REPO / "launch" / "emotion.launch.py"
+
+
+def _pairs(command: list[str], flag: str) -> list[str]:
+    return [command[i + 1] for i, arg in enumerate(command) if arg == flag]
+
+
+def test_command_matches_the_launch_file():
+    command = emotion_node_command("/cam/image", model_path="/m/e.onnx", ros_args=["-p", "x:=1"])
+    assert Path(command[0]).name in (NODE_NAME, Path(sys.executable).name)
+    assert command[command.index("--ros-args") + 1:][-2:] == ["-p", "x:=1"]
+    assert _pairs(command, "--params-file") == [str(REPO / "config" / "emotion.yaml")]
+    assert _pairs(command, "-p")[0] == "model_path:=/m/e.onnx"
+    assert _pairs(command, "-r") == [f"__node:={NODE_NAME}", "image:=/cam/image",
+                                     "image/compressed:=/cam/image/compressed"]
+    # The same defaults and remappings as the launch file's.
+    text = LAUNCH.read_text()
+    tree = ast.parse(text)
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+               and isinstance(n.value, str)}
+    assert {DEFAULT_IMAGE_TOPIC, NODE_NAME, "image", "image/compressed", "/compressed"} <= strings
+
+
+def test_no_model_path_means_the_params_file_one():
+    command = emotion_node_command()
+    assert "-p" not in command
+    assert default_params_file().is_file()
+    assert f"image:={DEFAULT_IMAGE_TOPIC}" in command
