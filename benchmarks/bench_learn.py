@@ -21,12 +21,11 @@ the trainer counts it; validation and evaluation come on top):
 Both masked arms must stay below the full model's ER mAP: the labels need the person and the
 context together. The figures also give each arm's ratio to the full one.
 
-Model file. The evaluated file is the trainer's checkpoint saved again as ``model.pt`` with
-``--extraction`` (default ``center``) in its inference settings: BENet's losses train the
-emotion maps at the people's centres only (BENet 2.1, 3.4), so they are read there; the
-trainer's own files carry the predictor's default, ``box_mean``. The full arm's ``model.pt``
-is loaded with ``Predictor.from_file`` (as the node and ``caer-infer`` do) and run on a test
-image.
+Model file. The evaluated file is the trainer's own ``final.pt`` (or ``best.pt``), trained with
+``inference.extraction`` set from ``--extraction`` (default ``center``: BENet's losses train the
+emotion maps at the people's centres only, BENet 2.1, 3.4, so they are read there). The full
+arm's model file is loaded with ``Predictor.from_file`` (as the node and ``caer-infer`` do)
+and run on a test image.
 
 Usage::
 
@@ -42,7 +41,6 @@ whole path, its figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import shutil
 import sys
@@ -56,7 +54,6 @@ from common import machine, write_json
 
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.preprocess import PAD_RGB
-from caer_ros.model.checkpoint import load_model_file, save_model_file
 from training.config import load_config
 from training.datasets.emotic import ANNOTATIONS, load_emotic
 from training.datasets.synthetic import FOLDER, SceneTruth, draw_person, generate
@@ -158,7 +155,8 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
     """Train one arm within the budget; evaluate its model file on the test split."""
     out = args.out / "runs" / name
     config = load_config(args.config, [*args.overrides, f"out={out}", f"seed={args.seed}",
-                                       f"budget_minutes={args.budget_minutes}"], data)
+                                       f"budget_minutes={args.budget_minutes}",
+                                       f"inference.extraction={args.extraction}"], data)
     print(f"[{name}] training on {data.name}: budget {args.budget_minutes:g} min -> {out}",
           flush=True)
     started = time.perf_counter()
@@ -166,7 +164,7 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
     history = trainer.run()
     train_wall = time.perf_counter() - started
     state = trainer.state
-    model = model_file(out / f"{args.checkpoint}.pt", out / "model.pt", args.extraction)
+    model = out / f"{args.checkpoint}.pt"
     print(f"[{name}] {state.global_step} steps in {state.elapsed_s:.0f} s of training; "
           f"evaluating {model} on the test split", flush=True)
     started = time.perf_counter()
@@ -201,16 +199,6 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 4)
-
-
-def model_file(trained: Path, target: Path, extraction: str) -> Path:
-    """``trained`` (a trainer's ``final.pt`` or ``best.pt``) saved again as ``target`` with the
-    inference settings' ``extraction`` set: BENet's losses train the emotion maps at the
-    people's centres only (BENet 2.1, 3.4), so ``center`` reads them where they were trained."""
-    model, info = load_model_file(trained)
-    settings = dataclasses.replace(info.inference, extraction=extraction)
-    return save_model_file(target, model, settings,
-                           meta={**info.meta, "from": str(trained), "bench": "bench_learn"})
 
 
 def check_model(model: Path, data: Path) -> dict[str, object]:

@@ -426,12 +426,9 @@ class Camera:
 
     def spin_until(self, done: Callable[[], bool], timeout: float,
                    process: subprocess.Popen | None = None) -> bool:
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
-                return done()
-            self.executor.spin_once(timeout_sec=0.02)
-        return True
+        from caer_ros.ros.spinning import spin_until
+
+        return spin_until(self.executor, done, timeout, process, step=0.02)
 
     def close(self) -> None:
         import rclpy

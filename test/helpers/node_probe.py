@@ -26,6 +26,7 @@ from std_srvs.srv import SetBool
 
 from caer_msgs.msg import PersonEmotionArray
 from caer_ros.ros.launch_command import emotion_node_command
+from caer_ros.ros.spinning import spin_until
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "emotion.yaml"
@@ -107,12 +108,7 @@ class NodeProbe:
     def spin_until(self, done: Callable[[], bool], timeout: float,
                    process: subprocess.Popen | None = None) -> bool:
         """Spin until ``done()`` (True), ``timeout`` seconds or the process ended (False)."""
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
-                return done()
-            self.executor.spin_once(timeout_sec=0.05)
-        return True
+        return spin_until(self.executor, done, timeout, process)
 
     def spin_for(self, seconds: float) -> None:
         self.spin_until(lambda: False, seconds)
