@@ -28,6 +28,15 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
   needs KA's in-box variance term). ``calibrate``: set each category's threshold (the node's
   ``labels``) to the one maximising F1 on the validation split (:mod:`training.calibrate`).
+- ABAW-style multitask extensions (papers/abaw-multitask-kd-task-discriminator.txt, eq. 13):
+  ``distill`` (:class:`DistillConfig`: soft labels from a trained teacher model file, mostly
+  where labels are missing), ``discriminator`` (:class:`DiscriminatorConfig`: a task
+  discriminator behind a gradient reversal layer on the shared backbone features) and
+  ``task_weights`` (``fixed``, or ``adaptive``: gamma_i = exp(0.5 n_i) per emotion task).
+- knowledge amalgamation (papers/knowledge-amalgamation-single-shot-caer.txt):
+  ``amalgamation`` (:class:`training.amalgamation.AmalgamationConfig` fields: the teachers and
+  the common feature space) and ``init_backbone`` (a weights file the student's backbone starts
+  from: an ImageNet HRNet checkpoint, or a teacher's file for fine-tuning).
 """
 
 from __future__ import annotations
@@ -106,6 +115,38 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation with soft labels (ABAW-KD, eq. 8-10 and 13).
+
+    ``teacher``: a caer_ros model file (a trained BENet, e.g. on another label set); the student
+    learns its outputs, scaled by ``temperature``, for every category set (and the continuous
+    head) the teacher has. ``alpha`` weighs the supervised loss of a task the teacher also
+    covers (``gamma_i (alpha L^S_i + L^D_i)``); ``beta`` the distillation loss on people with no
+    label for that task (``beta gamma_j L^D_j``); ``labelled``: also distil on labelled people
+    (eq. 13's ``L^D_i``); false uses the teacher only where labels are missing.
+    """
+
+    teacher: str = ""
+    temperature: float = 2.0
+    alpha: float = 10.0
+    beta: float = 0.9
+    labelled: bool = True
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Task discriminator (ABAW-KD 3.1, eq. 11): from the backbone features (every branch,
+    globally pooled) through a gradient reversal layer, an MLP with ``hidden`` units predicts
+    the sample's category set (its dataset/task). ``delta`` scales the reversed gradient that
+    reaches the backbone (eq. 13's delta), ``constant`` or ``ramp``ed linearly 0 -> ``delta``
+    over the epochs."""
+
+    delta: float = 1.0
+    schedule: str = "constant"
+    hidden: int = 128
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
@@ -130,6 +171,11 @@ class TrainConfig:
     device: str = "auto"
     inference: dict[str, Any] = field(default_factory=lambda: {"extraction": "center"})
     calibrate: bool = True
+    distill: DistillConfig | None = None
+    discriminator: DiscriminatorConfig | None = None
+    task_weights: str = "fixed"
+    amalgamation: dict[str, Any] | None = None
+    init_backbone: str | None = None
 
     def effective_pre_transforms(self) -> dict[str, float]:
         """The probabilities actually used: those whose routes train no enabled task are 0."""
@@ -151,9 +197,14 @@ class TrainConfig:
             "optim": dataclasses.asdict(self.optim),
             "emotion_loss": dict(self.emotion_loss),
             "inference": _plain(dict(self.inference)),
+            "distill": None if self.distill is None else dataclasses.asdict(self.distill),
+            "discriminator": None if self.discriminator is None
+            else dataclasses.asdict(self.discriminator),
+            "amalgamation": _plain(self.amalgamation),
             **{f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in {"model", "data", "tasks", "pre_transforms", "routes", "augment",
-                                 "optim", "emotion_loss", "inference"}},
+                                 "optim", "emotion_loss", "inference", "distill", "discriminator",
+                                 "amalgamation"}},
         }
 
 
@@ -262,6 +313,14 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inference: {exc}") from None
     values["inference"] = inference
+    for name, cls in (("distill", DistillConfig), ("discriminator", DiscriminatorConfig)):
+        if raw.get(name) is not None:
+            values[name] = _section(cls, raw[name], name)
+    if raw.get("amalgamation") is not None:
+        from training.amalgamation import AmalgamationConfig  # imports this module
+
+        values["amalgamation"] = AmalgamationConfig.from_dict(
+            _mapping(raw["amalgamation"], "amalgamation")).to_dict()
     for name in {f.name for f in fields(TrainConfig)} - values.keys():
         if name in raw:
             values[name] = raw[name]
@@ -316,6 +375,43 @@ def _check_run(c: TrainConfig) -> None:
                               f"set (model.categories: {list(c.model.categories)})")
     if c.data.root is not None and not isinstance(c.data.root, str):
         raise ConfigError("data.root must be a folder path")
+    if c.task_weights not in ("fixed", "adaptive"):
+        raise ConfigError(f"task_weights must be fixed or adaptive, got {c.task_weights!r}")
+    if c.init_backbone is not None and not (isinstance(c.init_backbone, str) and c.init_backbone):
+        raise ConfigError("init_backbone must be a weights file path or null")
+    _check_multitask(c)
+
+
+def _check_multitask(c: TrainConfig) -> None:
+    d = c.distill
+    if d is not None:
+        checks = [
+            ("teacher", isinstance(d.teacher, str) and bool(d.teacher),
+             "the path of a trained caer_ros model file"),
+            ("temperature", _number(d.temperature) and d.temperature > 0, "a number > 0"),
+            ("alpha", _number(d.alpha) and d.alpha >= 0, "a number >= 0"),
+            ("beta", _number(d.beta) and d.beta >= 0, "a number >= 0"),
+            ("labelled", isinstance(d.labelled, bool), "true or false"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"distill.{name} must be {what}")
+        if "bu" not in c.tasks:
+            raise ConfigError("distill needs the bu task (it distils the emotion maps)")
+    g = c.discriminator
+    if g is not None:
+        checks = [
+            ("delta", _number(g.delta) and g.delta >= 0, "a number >= 0"),
+            ("schedule", g.schedule in ("constant", "ramp"), "constant or ramp"),
+            ("hidden", isinstance(g.hidden, int) and not isinstance(g.hidden, bool)
+             and g.hidden >= 1, "an integer >= 1"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"discriminator.{name} must be {what}")
+        if len(c.model.categories) < 2:
+            raise ConfigError("discriminator needs at least two category sets (tasks) to tell "
+                              f"apart; model.categories has {list(c.model.categories)}")
 
 
 def _model(raw: Any, tasks: tuple[str, ...]) -> ModelConfig:

@@ -9,7 +9,15 @@ Paper: papers/abaw-multitask-kd-task-discriminator.txt.
   ``-delta`` backward (the task discriminator's gradient reversal layer, section 3.1);
 - :func:`delta_schedule`: ``delta`` constant, or ramped linearly 0 -> 1 over training (4.2);
 - :class:`TaskWeights`: ``gamma_i = exp(0.5 n_i)``, ``n_i`` the number of epochs without
-  validation improvement of task ``i`` (eq. 13, after Deng et al.).
+  validation improvement of task ``i`` (eq. 13, after Deng et al.);
+- :class:`TaskDiscriminator` and :class:`DiscriminatorExtra`: the task discriminator (section
+  3.1, eq. 11) on the shared backbone features, behind the gradient reversal layer, as a
+  trainer extra (:mod:`training.extras`).
+
+Tasks here are the model's category sets (a sample of EMOTIC + HECO is labelled for one set,
+like an ABAW sample for one of VA / EXPR / AU) and ``continuous``. The discriminator predicts
+the set of each sample from its features; the reversed gradient pushes the backbone towards
+features that do not tell the sets apart.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def ccc(prediction, target) -> np.ndarray | float:
@@ -126,3 +134,80 @@ class TaskWeights:
     def load_state_dict(self, state: dict[str, dict[str, float]]) -> None:
         self.stale = {k: int(v) for k, v in state["stale"].items()}
         self.best = {k: float(v) for k, v in state["best"].items()}
+
+
+def emotion_task(term: str) -> str | None:
+    """The task a loss term belongs to (``bu.q.emotic`` -> ``emotic``, ``pc.heco`` -> ``heco``,
+    ``cont.h`` -> ``continuous``); None for detection terms."""
+    parts = term.split(".")
+    if parts[0] == "cont":
+        return "continuous"
+    if parts[0] in ("bu", "pc", "bg"):
+        return parts[-1]
+    return None
+
+
+def task_scores(validation: dict[str, float], tasks: Iterable[str]) -> dict[str, float]:
+    """Each task's validation score for :class:`TaskWeights`: minus the sum of its validation
+    loss terms (higher is better)."""
+    scores = dict.fromkeys(tasks, 0.0)
+    for term, value in validation.items():
+        task = emotion_task(term)
+        if task in scores:
+            scores[task] -= value
+    return scores
+
+
+class TaskDiscriminator(nn.Module):
+    """Global average of every backbone branch, concatenated -> gradient reversal -> Linear,
+    ReLU, Linear -> one logit per task."""
+
+    def __init__(self, widths: Iterable[int], tasks: int, hidden: int = 128) -> None:
+        super().__init__()
+        widths = list(widths)
+        self.reverse = GradientReversal(1.0)
+        self.classifier = nn.Sequential(nn.Linear(sum(widths), hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, tasks))
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        pooled = torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
+        return self.classifier(self.reverse(pooled))
+
+
+class DiscriminatorExtra:
+    """The trainer's task-discriminator extra: term ``disc.task`` = cross-entropy of the
+    predicted set of every sample of the batch (eq. 11).
+
+    ``delta`` (constant, or ramped 0 -> delta with the training progress) scales the reversed
+    gradient that reaches the backbone, which is what eq. 13's ``delta L^T`` does to the shared
+    features; the discriminator itself learns from the unscaled loss, so it is a trained
+    adversary from the first step even while a ramp keeps delta near 0.
+    """
+
+    name = "disc"
+    in_validation = False
+
+    def __init__(self, config, widths: Iterable[int]) -> None:
+        self.config = config.discriminator
+        self.tasks = list(config.model.categories)
+        self.module = TaskDiscriminator(widths, len(self.tasks), self.config.hidden)
+        self.set_progress(0.0)
+
+    def terms(self, output, images: Tensor, batch) -> dict[str, Tensor]:
+        logits = self.module(output.features)
+        labels = torch.tensor([self.tasks.index(s) for s in batch.category_sets],
+                              device=logits.device)
+        return {"disc.task": torch.nn.functional.cross_entropy(logits, labels)}
+
+    def set_progress(self, progress: float) -> None:
+        self.module.reverse.delta = delta_schedule(self.config.schedule, progress,
+                                                   self.config.delta)
+
+    def set_task_weights(self, weights: dict[str, float]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, float]:
+        return {"delta": self.module.reverse.delta}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.module.reverse.delta = float(state.get("delta", self.module.reverse.delta))

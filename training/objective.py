@@ -102,10 +102,12 @@ def _subset_targets(t: ScaleTargets, index: Tensor) -> ScaleTargets:
 
 
 def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
-                   counts: dict[str, int], totals: dict[str, int], world: int = 1
+                   counts: dict[str, int], totals: dict[str, int], world: int = 1,
+                   term_weights: dict[str, float] | None = None
                    ) -> tuple[Tensor, dict[str, Tensor]]:
     """The total loss (eq. 7, scaled for DDP, see the module docstring) and each term's value
-    normalised by its global population (for logging; unscaled by ``world``)."""
+    normalised by its global population (for logging; unscaled by ``world`` and by
+    ``term_weights``, the factors of the total: ABAW's gamma_i and alpha, 1 when absent)."""
     device = output.quarter.heatmap.device
     anchor = sum(v.float().sum() for v in output.flat().values()) * 0.0
     terms: dict[str, Tensor] = {}
@@ -158,7 +160,9 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
                                                      strict=True) if ok],
                        logits.shape[1], device)
         terms[name] = loss_fn(logits[chosen], labels) * weight(name)
-    total = anchor + sum(terms.values(), torch.zeros((), device=device)) * world
+    weights = term_weights or {}
+    total = anchor + sum((v * weights.get(k, 1.0) for k, v in terms.items()),
+                         torch.zeros((), device=device)) * world
     return total, {k: v.detach() for k, v in terms.items()}
 
 

@@ -52,6 +52,8 @@ from training import distributed
 from training.calibrate import calibrate_model_file
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import CaerDataset, DataError, epoch_batches, load_split, loader
+from training.extras import TrainingNet, build_extras
+from training.multitask import TaskWeights, emotion_task, task_scores
 from training.objective import compute_losses, global_counts, local_counts, term_names
 
 STATE_FORMAT = "caer_ros.training_state"
@@ -70,6 +72,7 @@ class TrainState:
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0  # training time so far, over every resumption
     history: list[dict[str, Any]] = field(default_factory=list)
+    task_weights: dict[str, Any] = field(default_factory=dict)  # TaskWeights state (adaptive)
 
 
 class Trainer:
@@ -90,12 +93,21 @@ class Trainer:
                 print(report.summary(), flush=True)
         self.train_set = CaerDataset(self.train_records, config, train=True)
         self.val_set = CaerDataset(self.val_records, config, train=False)
+        self.names = term_names(config, config.model.half_resolution)
         self.model = build_model(config.model, seed=config.seed)
+        if config.init_backbone is not None:
+            self._init_backbone(config.init_backbone)
+        self.extras = build_extras(config, self.model, self.ctx.device)
+        self.training_net = TrainingNet(self.model, self.extras)
         if self.ctx.enabled:
-            distributed.synchronise_batchnorm(self.model, self.ctx.device)
-        self.model.to(self.ctx.device)
-        frozen = {id(p) for p in biases_before_batchnorm(self.model)}
-        trained = [p for p in self.model.parameters() if id(p) not in frozen]
+            distributed.synchronise_batchnorm(self.training_net, self.ctx.device)
+        self.training_net.to(self.ctx.device)
+        self.task_weights: TaskWeights | None = None
+        if config.task_weights == "adaptive":
+            self.task_weights = TaskWeights(self._emotion_tasks())
+        frozen = {id(p) for p in biases_before_batchnorm(self.training_net)}
+        trained = [p for p in self.training_net.parameters()
+                   if id(p) not in frozen and p.requires_grad]
         if config.optim.name == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 trained, lr=config.optim.lr, momentum=config.optim.momentum,
@@ -104,7 +116,6 @@ class Trainer:
             self.optimizer = torch.optim.Adam(trained, lr=config.optim.lr,
                                               weight_decay=config.optim.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.names = term_names(config, config.model.half_resolution)
         self.state = TrainState()
         if self.ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -115,10 +126,12 @@ class Trainer:
             self.ctx.barrier()
         elif (self.out / "last.ckpt").exists():
             self._resume()
-        self.net = self.model
+        self._apply_task_weights()
+        self.net: torch.nn.Module = self.training_net
         if self.ctx.enabled:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = torch.nn.parallel.DistributedDataParallel(self.training_net,
+                                                                 device_ids=ids)
         self.writer = self._writer() if self.ctx.main else None
 
     # ----------------------------------------------------------------- checkpoints
@@ -130,6 +143,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": {**self.state.__dict__, "best_val_loss": float(self.state.best_val_loss)},
+            "extras": {e.name: {"module": None if e.module is None else
+                                {k: v.detach().cpu() for k, v in e.module.state_dict().items()},
+                                "state": e.state_dict()} for e in self.extras},
         }
 
     def save_state(self) -> None:
@@ -153,9 +169,18 @@ class Trainer:
             raise ConfigError(f"{path} was written with a different config ({', '.join(changed)}"
                               f" differ); use --restart or another out folder")
         self.model.load_state_dict(data["model"])
+        for extra in self.extras:
+            saved = data.get("extras", {}).get(extra.name)
+            if saved is None:
+                raise DataError(f"{path} has no state for {extra.name}; use --restart")
+            if extra.module is not None:
+                extra.module.load_state_dict(saved["module"])
+            extra.load_state_dict(saved["state"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scaler.load_state_dict(data["scaler"])
         self.state = TrainState(**data["state"])
+        if self.task_weights is not None and self.state.task_weights:
+            self.task_weights.load_state_dict(self.state.task_weights)
         if self.ctx.main:
             print(f"resuming {path}: epoch {self.state.epoch + 1}, step {self.state.step}",
                   flush=True)
@@ -207,12 +232,18 @@ class Trainer:
         images = batch.images.to(self.ctx.device, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
-            output = net(images)
-        loss, terms = compute_losses(output, batch, self.config, counts, totals, world)
+            output, extra_terms = net(images, batch)
+        loss, terms = compute_losses(output, batch, self.config, counts, totals, world,
+                                     self.term_weights)
+        for name, value in extra_terms.items():  # per-process means: DDP averages them
+            loss = loss + value.float()
+            terms[name] = value.detach()
         return loss, terms, totals
 
     def train_step(self, batch: Any) -> dict[str, float]:
         self.net.train()
+        for extra in self.extras:
+            extra.set_progress(self._progress())
         loss, terms, _ = self._forward_losses(batch, self.net, self.ctx.world)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step "
@@ -230,19 +261,26 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Mean of every term over the whole validation split (all processes), and ``total``."""
-        self.model.eval()
+        self.training_net.eval()
         batches = epoch_batches(len(self.val_set), self.config.batch_size, self.config.seed, 0,
                                 self.ctx.rank, self.ctx.world, shuffle=False, drop_last=False)
         sums = {name: 0.0 for name, _ in self.names}
         counts = {name: 0.0 for name, _ in self.names}
+        extra_names = [e.name for e in self.extras if e.in_validation]
         with torch.no_grad():
             for batch in tqdm(loader(self.val_set, batches, self.config.workers),
                               total=len(batches), desc="validation", unit="batch", leave=False,
                               disable=not (self.progress and self.ctx.main)):
                 local = local_counts(batch, self.names)
                 images = batch.images.to(self.ctx.device)
-                output = self.model(images)
+                output, extra_terms = self.training_net(
+                    images, batch if extra_names else None, validation=True)
                 _, terms = compute_losses(output, batch, self.config, local, local, 1)
+                for name in extra_terms:  # per-batch means, weighted by the batch size
+                    sums.setdefault(name, 0.0)
+                    counts.setdefault(name, 0.0)
+                    local[name] = len(batch)
+                    terms[name] = extra_terms[name]
                 for name in sums:
                     n = local[name]
                     sums[name] += float(terms[name]) * n
@@ -305,6 +343,11 @@ class Trainer:
                         or state.epoch >= config.epochs:
                     val = self.validate()
                     record["val"] = val
+                    if self.task_weights is not None:
+                        record["task_weights"] = self.task_weights.update(
+                            task_scores(val, self.task_weights.stale))
+                        state.task_weights = self.task_weights.state_dict()
+                        self._apply_task_weights()
                     self._log_scalars("val", val, state.global_step)
                     self._log_maps(state.global_step)
                     if val["total"] < state.best_val_loss:
@@ -336,6 +379,47 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return state.history
+
+    # ----------------------------------------------------------------- multitask
+    def _init_backbone(self, spec: str) -> None:
+        from caer_ros.model.weights import BackboneWeightsError, load_backbone_weights
+
+        try:
+            report = load_backbone_weights(self.model, spec)
+        except (BackboneWeightsError, OSError) as exc:
+            raise DataError(f"init_backbone: {exc}") from None
+        if self.ctx.main:
+            print(f"init_backbone: {report.summary()}", flush=True)
+
+    def _emotion_tasks(self) -> list[str]:
+        """The tasks gamma_i applies to: the category sets trained, and ``continuous``."""
+        found = {emotion_task(name) for name, _ in self.names}
+        return [t for t in [*self.config.model.categories, "continuous"] if t in found]
+
+    def _apply_task_weights(self) -> None:
+        """Loss-term factors of eq. 13: gamma_i on every term of task i (adaptive weights) and
+        alpha on the bottom-up/continuous terms of tasks the distillation teacher covers."""
+        gammas = self.task_weights.weights() if self.task_weights is not None else {}
+        alpha_tasks: set[str] = set()
+        alpha = 1.0
+        for extra in self.extras:
+            extra.set_task_weights(gammas)
+            if hasattr(extra, "supervised_tasks"):
+                alpha_tasks = set(extra.supervised_tasks)
+                alpha = extra.config.alpha
+        weights = {}
+        for name, _ in self.names:
+            task = emotion_task(name)
+            factor = gammas.get(task, 1.0) if task is not None else 1.0
+            if task in alpha_tasks and name.split(".")[0] in ("bu", "cont"):
+                factor *= alpha
+            weights[name] = factor
+        self.term_weights = weights
+
+    def _progress(self) -> float:
+        """Fraction of the training done (epochs), for ramped weights."""
+        per_epoch = max(len(self.train_set) // max(self.config.batch_size, 1), 1)
+        return min((self.state.epoch + self.state.step / per_epoch) / self.config.epochs, 1.0)
 
     def _agreed(self, flag: bool) -> bool:
         """``flag`` as decided by process 0 (so every process stops at the same step)."""

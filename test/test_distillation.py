@@ -1,0 +1,198 @@
+"""ABAW-style training extras: distillation (eq. 8-10, 13), task discriminator, adaptive gamma."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_train import SMOKE, TINY
+
+from caer_ros.model.checkpoint import save_model_file
+from caer_ros.model.inference_settings import InferenceSettings
+from caer_ros.model.network import build_model
+from training.config import ConfigError, DistillConfig, load_config
+from training.distillation import distillation_terms, soft_label_loss
+from training.multitask import TaskDiscriminator, emotion_task, task_scores
+from training.train import Trainer
+
+MIXED = ["model.categories=[emotic,heco]", "data.train=[emotic,heco]",
+         "data.val=[emotic,heco]", "emotion_loss.heco=ce", "model.continuous=true"]
+
+
+# ----------------------------------------------------------------------------- losses
+
+def test_soft_label_loss_by_hand():
+    s = torch.tensor([[1.0, -2.0, 0.5]])
+    t = torch.tensor([[0.0, 1.0, 2.0]])
+    temperature = 2.0
+    soft = np.exp(t.numpy() / 2) / np.exp(t.numpy() / 2).sum()
+    log_p = s.numpy() / 2 - np.log(np.exp(s.numpy() / 2).sum())
+    expected = -(soft * log_p).sum() * 4
+    assert soft_label_loss(s, t, "ce", temperature).item() == pytest.approx(expected, rel=1e-6)
+    q = 1 / (1 + np.exp(-t.numpy() / 2))
+    p = 1 / (1 + np.exp(-s.numpy() / 2))
+    expected = -(q * np.log(p) + (1 - q) * np.log(1 - p)).sum() * 4
+    assert soft_label_loss(s, t, "bce", temperature).item() == pytest.approx(expected, rel=1e-6)
+    # the student that equals its teacher is at the minimum: zero gradient
+    for kind in ("ce", "bce"):
+        x = t.clone().requires_grad_(True)
+        soft_label_loss(x, t, kind, temperature).backward()
+        assert x.grad.abs().max() < 1e-6
+    values = torch.tensor([[0.1, 2.0, -1.0], [1.0, 0.0, 0.5], [-0.5, 1.0, 2.0]])
+    assert soft_label_loss(values, values, "ccc", 1.0).item() == pytest.approx(0.0, abs=1e-5)
+    assert soft_label_loss(torch.zeros(0, 3), torch.zeros(0, 3), "ce", 2.0).item() == 0.0
+
+
+def _rows(n: int, e: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, e)).astype(np.float32))
+
+
+@pytest.mark.parametrize("on_labelled", [False, True])
+def test_distillation_uses_the_teacher_only_where_labels_are_missing(on_labelled):
+    """Missing labels: people 0, 2, 5 have no heco label, 1, 3, 4 have one. The unlabelled term
+    reads only the unlabelled people's teacher rows (and trains only those student rows); with
+    ``labelled: false`` nothing reads the labelled people's teacher rows at all."""
+    config = DistillConfig(teacher="x.pt", temperature=2.0, beta=0.9, labelled=on_labelled)
+    has = torch.tensor([False, True, False, True, True, False])
+    student = _rows(6, 8, 0).requires_grad_(True)
+    teacher = _rows(6, 8, 1)
+    kinds = {"heco": "ce"}
+
+    def terms(t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return distillation_terms({"heco": student}, {"heco": t}, {"heco": has}, kinds, config,
+                                  {"heco": 2.0})
+
+    base = terms(teacher)
+    assert set(base) == {"kd.q.heco"} | ({"kd.q.heco.labelled"} if on_labelled else set())
+    # the term is beta * gamma * the mean loss over the unlabelled people
+    expected = 0.9 * 2.0 * soft_label_loss(student[~has], teacher[~has], "ce", 2.0)
+    assert base["kd.q.heco"].item() == pytest.approx(expected.item(), rel=1e-6)
+    changed_labelled = teacher.clone()
+    changed_labelled[has, 0] += 5.0  # (softmax ignores a shift of the whole row)
+    after = terms(changed_labelled)
+    assert after["kd.q.heco"].item() == pytest.approx(base["kd.q.heco"].item(), rel=1e-7)
+    if on_labelled:
+        assert after["kd.q.heco.labelled"].item() != pytest.approx(
+            base["kd.q.heco.labelled"].item(), rel=1e-3)
+    changed_unlabelled = teacher.clone()
+    changed_unlabelled[~has, 0] += 5.0
+    assert terms(changed_unlabelled)["kd.q.heco"].item() != pytest.approx(
+        base["kd.q.heco"].item(), rel=1e-3)
+    base["kd.q.heco"].backward()
+    rows_with_grad = student.grad.abs().sum(dim=1) > 0
+    assert torch.equal(rows_with_grad, ~has)
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+def test_discriminator_reverses_and_scales_the_backbone_gradient():
+    torch.manual_seed(0)
+    features = [torch.randn(4, 8, 6, 6, requires_grad=True), torch.randn(4, 16, 3, 3,
+                                                                          requires_grad=True)]
+    disc = TaskDiscriminator([8, 16], tasks=2, hidden=5)
+    labels = torch.tensor([0, 1, 1, 0])
+    torch.nn.functional.cross_entropy(disc(features), labels).backward()
+    reversed_grads = [f.grad.clone() for f in features]
+    disc_grads = [p.grad.clone() for p in disc.parameters()]
+    for f in features:
+        f.grad = None
+    disc.zero_grad()
+    disc.reverse.delta = 0.0  # plain gradient through an identity, for reference
+    pooled = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+    torch.nn.functional.cross_entropy(disc.classifier(pooled), labels).backward()
+    for got, plain in zip(reversed_grads, [f.grad for f in features], strict=True):
+        torch.testing.assert_close(got, -plain)
+    # the discriminator's own gradients are not reversed
+    for got, plain in zip(disc_grads, [p.grad for p in disc.parameters()], strict=True):
+        torch.testing.assert_close(got, plain)
+
+
+def test_emotion_tasks_and_scores():
+    assert emotion_task("bu.q.emotic") == "emotic"
+    assert emotion_task("pc.heco") == "heco"
+    assert emotion_task("cont.h") == "continuous"
+    assert emotion_task("det.q") is None
+    scores = task_scores({"bu.q.emotic": 1.0, "bu.h.emotic": 0.5, "pc.heco": 2.0, "det.q": 9.0,
+                          "total": 12.5}, ["emotic", "heco"])
+    assert scores == {"emotic": -1.5, "heco": -2.0}
+
+
+# ----------------------------------------------------------------------------- config
+
+def _teacher(tmp_path, categories, continuous=True):
+    config = load_config(SMOKE, [*TINY, f"model.categories={categories}",
+                                 f"data.train={categories}", f"data.val={categories}",
+                                 f"model.continuous={str(continuous).lower()}"]).model
+    model = build_model(config, seed=5)
+    path = tmp_path / "teacher.pt"
+    save_model_file(path, model, InferenceSettings.for_model(config))
+    return path
+
+
+def test_config_errors(synthetic_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="discriminator needs at least two category sets"):
+        load_config(SMOKE, [*TINY, "discriminator={delta: 1.0}"])
+    with pytest.raises(ConfigError, match="discriminator.schedule must be constant or ramp"):
+        load_config(SMOKE, [*TINY, *MIXED, "discriminator={schedule: linear}"])
+    with pytest.raises(ConfigError, match="distill.temperature must be a number > 0"):
+        load_config(SMOKE, [*TINY, "distill={teacher: t.pt, temperature: 0}"])
+    with pytest.raises(ConfigError, match="task_weights must be fixed or adaptive"):
+        load_config(SMOKE, [*TINY, "task_weights=sometimes"])
+    config = load_config(SMOKE, [*TINY, "distill={teacher: " + str(tmp_path / "none.pt") + "}",
+                                 "out=" + str(tmp_path / "run")], synthetic_dataset)
+    with pytest.raises(ConfigError, match="distill.teacher.*none.pt"):
+        Trainer(config, progress=False)
+    other = _teacher(tmp_path, "[heco]")
+    config = load_config(SMOKE, [*TINY, "model.continuous=false", f"distill={{teacher: {other}}}",
+                                 "out=" + str(tmp_path / "run")], synthetic_dataset)
+    with pytest.raises(ConfigError, match="has none of the student's tasks"):
+        Trainer(config, progress=False)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def test_trainer_with_distillation_discriminator_and_adaptive_weights(synthetic_dataset,
+                                                                       tmp_path):
+    """Student on EMOTIC + HECO with a HECO-only teacher (plus continuous), a ramped task
+    discriminator and adaptive gamma: the terms appear, alpha and gamma weigh the right terms,
+    the teacher stays frozen, and the run resumes from last.ckpt with its extras."""
+    teacher = _teacher(tmp_path, "[heco]")
+    before = torch.load(teacher, weights_only=True)["state_dict"]
+    out = tmp_path / "run"
+    overrides = [*TINY, *MIXED, "tasks=[bu,det]", "batch_size=4", "epochs=2",
+                 f"distill={{teacher: {teacher}, alpha: 3.0, beta: 0.5}}",
+                 "discriminator={delta: 1.0, schedule: ramp, hidden: 16}",
+                 "task_weights=adaptive", f"out={out}"]
+    trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
+    assert trainer.term_weights["bu.q.heco"] == 3.0  # alpha: the teacher covers heco
+    assert trainer.term_weights["cont.q"] == 3.0  # ... and the continuous head
+    assert trainer.term_weights["bu.q.emotic"] == 1.0
+    assert trainer.term_weights["det.q"] == 1.0
+    history = trainer.run()
+    train_terms = set(history[0]["train"])
+    assert {"kd.q.heco", "kd.q.heco.labelled", "kd.q.continuous", "disc.task"} <= train_terms
+    assert "kd.q.emotic" not in train_terms  # the teacher has no EMOTIC maps
+    assert all(math.isfinite(v) for v in history[0]["train"].values())
+    assert "disc.task" not in history[0]["val"]  # adversarial terms do not pick best.pt
+    weights = history[-1]["task_weights"]
+    assert set(weights) == {"emotic", "heco", "continuous"}
+    assert all(w in (1.0, math.exp(0.5), math.exp(1.0)) for w in weights.values())
+    after = torch.load(teacher, weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # delta ramped to the end of training
+    assert trainer.extras[1].module.reverse.delta == pytest.approx(1.0, abs=0.26)
+    state = torch.load(out / "last.ckpt", weights_only=True)
+    assert set(state["extras"]) == {"kd", "disc"}
+    assert state["state"]["task_weights"]["stale"].keys() == weights.keys()
+    # resuming with one more epoch restores the discriminator and the gammas
+    resumed = Trainer(load_config(SMOKE, [*overrides, "epochs=3"], synthetic_dataset),
+                      progress=False)
+    assert resumed.task_weights.stale == trainer.task_weights.stale
+    disc = resumed.extras[1].module.state_dict()
+    for k, v in trainer.extras[1].module.state_dict().items():
+        assert torch.equal(v, disc[k])
+    assert len(resumed.run()) == 3
+    assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 3

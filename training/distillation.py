@@ -1,0 +1,210 @@
+"""Knowledge distillation with soft labels for incomplete labels (ABAW-KD, eq. 8-10 and 13).
+
+Paper: papers/abaw-multitask-kd-task-discriminator.txt. Algorithm 1 trains a *teacher* on the
+supervised losses, then a *student* on eq. 13::
+
+    Loss_i = gamma_i (alpha L^S_i + L^D_i) + delta L^T + sum_{j != i} beta gamma_j L^D_j
+
+Here a *task* is a category set of the model (``emotic``: EMOTIC's 26, ``heco``: HECO's 8) or
+the continuous head (``continuous``: valence, arousal, dominance), and a sample of the mixed
+EMOTIC + HECO data is labelled for its own set only. The teacher is any trained caer_ros model
+file (Algorithm 1's first stage is ``python -m training.train`` with the teacher's config, e.g.
+HECO only); the student is trained with a ``distill`` config section (:class:`DistillConfig`):
+
+- on people **without** a label for task ``j`` (HECO images for ``emotic``, EMOTIC images for
+  ``heco``, people without valence/arousal/dominance for ``continuous``) the student's
+  bottom-up scores learn the teacher's: ``beta gamma_j L^D_j`` (terms ``kd.<scale>.<task>``);
+- on people **with** a label, eq. 13's ``L^D_i`` as well when ``distill.labelled`` is true
+  (terms ``kd.<scale>.<task>.labelled``), and the supervised term of that task is weighted by
+  ``alpha`` (the trainer applies it); ``labelled: false`` uses the teacher only where labels are
+  missing.
+
+Distillation losses, on the emotion maps read at the people's centres (the same reading as the
+supervised bottom-up loss), per person, temperature ``T`` (Hinton et al.: logits divided by
+``T``, the loss multiplied by ``T^2`` so its gradients keep their scale):
+
+- multi-label sets (focal or BCE supervision): binary cross-entropy between
+  ``sigmoid(s / T)`` and the soft labels ``sigmoid(t / T)`` (eq. 10), summed over categories;
+- single-label sets (``ce``): cross-entropy between ``softmax(s / T)`` and ``softmax(t / T)``
+  (eq. 9);
+- continuous: ``1 - CCC(sigmoid(s), sigmoid(t))`` per dimension (eq. 8; no temperature).
+
+Each is a mean over its people in this process's batch. Only tasks the teacher has are
+distilled. The teacher runs frozen, in eval mode, under ``torch.no_grad``, on the student's
+batch (re-normalised if its input normalisation differs); its maps are resized to the
+student's grid when their sizes differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from caer_ros.model.checkpoint import ModelFileError, load_model_file
+from caer_ros.model.output import BENetOutput, ScaleOutput
+from training.config import ConfigError, DistillConfig, TrainConfig
+from training.multitask import ccc_loss
+from training.targets import read_at_centers
+
+CONTINUOUS = "continuous"
+
+
+def soft_label_loss(student: Tensor, teacher: Tensor, kind: str, temperature: float) -> Tensor:
+    """Distillation loss of (N, E) student logits against (N, E) teacher logits: ``kind`` ``ce``
+    (softmax, eq. 9), ``bce`` (sigmoid per category, eq. 10) or ``ccc`` (``1 - CCC`` of the
+    sigmoids, eq. 8). Sum over E, mean over N (``ccc``: mean of the E dimensions); N = 0 gives
+    a graph-connected 0."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
+                         f"logits differ")
+    if len(student) == 0:
+        return student.sum() * 0.0
+    teacher = teacher.detach().to(student)
+    if kind == "ccc":
+        return ccc_loss(torch.sigmoid(student), torch.sigmoid(teacher))
+    t = float(temperature)
+    if kind == "ce":
+        soft = torch.softmax(teacher / t, dim=1)
+        per_person = -(soft * torch.log_softmax(student / t, dim=1)).sum(dim=1)
+    elif kind == "bce":
+        soft = torch.sigmoid(teacher / t)
+        per_person = F.binary_cross_entropy_with_logits(student / t, soft,
+                                                        reduction="none").sum(dim=1)
+    else:
+        raise ValueError(f"distillation kind must be ce, bce or ccc, got {kind!r}")
+    return per_person.mean() * t * t
+
+
+def distillation_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
+                       labelled: dict[str, Tensor], kinds: dict[str, str],
+                       config: DistillConfig, gammas: dict[str, float], scale: str = "q"
+                       ) -> dict[str, Tensor]:
+    """Eq. 13's distillation terms at one resolution.
+
+    ``student`` / ``teacher``: task -> (N, E) logits of the same N people; ``labelled``:
+    task -> (N,) bool, whether each person has a ground truth for the task; ``kinds``: task ->
+    ``ce`` / ``bce`` / ``ccc``; ``gammas``: task -> gamma (1 when absent). Returns
+    ``kd.<scale>.<task>`` = ``beta gamma L^D`` over the unlabelled people and, when
+    ``config.labelled``, ``kd.<scale>.<task>.labelled`` = ``gamma L^D`` over the labelled ones.
+    """
+    terms: dict[str, Tensor] = {}
+    for task, s in student.items():
+        has = labelled[task].to(s.device)
+        gamma = gammas.get(task, 1.0)
+        loss = soft_label_loss(s[~has], teacher[task][~has], kinds[task], config.temperature)
+        terms[f"kd.{scale}.{task}"] = config.beta * gamma * loss
+        if config.labelled:
+            loss = soft_label_loss(s[has], teacher[task][has], kinds[task], config.temperature)
+            terms[f"kd.{scale}.{task}.labelled"] = gamma * loss
+    return terms
+
+
+class DistillationExtra:
+    """The trainer's distillation extra (:mod:`training.extras`): a frozen teacher model."""
+
+    name = "kd"
+    in_validation = False
+    module = None
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        assert config.distill is not None
+        self.config = config.distill
+        path = Path(self.config.teacher)
+        try:
+            teacher, info = load_model_file(path, map_location=device)
+        except ModelFileError as exc:
+            raise ConfigError(f"distill.teacher: {exc}") from None
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        student_sets = config.model.categories
+        self.tasks = [name for name in student_sets if name in info.config.categories]
+        for name in self.tasks:
+            if info.config.categories[name] != student_sets[name]:
+                raise ConfigError(f"distill.teacher {path}: its {name!r} categories differ from "
+                                  f"the student's")
+        if config.model.continuous and info.config.continuous:
+            self.tasks.append(CONTINUOUS)
+        if not self.tasks:
+            raise ConfigError(f"distill.teacher {path}: the teacher has none of the student's "
+                              f"tasks (student sets {list(student_sets)}, teacher sets "
+                              f"{list(info.config.categories)})")
+        self.kinds = {name: ("ce" if config.loss_of(name) == "ce" else "bce")
+                      for name in self.tasks if name != CONTINUOUS}
+        if CONTINUOUS in self.tasks:
+            self.kinds[CONTINUOUS] = "ccc"
+        mean_s = torch.tensor(config.model.input_mean, device=device)[:, None, None]
+        std_s = torch.tensor(config.model.input_std, device=device)[:, None, None]
+        mean_t = torch.tensor(info.config.input_mean, device=device)[:, None, None]
+        std_t = torch.tensor(info.config.input_std, device=device)[:, None, None]
+        # images_t = (images * std_s + mean_s - mean_t) / std_t
+        self._scale, self._shift = std_s / std_t, (mean_s - mean_t) / std_t
+        self.gammas: dict[str, float] = {}
+
+    @property
+    def supervised_tasks(self) -> list[str]:
+        """The tasks whose supervised loss gets ``alpha`` (those the teacher distils)."""
+        return list(self.tasks)
+
+    def teacher_output(self, images: Tensor) -> BENetOutput:
+        with torch.no_grad():
+            return self.teacher(images * self._scale + self._shift, classifiers=False)
+
+    def terms(self, output: BENetOutput, images: Tensor, batch: Any) -> dict[str, Tensor]:
+        taught = self.teacher_output(images.detach())
+        person_sample = torch.from_numpy(batch.person_samples())
+        routed = batch.route("bu").cpu()[person_sample]
+        sets = np.array(batch.category_sets)
+        values = np.concatenate([*batch.continuous, np.zeros((0, 3), np.float32)])
+        labelled_rows = {name: torch.from_numpy(sets == name)[person_sample]
+                         for name in self.tasks if name != CONTINUOUS}
+        if CONTINUOUS in self.tasks:
+            labelled_rows[CONTINUOUS] = torch.from_numpy(np.isfinite(values).all(axis=1))
+        terms: dict[str, Tensor] = {}
+        for key, scale, targets in zip(("q", "h"), output.scales(), batch.targets, strict=False):
+            source = _same_stride(taught, scale.stride)
+            student, teacher = {}, {}
+            for task in self.tasks:
+                s_maps, t_maps = _maps(scale, task), _maps(source, task)
+                if t_maps.shape[-2:] != s_maps.shape[-2:]:
+                    t_maps = F.interpolate(t_maps.float(), size=s_maps.shape[-2:],
+                                           mode="bilinear", align_corners=False)
+                keep = routed.to(s_maps.device)
+                student[task] = read_at_centers(s_maps.float(), targets)[keep]
+                teacher[task] = read_at_centers(t_maps.float(), targets)[keep]
+            labelled = {task: rows[routed] for task, rows in labelled_rows.items()}
+            terms.update(distillation_terms(student, teacher, labelled, self.kinds,
+                                            self.config, self.gammas, key))
+        return terms
+
+    def set_progress(self, progress: float) -> None:
+        pass
+
+    def set_task_weights(self, weights: dict[str, float]) -> None:
+        self.gammas = dict(weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _same_stride(output: BENetOutput, stride: int) -> ScaleOutput:
+    for scale in output.scales():
+        if scale.stride == stride:
+            return scale
+    return output.quarter
+
+
+def _maps(scale: ScaleOutput, task: str) -> Tensor:
+    if task == CONTINUOUS:
+        if scale.continuous is None:
+            raise ValueError("the model has no continuous head")
+        return scale.continuous
+    return scale.emotions[task]
