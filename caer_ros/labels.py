@@ -53,6 +53,14 @@ HECO: tuple[str, ...] = (
 CONTINUOUS: tuple[str, ...] = ("valence", "arousal", "dominance")
 
 CATEGORY_SETS: dict[str, tuple[str, ...]] = {"emotic": EMOTIC, "heco": HECO}
+# Sets whose people carry exactly one category each (HECO); the others are multi-label.
+SINGLE_LABEL_SETS: frozenset[str] = frozenset({"heco"})
+
+
+def is_single_label(name: str) -> bool:
+    """Whether each person of set ``name`` has exactly one category (HECO) or several."""
+    category_set(name)  # an unknown name is an error
+    return name.lower() in SINGLE_LABEL_SETS
 
 
 def category_set(name: str) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""training.evaluate: the command line, the wiring of the metrics, both backends, bad input.
+"""training.evaluate: the command line, the wiring of the metrics, F1 and the ABAW score, both
+backends, bad input.
 
 Real components throughout: the small seeded model of ``helpers/small_model.py`` (EMOTIC + HECO
 category sets, 96x128 input) and a synthetic dataset in EMOTIC's and HECO's on-disk formats.
@@ -27,11 +28,33 @@ from caer_ros.labels import EMOTIC, HECO
 from training import metrics
 from training.datasets.emotic import load_emotic
 from training.datasets.synthetic import generate
-from training.evaluate import EvaluationError, evaluate, load_split, main
+from training.evaluate import (
+    EvaluationError,
+    emotion_thresholds,
+    evaluate,
+    format_summary,
+    load_split,
+    main,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = [f"{0.5 + 0.05 * i:.2f}" for i in range(10)]
 METRICS = ("er_map", "per_category_ap", "pd_ap", "oer_per_threshold", "oer_map")
+F1_KEYS = {True: {"macro_f1", "accuracy"}, False: {"mean_f1", "f1_thresholds"}}  # single_label
+
+
+def _check_f1_keys(result: dict, single_label: bool, parts: set[str]) -> None:
+    """The F1 / ABAW keys of a JSON result: those of its kind only, the score the parts' sum."""
+    assert result["single_label"] is single_label
+    assert F1_KEYS[single_label] <= set(result)
+    assert not F1_KEYS[not single_label] & set(result)
+    assert list(result["per_category_f1"]) == result["categories"]
+    assert set(result["abaw_parts"]) == parts
+    assert result["abaw_score"] == pytest.approx(sum(result["abaw_parts"].values()))
+    f1 = "macro_f1" if single_label else "mean_f1"
+    assert result["abaw_parts"][f1] == result[f1] and _in_range(result[f1])
+    if "ccc_mean" in parts:
+        assert result["abaw_parts"]["ccc_mean"] == pytest.approx(100 * result["ccc_mean"])
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +120,12 @@ def test_cli_writes_the_json(data, small_model_files, tmp_path):
                                                                             "emotic")
     assert result["model"] == str(small_model_files[0])
 
+    # EMOTIC is multi-label: mean F1 at the model's thresholds; the small model has a
+    # continuous head, so the ABAW score adds its mean CCC.
+    _check_f1_keys(result, single_label=False, parts={"ccc_mean", "mean_f1"})
+    assert len(result["f1_thresholds"]) == len(EMOTIC)
+    assert "mean F1" in run.stdout and "ABAW score (ccc_mean + mean_f1)" in run.stdout
+
 
 def test_cli_heco_reads_the_models_heco_set(data, small_model_files, tmp_path, capsys):
     """The small model's primary set is EMOTIC; on HECO data its HECO set is evaluated."""
@@ -110,6 +139,8 @@ def test_cli_heco_reads_the_models_heco_set(data, small_model_files, tmp_path, c
     assert result["images"] == 3
     assert result["seed"] == 0
     assert list(result["oer_per_threshold"]) == THRESHOLDS
+    _check_f1_keys(result, single_label=True, parts={"ccc_mean", "macro_f1"})
+    assert "macro F1" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- wiring
@@ -131,6 +162,9 @@ def test_evaluate_equals_the_metrics_on_the_predictors_outputs(torch_predictor, 
         truths.append((boxes, truth))
     er, per_category = metrics.er_map(np.concatenate(read), np.concatenate(labels))
     oer, oer_at = metrics.oer(detections, truths)
+    thresholds = torch_predictor.settings.emotion_thresholds["emotic"]
+    mean_f1, per_category_f1 = metrics.mean_f1_multilabel(
+        np.concatenate(read), np.concatenate(labels), thresholds)
 
     assert result.er_map == pytest.approx(100 * er)
     np.testing.assert_allclose(list(result.per_category_ap.values()), 100 * per_category)
@@ -139,18 +173,34 @@ def test_evaluate_equals_the_metrics_on_the_predictors_outputs(torch_predictor, 
     assert list(result.oer_per_threshold.values()) == pytest.approx(
         [100 * v for v in oer_at.values()])
     assert (result.images, result.people) == (len(records), sum(len(r.people) for r in records))
+    assert result.single_label is False and result.macro_f1 is None
+    assert result.mean_f1 == pytest.approx(100 * mean_f1)
+    np.testing.assert_allclose(list(result.per_category_f1.values()), 100 * per_category_f1)
+    assert result.f1_thresholds == pytest.approx(thresholds)
+
+
+def test_emotion_thresholds_of_every_set(torch_predictor):
+    """The evaluated set's own thresholds, also for the model's non-primary set (HECO here)."""
+    settings = torch_predictor.settings.emotion_thresholds
+    np.testing.assert_allclose(emotion_thresholds(torch_predictor, "emotic"),
+                               torch_predictor.emotion_thresholds)  # the primary set
+    np.testing.assert_allclose(emotion_thresholds(torch_predictor, "heco"), settings["heco"])
+    bare = SimpleNamespace(path="bare.pt")  # no settings: the model files' default
+    np.testing.assert_array_equal(emotion_thresholds(bare, "heco"), [0.5] * len(HECO))
 
 
 class OraclePredictor:
     """Returns each image's annotated people as its detections, with their labels as emotion
-    scores, in the model's non-primary set; the primary set gets noise. ``input_frame`` gives
-    the detected boxes in a 128-pixel network input's frame instead of the image's (160)."""
+    scores in the records' set (EMOTIC: the model's non-primary set); the other set gets noise.
+    ``input_frame`` gives the detected boxes in a 128-pixel network input's frame instead of the
+    image's (160). ``continuous``: a continuous head reading the annotated values exactly."""
 
-    def __init__(self, records, input_frame: bool = False) -> None:
+    def __init__(self, records, input_frame: bool = False, continuous: bool = False) -> None:
         self.by_image = {self._key(cv2.imread(str(r.path))): r for r in records}
         self.config = SimpleNamespace(categories={"heco": HECO, "emotic": EMOTIC})
         self.path = "oracle.pt"
         self.input_frame = input_frame
+        self.continuous = continuous
         self.rng = np.random.default_rng(0)
 
     @staticmethod
@@ -160,10 +210,14 @@ class OraclePredictor:
     def _people(self, image, boxes) -> Detections:
         record = self.by_image[self._key(image)]
         labels = np.array([p.categories for p in record.people], dtype=np.float32)
-        noise = self.rng.random((len(boxes), len(HECO))).astype(np.float32)
+        other = "emotic" if record.category_set == "heco" else "heco"
+        noise = self.rng.random((len(boxes), len(self.config.categories[other])))
+        set_scores = {other: noise.astype(np.float32), record.category_set: labels}
+        continuous = (np.array([p.continuous for p in record.people], np.float32) - 1) / 9
         return Detections(boxes=np.asarray(boxes, dtype=np.float32),
-                          detection_scores=np.ones(len(boxes), np.float32), scores=noise,
-                          category_set="heco", set_scores={"heco": noise, "emotic": labels})
+                          detection_scores=np.ones(len(boxes), np.float32),
+                          scores=set_scores["heco"], category_set="heco", set_scores=set_scores,
+                          continuous=continuous if self.continuous else None)
 
     def read_boxes(self, image, boxes):
         return self._people(image, boxes)
@@ -186,6 +240,41 @@ def test_an_oracle_scores_100_everywhere(records):
     for index, (name, ap) in enumerate(result.per_category_ap.items()):
         assert name == EMOTIC[index]
         assert ap == pytest.approx(100.0) if index in present else math.isnan(ap)
+    # Multi-label: the 0/1 scores at the default 0.5 thresholds are exactly the labels.
+    assert result.single_label is False
+    assert result.mean_f1 == pytest.approx(100.0)
+    assert result.f1_thresholds == (0.5,) * len(EMOTIC)
+    assert result.abaw_parts == {"mean_f1": result.mean_f1}  # no continuous head
+    assert result.abaw_score == pytest.approx(100.0)
+    for index, f1 in enumerate(result.per_category_f1.values()):
+        assert f1 == pytest.approx(100.0) if index in present else math.isnan(f1)
+
+
+def test_a_heco_oracle_gets_macro_f1_100_and_the_full_abaw_score(data):
+    """HECO is single-label: macro F1 and accuracy; with an exact continuous head the ABAW
+    score is 100 x mean CCC (1) + macro F1 (100)."""
+    heco, _ = load_split(data, "heco", "train")
+    result = evaluate(OraclePredictor(heco, continuous=True), heco, progress=False)
+    assert result.category_set == "heco" and result.single_label is True
+    assert result.macro_f1 == pytest.approx(100.0)
+    assert result.accuracy == pytest.approx(100.0)
+    assert result.mean_f1 is None and result.f1_thresholds is None
+    assert result.ccc == pytest.approx({"valence": 1.0, "arousal": 1.0, "dominance": 1.0})
+    assert result.abaw_parts == pytest.approx({"ccc_mean": 100.0, "macro_f1": 100.0})
+    assert result.abaw_score == pytest.approx(200.0)
+    present = {i for r in heco for p in r.people for i in p.category_indices}
+    for index, f1 in enumerate(result.per_category_f1.values()):
+        assert f1 == pytest.approx(100.0) if index in present else math.isnan(f1)
+
+    document = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    _check_f1_keys(document, single_label=True, parts={"ccc_mean", "macro_f1"})
+    assert document["abaw_score"] == pytest.approx(200.0)
+    assert document["ccc_mean"] == pytest.approx(1.0)  # CCC itself stays -1..1
+    rows = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1]
+            for line in format_summary(result).splitlines() if line.startswith("  ")}
+    assert rows["macro F1 (single-label, argmax)"] == "100.00"
+    assert rows["accuracy (single-label, argmax)"] == "100.00"
+    assert rows["ABAW score (ccc_mean + macro_f1)"] == "200.00"
 
 
 def test_boxes_in_the_wrong_frame_lose_detection_ap(records):

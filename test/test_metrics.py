@@ -1,4 +1,4 @@
-"""Tests of training/metrics.py: ER mAP, PD AP, OER and IoU (DESIGN.md "Metrics")."""
+"""Tests of training/metrics.py: ER mAP, PD AP, OER, IoU and F1 (DESIGN.md "Metrics")."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, f1_score
 
 from training.metrics import (
     IOU_THRESHOLDS,
     ImageDetections,
     ImageGroundTruth,
+    accuracy,
     as_percent,
     average_precision,
     er_map,
     iou_matrix,
+    macro_f1,
     match_detections,
+    mean_f1_multilabel,
     oer,
     pd_ap,
 )
@@ -78,6 +81,129 @@ def test_er_map_rejects_no_positive_and_bad_shapes():
         er_map(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError):
         er_map(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+# --- F1 ----------------------------------------------------------------------------------------
+
+
+def _one_hot(classes, num_classes):
+    return np.eye(num_classes)[classes]
+
+
+def test_macro_f1_perfect_prediction():
+    classes = np.array([0, 1, 2, 2, 1])
+    scores = _one_hot(classes, 3) * 0.8 + 0.1
+    mean, per_class = macro_f1(scores, classes)
+    assert mean == 1.0
+    np.testing.assert_array_equal(per_class, [1.0, 1.0, 1.0])
+    assert accuracy(scores, classes) == 1.0
+
+
+def test_macro_f1_class_never_predicted_and_class_absent_from_both_sides():
+    # Truth 0 0 1 1, predicted 0 0 0 1: class 1 missed once, class 2 absent on both sides.
+    truth = np.array([0, 0, 1, 1])
+    scores = np.array([[0.9, 0.1, 0.0], [0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    mean, per_class = macro_f1(scores, truth)
+    # class 0: TP 2, FP 1, FN 0 -> 4/5; class 1: TP 1, FP 0, FN 1 -> 2/3; class 2: 0/0.
+    np.testing.assert_allclose(per_class[:2], [4 / 5, 2 / 3])
+    assert np.isnan(per_class[2])
+    assert mean == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert accuracy(scores, truth) == pytest.approx(3 / 4)
+
+    # A class that is someone's label but never predicted has F1 0 and stays in the mean.
+    never = np.array([[0.9, 0.1, 0.0], [0.8, 0.1, 0.1], [0.1, 0.9, 0.0]])
+    mean, per_class = macro_f1(never, [0, 2, 1])
+    # class 0: TP 1, FP 1 -> 2/3; class 1: 1; class 2: TP 0, FN 1 -> 0.
+    np.testing.assert_allclose(per_class, [2 / 3, 1.0, 0.0])
+    assert mean == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+
+
+def test_macro_f1_ties_take_the_first_class():
+    mean, per_class = macro_f1([[0.5, 0.5], [0.5, 0.5]], [0, 1])
+    np.testing.assert_allclose(per_class, [2 / 3, 0.0])  # both predicted 0
+    assert mean == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_macro_f1_indices_equal_one_hot_and_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.random((60, 8))
+    classes = rng.integers(0, 6, 60)  # classes 6 and 7 absent from the truth
+    mean, per_class = macro_f1(scores, classes)
+    mean_one_hot, per_class_one_hot = macro_f1(scores, _one_hot(classes, 8))
+    assert mean == mean_one_hot
+    np.testing.assert_array_equal(per_class, per_class_one_hot)
+    assert accuracy(scores, classes) == accuracy(scores, _one_hot(classes, 8))
+    predicted = scores.argmax(axis=1)
+    assert mean == pytest.approx(f1_score(classes, predicted, average="macro"), rel=1e-12)
+    assert accuracy(scores, classes) == pytest.approx(np.mean(predicted == classes))
+
+
+def test_macro_f1_input_errors():
+    scores = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="one-hot"):
+        macro_f1(scores, [[1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]])  # multi-label row
+    with pytest.raises(ValueError, match="one-hot"):
+        macro_f1(scores, np.zeros((3, 4)))  # a person without a label
+    with pytest.raises(ValueError, match="must be one-hot"):
+        macro_f1(scores, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="must be one-hot"):
+        macro_f1(scores, [0, 1])
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        macro_f1(scores, [0, 1, 4])
+    with pytest.raises(ValueError, match="integers"):
+        macro_f1(scores, [0.0, 1.5, 2.0])
+    with pytest.raises(ValueError, match=r"\(N, E\)"):
+        macro_f1(np.zeros(3), [0, 1, 2])
+    with pytest.raises(ValueError, match="no person"):
+        macro_f1(np.zeros((0, 4)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="finite"):
+        accuracy([[np.nan, 0.0]], [0])
+    assert macro_f1(np.eye(3), [0.0, 1.0, 2.0])[0] == 1.0  # integral floats are indices
+
+
+def test_mean_f1_multilabel_hand_case():
+    scores = np.array([[0.9, 0.2, 0.1, 0.0],
+                       [0.6, 0.7, 0.1, 0.0],
+                       [0.1, 0.4, 0.8, 0.0]])
+    labels = np.array([[1, 0, 0, 0],
+                       [1, 1, 0, 0],
+                       [0, 1, 0, 0]])
+    mean, per_category = mean_f1_multilabel(scores, labels, [0.5, 0.4, 0.5, 0.5])
+    # predicted (>= threshold): [1 0 0 0], [1 1 0 0], [0 1 1 0].
+    # 0: TP 2 -> 1; 1: TP 2 -> 1; 2: FP 1 -> 0; 3: nothing on either side -> left out.
+    np.testing.assert_allclose(per_category[:3], [1.0, 1.0, 0.0])
+    assert np.isnan(per_category[3])
+    assert mean == pytest.approx(2 / 3)
+    # One threshold for all: category 1 at 0.5 loses the 0.4 (TP 1, FN 1 -> 2/3).
+    mean, per_category = mean_f1_multilabel(scores, labels, 0.5)
+    np.testing.assert_allclose(per_category[:3], [1.0, 2 / 3, 0.0])
+    assert mean == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_mean_f1_multilabel_equals_sklearn_binary_f1(seed):
+    rng = np.random.default_rng(10 + seed)
+    scores = rng.random((50, 5))
+    labels = (rng.random((50, 5)) < 0.3).astype(int)
+    thresholds = rng.uniform(0.2, 0.8, 5)
+    mean, per_category = mean_f1_multilabel(scores, labels, thresholds)
+    expected = [f1_score(labels[:, e], scores[:, e] >= thresholds[e]) for e in range(5)]
+    np.testing.assert_allclose(per_category, expected, rtol=1e-12)
+    assert mean == pytest.approx(np.mean(expected), rel=1e-12)
+
+
+def test_mean_f1_multilabel_input_errors():
+    with pytest.raises(ValueError, match="must be equal"):
+        mean_f1_multilabel(np.zeros((3, 2)), np.zeros((3, 3)), 0.5)
+    with pytest.raises(ValueError, match="thresholds"):
+        mean_f1_multilabel(np.zeros((3, 2)), np.zeros((3, 2)), [0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="0 or 1"):
+        mean_f1_multilabel(np.zeros((3, 2)), np.full((3, 2), 2), 0.5)
+    with pytest.raises(ValueError, match="no category"):
+        mean_f1_multilabel(np.zeros((3, 2)), np.zeros((3, 2)), 0.5)
+    with pytest.raises(ValueError, match="no person"):
+        mean_f1_multilabel(np.zeros((0, 2)), np.zeros((0, 2)), 0.5)
 
 
 # --- IoU -------------------------------------------------------------------------------------

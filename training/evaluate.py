@@ -1,4 +1,5 @@
-"""Evaluation of a model file on EMOTIC or HECO: ER mAP, PD AP and OER (DESIGN.md "Metrics").
+"""Evaluation of a model file on EMOTIC or HECO: ER mAP, PD AP, OER (DESIGN.md "Metrics"), F1
+and the ABAW-style combined score.
 
     python -m training.evaluate --model M.pt|M.onnx --data DIR [--dataset emotic|heco]
         [--split test|val|train] [--backend auto|torch|onnxruntime] [--device cpu|cuda]
@@ -16,8 +17,27 @@ One pass over the split's images; per image the model runs twice through the
 The metrics themselves are :mod:`training.metrics`. Scores are taken from the model's category
 set that matches the data's (``emotic`` or ``heco``), which need not be the model's primary set.
 
+F1 (the ABAW challenges' classification metrics, ``papers/abaw-multitask-kd-task-discriminator.txt``
+section V.B), on the scores read with the annotated boxes:
+
+- single-label sets (HECO, :data:`caer_ros.labels.SINGLE_LABEL_SETS`):
+  ``macro_f1`` (:func:`training.metrics.macro_f1`, the prediction is the highest-scoring
+  category) and ``accuracy``;
+- multi-label sets (EMOTIC): ``mean_f1`` (:func:`training.metrics.mean_f1_multilabel`), each
+  category predicted at the model's emotion threshold for it (the model file's inference
+  settings, the thresholds the node uses for a person's ``labels``).
+
+The JSON says which with ``single_label``.
+
+ABAW score: as ABAW's multi-task metric is the sum of its tasks' metrics, ``abaw_score`` is the
+sum of the parts that apply here: the mean CCC of valence, arousal and dominance (a model with a
+continuous head on data with continuous labels) plus ``macro_f1`` or ``mean_f1``. ``abaw_parts``
+names the summed parts, each x100 like the score (so the CCC part is 100 x ``ccc_mean``).
+
 Scale: every metric in :class:`EvaluationResult` and in the JSON file is x100 (0..100), as the
-papers report them; the JSON says so with ``"scale": 100``. A category without any positive
+papers report them; the JSON says so with ``"scale": 100``. Exceptions: the CCC values ``ccc``
+and ``ccc_mean`` are -1..1, as the papers report CCC, and ``abaw_score``, a sum, is up to 200
+(down to -100) with its CCC part. A category without any positive
 person in the evaluated images has no AP (NaN in the result, ``null`` in the JSON) and is left
 out of the ER mAP and of every OER mAP (the rule of :func:`training.metrics.er_map`).
 
@@ -55,7 +75,7 @@ from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
 from caer_ros.inference.predictor import Predictor
-from caer_ros.labels import category_set
+from caer_ros.labels import category_set, is_single_label
 from caer_ros.model.checkpoint import ModelFileError
 from training import metrics
 from training.datasets.emotic import EmoticFormatError, load_emotic
@@ -102,6 +122,38 @@ class EvaluationResult:
     # valence/arousal/dominance CCC (-1..1, not scaled) of a model with a continuous head, read
     # at the annotated boxes against (value - 1) / 9; None without a continuous head or labels
     ccc: dict[str, float] | None = None
+    # F1 (module docstring), x100. single_label: every annotated person has exactly one
+    # category; then macro_f1 and accuracy are set, else mean_f1 at f1_thresholds (one per
+    # category). per_category_f1 is NaN for a category with no true and no predicted person
+    # (left out of the mean). None where not computed.
+    single_label: bool | None = None
+    macro_f1: float | None = None
+    accuracy: float | None = None
+    mean_f1: float | None = None
+    f1_thresholds: tuple[float, ...] | None = None
+    per_category_f1: dict[str, float] | None = None
+
+    @property
+    def ccc_mean(self) -> float | None:
+        """Mean CCC over the continuous dimensions (-1..1), None without CCC."""
+        return None if self.ccc is None else float(np.mean(list(self.ccc.values())))
+
+    @property
+    def abaw_parts(self) -> dict[str, float]:
+        """The parts of :attr:`abaw_score` that apply, x100: ``ccc_mean`` (100 x the mean CCC)
+        with CCC, then ``macro_f1`` (single-label) or ``mean_f1`` (multi-label)."""
+        parts = {} if self.ccc is None else {"ccc_mean": SCALE * self.ccc_mean}
+        for name in ("macro_f1", "mean_f1"):
+            if getattr(self, name) is not None:
+                parts[name] = getattr(self, name)
+        return parts
+
+    @property
+    def abaw_score(self) -> float | None:
+        """ABAW multi-task style score: the sum of :attr:`abaw_parts` (x100; -100..200 with CCC,
+        0..100 without), None when there is no part."""
+        parts = self.abaw_parts
+        return float(sum(parts.values())) if parts else None
 
     def to_json(self, **metadata: Any) -> dict[str, Any]:
         """A JSON-ready dict: the metrics (NaN as None), ``"scale": 100``, the counts, and
@@ -120,9 +172,29 @@ class EvaluationResult:
             "detection_threshold": self.detection_threshold,
             **({} if self.ccc is None else {
                 "ccc": {k: _finite(v) for k, v in self.ccc.items()},
-                "ccc_mean": _finite(float(np.mean(list(self.ccc.values()))))}),
+                "ccc_mean": _finite(self.ccc_mean)}),
+            **self._f1_json(),
             **metadata,
         }
+
+    def _f1_json(self) -> dict[str, Any]:
+        """The F1 and ABAW keys that apply (module docstring); none before F1 was computed."""
+        if self.single_label is None:
+            return {}
+        document: dict[str, Any] = {"single_label": self.single_label}
+        if self.single_label:
+            document["macro_f1"] = _finite(self.macro_f1)
+            document["accuracy"] = _finite(self.accuracy)
+        else:
+            document["mean_f1"] = _finite(self.mean_f1)
+            document["f1_thresholds"] = list(self.f1_thresholds or ())
+        if self.per_category_f1 is not None:
+            document["per_category_f1"] = {name: _finite(v)
+                                           for name, v in self.per_category_f1.items()}
+        score = self.abaw_score
+        document["abaw_score"] = None if score is None else _finite(score)
+        document["abaw_parts"] = {k: _finite(v) for k, v in self.abaw_parts.items()}
+        return document
 
 
 def _continuous_ccc(read: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, float] | None:
@@ -136,6 +208,47 @@ def _continuous_ccc(read: list[np.ndarray], truth: list[np.ndarray]) -> dict[str
     values = ccc(predicted[known], (target[known] - 1.0) / 9.0)
     return dict(zip(("valence", "arousal", "dominance"), (float(v) for v in values),
                     strict=True))
+
+
+def emotion_thresholds(predictor: Predictor, set_name: str) -> np.ndarray:
+    """The model's per-category emotion thresholds for ``set_name``: the inference settings'
+    (``predictor.settings.emotion_thresholds``, every set of the model file); for a predictor
+    without them its ``emotion_thresholds`` when ``set_name`` is its primary set, else 0.5 for
+    every category (the default of the model file's settings)."""
+    count = len(category_set(set_name))
+    per_set = getattr(getattr(predictor, "settings", None), "emotion_thresholds", None) or {}
+    if set_name in per_set:
+        values = per_set[set_name]
+    elif (getattr(predictor, "category_set", None) == set_name
+          and getattr(predictor, "emotion_thresholds", None) is not None):
+        values = predictor.emotion_thresholds
+    else:
+        values = [0.5] * count
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.shape != (count,):
+        raise EvaluationError(f"{predictor.path}: {values.size} emotion thresholds for the "
+                              f"{count} {set_name!r} categories")
+    return values
+
+
+def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
+        labels: np.ndarray) -> dict[str, Any]:
+    """The F1 fields of :class:`EvaluationResult` (x100) from the scores read at the annotated
+    boxes and their labels: single-label for a single-label set (HECO,
+    :func:`caer_ros.labels.is_single_label`), multi-label otherwise."""
+    categories = category_set(set_name)
+    if is_single_label(set_name):
+        macro, per_category = metrics.macro_f1(scores, labels)
+        fields: dict[str, Any] = {"single_label": True, "macro_f1": SCALE * macro,
+                                  "accuracy": SCALE * metrics.accuracy(scores, labels)}
+    else:
+        thresholds = emotion_thresholds(predictor, set_name)
+        mean, per_category = metrics.mean_f1_multilabel(scores, labels, thresholds)
+        fields = {"single_label": False, "mean_f1": SCALE * mean,
+                  "f1_thresholds": tuple(float(t) for t in thresholds)}
+    fields["per_category_f1"] = {name: SCALE * float(v)
+                                 for name, v in zip(categories, per_category, strict=True)}
+    return fields
 
 
 def _finite(value: float) -> float | None:
@@ -237,6 +350,7 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     - PD AP: :func:`training.metrics.pd_ap` on the detections at ``detection_threshold`` and
       over; images without annotated people still count (their detections are false positives).
     - OER: :func:`training.metrics.oer` on the same detections.
+    - F1 and the ABAW score (module docstring): on the scores read with the annotated boxes.
 
     Raises:
         EvaluationError: no records, an unreadable image (named), no annotated person, no
@@ -276,10 +390,12 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     if not labels:
         raise EvaluationError(f"no annotated person in the {len(records)} image(s) evaluated")
 
+    all_scores, all_labels = np.concatenate(read_scores), np.concatenate(labels)
     try:
-        er, per_category = metrics.er_map(np.concatenate(read_scores), np.concatenate(labels))
+        er, per_category = metrics.er_map(all_scores, all_labels)
         pd = metrics.pd_ap(detections, truths)
         oer_mean, oer_at = metrics.oer(detections, truths)
+        f1 = _f1(predictor, set_name, all_scores, all_labels)
     except ValueError as error:  # e.g. no category with a positive among few people
         raise EvaluationError(f"metrics undefined on these {len(records)} image(s): "
                               f"{error}") from None
@@ -295,6 +411,7 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
         people=sum(len(r.people) for r in records),
         category_set=set_name,
         detection_threshold=float(detection_threshold),
+        **f1,
     )
 
 
@@ -305,20 +422,41 @@ def format_summary(result: EvaluationResult) -> str:
         return f"{value:6.2f}" if math.isfinite(value) else "     -"
 
     width = max(len(name) for name in result.per_category_ap)
+    figures = [
+        ("ER mAP (ground-truth boxes)", result.er_map),
+        ("PD AP  (COCO AP@[.50:.95])", result.pd_ap),
+        ("OER mAP (mean over IoU .50:.95)", result.oer_map),
+    ]
+    if result.macro_f1 is not None:
+        figures += [("macro F1 (single-label, argmax)", result.macro_f1),
+                    ("accuracy (single-label, argmax)", result.accuracy)]
+    if result.mean_f1 is not None:
+        figures.append(("mean F1 (multi-label, model's thresholds)", result.mean_f1))
+    if result.abaw_score is not None:
+        figures.append((f"ABAW score ({' + '.join(result.abaw_parts)})", result.abaw_score))
+    label_width = max(len(label) for label, _ in figures)
     lines = [
         f"{result.images} images, {result.people} people, category set {result.category_set}, "
         f"detection threshold {result.detection_threshold:g} (metrics x{SCALE})",
-        f"  ER mAP (ground-truth boxes)     {number(result.er_map)}",
-        f"  PD AP  (COCO AP@[.50:.95])      {number(result.pd_ap)}",
-        f"  OER mAP (mean over IoU .50:.95) {number(result.oer_map)}",
+        *(f"  {label:<{label_width}} {number(value)}" for label, value in figures),
+    ]
+    lines += [
         "",
         "OER per IoU threshold",
         "  " + " ".join(f"{t:>6}" for t in result.oer_per_threshold),
         "  " + " ".join(number(v) for v in result.oer_per_threshold.values()),
         "",
-        "ER AP per category (- : no positive person, not in the mean)",
     ]
-    lines += [f"  {name:<{width}} {number(ap)}" for name, ap in result.per_category_ap.items()]
+    f1 = result.per_category_f1
+    if f1 is None:
+        lines.append("ER AP per category (- : no positive person, not in the mean)")
+        lines += [f"  {name:<{width}} {number(ap)}" for name, ap in result.per_category_ap.items()]
+    else:
+        lines.append("ER AP and F1 per category (- : AP: no positive person; F1: no true or "
+                     "predicted person; not in the mean)")
+        lines.append(f"  {'':<{width}} {'AP':>6} {'F1':>6}")
+        lines += [f"  {name:<{width}} {number(ap)} {number(f1[name])}"
+                  for name, ap in result.per_category_ap.items()]
     if result.ccc is not None:
         lines.append("CCC (-1..1): " + "  ".join(f"{k} {v:.3f}" for k, v in result.ccc.items()))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers: ER mAP, PD AP and OER ("on-the-field" ER).
+"""Evaluation metrics of the papers: ER mAP, PD AP, OER ("on-the-field" ER) and F1.
 
 Definitions: BENet paper (``papers/benet-bottom-up-caer.txt``) section 4.2, knowledge-amalgamation
 paper (``papers/knowledge-amalgamation-single-shot-caer.txt``) section 4.2, and the "Metrics"
@@ -11,6 +11,12 @@ section of ``DESIGN.md``.
   pycocotools' ``COCOeval``.
 - :func:`oer`: ER mAP when the people come from the detector: per IoU threshold a matched person
   gets its detection's scores, a missed one a zero vector, false positives are ignored.
+- :func:`macro_f1` / :func:`accuracy`: single-label category sets (HECO: one emotion per
+  person), the prediction being the highest-scoring category; :func:`mean_f1_multilabel`:
+  multi-label sets (EMOTIC), each category predicted at its threshold. These are the ABAW
+  challenge's classification metrics (``papers/abaw-multitask-kd-task-discriminator.txt``
+  section V.B: expression = macro F1 over the 8 categories, action units = mean F1 over the
+  binary AUs; the multi-task score adds the valence-arousal CCC to them).
 
 Every metric here is in 0..1; the papers report x100 (use :func:`as_percent` for tables).
 
@@ -133,6 +139,135 @@ def er_map(scores, labels) -> tuple[float, np.ndarray]:
     if not defined.any():
         raise ValueError("no emotion category has a positive label: ER mAP is undefined")
     return float(per_category[defined].mean()), per_category
+
+
+# --- F1 (ABAW) -------------------------------------------------------------------------------
+
+
+def macro_f1(scores, labels) -> tuple[float, np.ndarray]:
+    """Macro F1 of a single-label category set (ABAW expression metric; the KA paper's HECO, one
+    emotion per person).
+
+    Each person's prediction is the category with the highest score (the first one on ties).
+    Per category ``F1 = 2 TP / (2 TP + FP + FN)``, counted over the N people one-vs-rest; the
+    macro F1 is their unweighted mean.
+
+    A category that no person has and that is never predicted has no F1 (0 / 0): it is NaN in the
+    per-category array and left out of the mean, like the categories without AP in
+    :func:`er_map`. This equals scikit-learn's ``f1_score(y_true, y_pred, average="macro")``
+    with its default ``labels=None`` (the categories present in either); passing
+    ``labels=range(E)`` there instead counts such categories as ``zero_division`` (0 by
+    default), which lowers the mean on data where some categories do not occur.
+
+    Args:
+        scores: (N, E) per-person category scores, any real values (higher = more likely).
+        labels: (N, E) one-hot ground truth (exactly one 1 per row), or (N,) class indices in
+            0..E-1; both give the same result.
+
+    Returns:
+        (macro F1, per-category F1 (E,) with NaN for left-out categories), in 0..1.
+
+    Raises:
+        ValueError: bad shapes, no person, non-finite scores, a label row that is not one-hot,
+            or an index outside 0..E-1.
+    """
+    predicted, truth, num_classes = _single_label(scores, labels)
+    classes = np.arange(num_classes)
+    return _mean_f1(predicted[:, None] == classes, truth[:, None] == classes)
+
+
+def accuracy(scores, labels) -> float:
+    """Fraction of people whose highest-scoring category is their label (0..1); the inputs and
+    checks are those of :func:`macro_f1`."""
+    predicted, truth, _ = _single_label(scores, labels)
+    return float(np.mean(predicted == truth))
+
+
+def mean_f1_multilabel(scores, labels, thresholds) -> tuple[float, np.ndarray]:
+    """Mean F1 of a multi-label category set (ABAW action-unit metric; EMOTIC's categories).
+
+    A category is predicted for a person when its score is at or above the category's threshold
+    (the node's rule for a person's ``labels``). Per category the binary
+    ``F1 = 2 TP / (2 TP + FP + FN)`` over the N people; the result is their unweighted mean over
+    the categories with at least one positive or predicted person. A category with neither has
+    no F1 (0 / 0): NaN and left out of the mean, as in :func:`macro_f1` (scikit-learn's binary
+    ``f1_score`` would give its ``zero_division``, 0 by default).
+
+    Args:
+        scores: (N, E) per-person category scores.
+        labels: (N, E) ground truth in {0, 1}.
+        thresholds: one threshold for every category, or (E,) per category.
+
+    Returns:
+        (mean F1, per-category F1 (E,) with NaN for left-out categories), in 0..1.
+
+    Raises:
+        ValueError: bad shapes, no person, non-finite scores or thresholds, labels not in
+            {0, 1}, or no category with a positive or predicted person.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = _binary(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal (N, E)")
+    if scores.shape[0] == 0:
+        raise ValueError("no person: F1 is undefined")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim == 0:
+        thresholds = np.full(scores.shape[1], float(thresholds))
+    if thresholds.shape != (scores.shape[1],):
+        raise ValueError(f"thresholds {thresholds.shape} must be one value or one per category "
+                         f"({scores.shape[1]},)")
+    if not np.all(np.isfinite(thresholds)):
+        raise ValueError("thresholds must be finite")
+    mean, per_category = _mean_f1(scores >= thresholds, labels == 1)
+    if np.isnan(mean):
+        raise ValueError("no category has a positive or predicted person: mean F1 is undefined")
+    return mean, per_category
+
+
+def _mean_f1(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """Per-column F1 of two (N, E) boolean arrays (NaN where a column has neither a true nor a
+    predicted sample) and the mean of the defined ones (NaN if none is)."""
+    tp = np.sum(predicted & truth, axis=0)
+    errors = np.sum(predicted != truth, axis=0)  # FP + FN
+    denominator = 2.0 * tp + errors
+    per_category = np.divide(2.0 * tp, denominator, out=np.full(denominator.shape, np.nan),
+                             where=denominator > 0)
+    defined = ~np.isnan(per_category)
+    mean = float(per_category[defined].mean()) if defined.any() else float("nan")
+    return mean, per_category
+
+
+def _single_label(scores, labels) -> tuple[np.ndarray, np.ndarray, int]:
+    """(predicted class (N,), true class (N,), E) of :func:`macro_f1`'s inputs, checked."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] == 0:
+        raise ValueError(f"scores must be (N, E) with E >= 1, got {scores.shape}")
+    count, num_classes = scores.shape
+    if count == 0:
+        raise ValueError("no person: F1 and accuracy are undefined")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    labels = np.asarray(labels)
+    if labels.shape == scores.shape:
+        one_hot = _binary(labels)
+        if not np.all(one_hot.sum(axis=1) == 1):
+            raise ValueError("one-hot labels need exactly one 1 per row (for multi-label "
+                             "categories use mean_f1_multilabel)")
+        truth = np.argmax(one_hot, axis=1)
+    elif labels.shape == (count,):
+        if labels.dtype.kind not in "iu" and not (
+                labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+            raise ValueError(f"class indices must be integers, got {labels.dtype}")
+        truth = labels.astype(np.int64)
+        if np.any((truth < 0) | (truth >= num_classes)):
+            raise ValueError(f"class indices must be in 0..{num_classes - 1}")
+    else:
+        raise ValueError(f"labels {labels.shape} must be one-hot {scores.shape} or class "
+                         f"indices ({count},) for scores {scores.shape}")
+    return np.argmax(scores, axis=1), truth, num_classes
 
 
 # --- person detection ------------------------------------------------------------------------
