@@ -1,0 +1,579 @@
+"""Train a teacher classifier (KA paper 3.1): ``python -m training.train_teacher``.
+
+::
+
+    python -m training.train_teacher --config training/configs/teacher_fer_affectnet.yaml \\
+        --data /data/AffectNet
+    python -m training.train_teacher --config training/configs/teacher_vea_emoset.yaml \\
+        --data /data/EmoSet-118K --out runs/vea epochs=50
+    python -m training.train_teacher --config training/configs/teacher_synthetic_face.yaml \\
+        --data data/faces budget_minutes=5
+
+The paper's recipe for the FER (AffectNet) and VEA (EmoSet) teachers: an HRNet-W32 classifier
+(:class:`training.teachers.TeacherClassifier`, head's second-to-last layer 1024 channels),
+cross-entropy, Adam at lr 1e-3, 150 epochs, random perspective and random horizontal flip; the
+model kept is the one with the best average (macro) F1 on the validation set. Images go to the
+network as everywhere in this project: letterboxed to ``input_size`` keeping the aspect ratio
+(:func:`caer_ros.inference.preprocess.letterbox`), augmented (training only; the flip and the
+perspective of :func:`training.transforms.geometric`), then normalised. AffectNet images are
+cropped to their face box first (``data.crop_face``, widened by ``data.face_margin`` of its size
+on each side), the aligned-face input the paper describes.
+
+The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt`` (the end
+of training), both teacher classifier files (:func:`training.teachers.save_classifier`) that
+:func:`training.teachers.load_teacher` accepts, ``history.json`` (per epoch: training loss and
+accuracy, validation loss, accuracy, macro F1 and F1 per class) and ``config.yaml``.
+Randomness (data order, augmentation draws, initial weights) depends only on ``seed``.
+
+Config (YAML, every key optional, ``key=value`` overrides with dotted keys as
+``training.train``; unknown keys are errors):
+
+- ``name`` (stored in the files: the teacher's name), ``backbone`` (a preset of
+  :mod:`caer_ros.model.config`), ``input_size`` [H, W] (multiples of 32), ``classes`` (a subset
+  and order of the dataset's classes; default: all), ``head_width`` / ``head_expansion`` /
+  ``final_channels`` (the head), ``pretrained`` (an HRNet checkpoint to start from, e.g. the
+  official ImageNet one; relative paths from the working directory);
+- ``data``: ``kind`` (``affectnet``, ``emoset`` or ``folder``), ``root`` (``--data``),
+  ``train`` / ``val`` (relative to root; defaults: ``training.csv`` / ``validation.csv``,
+  ``train.json`` / ``val.json``, ``train`` / ``val``), ``images`` (AffectNet's image folder),
+  ``crop_face``, ``face_margin``, ``read_annotations`` (EmoSet), ``allow_missing`` (skip rows
+  whose image file is missing instead of stopping);
+- ``augment``: ``enabled``, ``flip_p``, ``perspective_p``, ``perspective_scale`` (each corner
+  moved inward by up to that fraction of the side; 0.25 is torchvision's default
+  ``distortion_scale`` 0.5);
+- run: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, ``workers``, ``out``,
+  ``budget_minutes`` (stop once training has run that long; the epoch in progress is still
+  validated and ``final.pt`` written), ``device`` (``auto``, ``cpu``, ``cuda[:N]``), ``amp``
+  (float16 autocast on CUDA).
+
+A bad config, missing data or an unreadable image stops with exit status 1 and one message
+naming the file or the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from caer_ros.atomic_file import atomic_write
+from caer_ros.inference.preprocess import letterbox, mean_color, normalize
+from caer_ros.model.checkpoint import ModelFileError
+from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
+from caer_ros.model.weights import BackboneWeightsError
+from training.config import ConfigError, _yaml, apply_override
+from training.data import DataError, epoch_batches, read_rgb
+from training.datasets.teacher_data import (
+    ClassLoadReport,
+    LabelledImage,
+    TeacherDataError,
+    folder_classes,
+    load_affectnet,
+    load_emoset,
+    load_folder,
+)
+from training.metrics import accuracy, macro_f1
+from training.teachers import (
+    ClassifierConfig,
+    TeacherClassifier,
+    build_classifier,
+    load_pretrained,
+    save_classifier,
+)
+from training.train import biases_before_batchnorm
+from training.transforms import AugmentConfig, geometric
+
+KINDS = ("affectnet", "emoset", "folder")
+DEFAULT_SPLITS = {"affectnet": ("training.csv", "validation.csv"),
+                  "emoset": ("train.json", "val.json"), "folder": ("train", "val")}
+
+
+@dataclass(frozen=True)
+class TeacherDataConfig:
+    """Where the teacher's dataset is and how to read it (module docstring)."""
+
+    kind: str = "folder"
+    root: str | None = None
+    train: str | None = None
+    val: str | None = None
+    images: str = "Manually_Annotated_Images"
+    crop_face: bool = True
+    face_margin: float = 0.0
+    read_annotations: bool = False
+    allow_missing: bool = False
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against ``root``."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or self.root is None else Path(self.root).expanduser() / p
+
+    def split_path(self, split: str) -> Path:
+        """The annotation file (or folder) of ``split`` (``train`` or ``val``)."""
+        value = getattr(self, split)
+        return self.path(value if value else DEFAULT_SPLITS[self.kind][split == "val"])
+
+
+@dataclass(frozen=True)
+class TeacherAugmentConfig:
+    """The paper's augmentations: random horizontal flip and random perspective."""
+
+    enabled: bool = True
+    flip_p: float = 0.5
+    perspective_p: float = 0.5
+    perspective_scale: float = 0.25
+
+    def geometric(self) -> AugmentConfig:
+        """The :class:`~training.transforms.AugmentConfig` of :func:`geometric` (off when
+        disabled)."""
+        if not self.enabled:
+            return AugmentConfig.off()
+        return dataclasses.replace(AugmentConfig.off(), flip_p=self.flip_p,
+                                   perspective_p=self.perspective_p,
+                                   perspective_scale=self.perspective_scale)
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """A teacher training run (module docstring). Defaults: the KA paper's teachers."""
+
+    name: str = "teacher"
+    backbone: str = "hrnet_w32"
+    input_size: tuple[int, int] = (224, 224)
+    classes: tuple[str, ...] | None = None
+    head_width: int = 32
+    head_expansion: int = 4
+    final_channels: int = 1024
+    pretrained: str | None = None
+    data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
+    augment: TeacherAugmentConfig = field(default_factory=TeacherAugmentConfig)
+    epochs: int = 150
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    out: str = "runs/teacher"
+    budget_minutes: float | None = None
+    device: str = "auto"
+    amp: bool = True
+
+    def classifier_config(self, classes: Sequence[str]) -> ClassifierConfig:
+        return ClassifierConfig(backbone=self.backbone, classes=tuple(classes),
+                                input_size=self.input_size, input_mean=IMAGENET_MEAN,
+                                input_std=IMAGENET_STD, head_width=self.head_width,
+                                head_expansion=self.head_expansion,
+                                final_channels=self.final_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["input_size"] = list(self.input_size)
+        values["classes"] = None if self.classes is None else list(self.classes)
+        return values
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _section(cls: type, raw: Any, what: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} must be a section")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+    return cls(**raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TeacherTrainConfig:
+    """Check and convert a raw config dict; :class:`ConfigError` names the bad field."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping")
+    values = dict(raw)
+    augment = values.get("augment", {})
+    if isinstance(augment, bool):
+        augment = {"enabled": augment}
+    values["augment"] = _section(TeacherAugmentConfig, augment if augment is not None else {},
+                                 "augment")
+    values["data"] = _section(TeacherDataConfig, values.get("data") or {}, "data")
+    config = _section(TeacherTrainConfig, values, "config")
+    if isinstance(config.input_size, list | tuple):
+        config = dataclasses.replace(config, input_size=tuple(config.input_size))
+    if isinstance(config.classes, list | tuple):
+        config = dataclasses.replace(config, classes=tuple(config.classes))
+    _check(config)
+    return config
+
+
+def _check(c: TeacherTrainConfig) -> None:
+    d, a = c.data, c.augment
+    size_ok = isinstance(c.input_size, tuple) and len(c.input_size) == 2 \
+        and all(_integer(v, 32) and v % 32 == 0 for v in c.input_size)
+    classes_ok = c.classes is None or (isinstance(c.classes, tuple) and len(c.classes) >= 2
+                                       and all(isinstance(n, str) and n for n in c.classes)
+                                       and len(set(c.classes)) == len(c.classes))
+    checks = [
+        ("name", isinstance(c.name, str) and bool(c.name), "a non-empty string"),
+        ("backbone", c.backbone in BACKBONE_PRESETS,
+         f"one of the presets {sorted(BACKBONE_PRESETS)}"),
+        ("input_size", size_ok, "[H, W], positive multiples of 32"),
+        ("classes", classes_ok, "null or a list of at least 2 distinct names"),
+        ("head_width", _integer(c.head_width, 1), "an integer >= 1"),
+        ("head_expansion", _integer(c.head_expansion, 1), "an integer >= 1"),
+        ("final_channels", _integer(c.final_channels, 1), "an integer >= 1"),
+        ("pretrained", c.pretrained is None or (isinstance(c.pretrained, str)
+                                                and bool(c.pretrained)), "a file path or null"),
+        ("data.kind", d.kind in KINDS, f"one of {list(KINDS)}"),
+        ("data.root", d.root is None or isinstance(d.root, str), "a folder path"),
+        ("data.train", d.train is None or isinstance(d.train, str), "a path or null"),
+        ("data.val", d.val is None or isinstance(d.val, str), "a path or null"),
+        ("data.images", isinstance(d.images, str) and bool(d.images), "a folder path"),
+        ("data.crop_face", isinstance(d.crop_face, bool), "true or false"),
+        ("data.face_margin", _number(d.face_margin) and d.face_margin >= 0, "a number >= 0"),
+        ("data.read_annotations", isinstance(d.read_annotations, bool), "true or false"),
+        ("data.allow_missing", isinstance(d.allow_missing, bool), "true or false"),
+        ("augment.enabled", isinstance(a.enabled, bool), "true or false"),
+        ("augment.flip_p", _number(a.flip_p) and 0 <= a.flip_p <= 1, "a number in [0, 1]"),
+        ("augment.perspective_p", _number(a.perspective_p) and 0 <= a.perspective_p <= 1,
+         "a number in [0, 1]"),
+        ("augment.perspective_scale", _number(a.perspective_scale)
+         and 0 <= a.perspective_scale < 0.5, "a number in [0, 0.5)"),
+        ("epochs", _integer(c.epochs, 1), "an integer >= 1"),
+        ("batch_size", _integer(c.batch_size, 1), "an integer >= 1"),
+        ("lr", _number(c.lr) and c.lr > 0, "a number > 0"),
+        ("weight_decay", _number(c.weight_decay) and c.weight_decay >= 0, "a number >= 0"),
+        ("seed", _integer(c.seed, 0), "an integer >= 0"),
+        ("workers", _integer(c.workers, 0), "an integer >= 0"),
+        ("out", isinstance(c.out, str) and bool(c.out), "a folder path"),
+        ("budget_minutes", c.budget_minutes is None
+         or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
+        ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
+                                                   or c.device.startswith("cuda")),
+         "auto, cpu or cuda[:N]"),
+        ("amp", isinstance(c.amp, bool), "true or false"),
+    ]
+    for name, ok, what in checks:
+        if not ok:
+            value = c
+            for part in name.split("."):
+                value = getattr(value, part)
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+def load_teacher_config(path: str | Path | None, overrides: Sequence[str] = (),
+                        data_root: str | Path | None = None) -> TeacherTrainConfig:
+    """Read a YAML config (None: all defaults), apply ``overrides`` and ``--data``."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+        try:
+            raw = _yaml(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys")
+    try:
+        for override in overrides:
+            apply_override(raw, override)
+        if data_root is not None:
+            if not isinstance(raw.setdefault("data", {}), dict):
+                raise ConfigError("data must be a section")
+            raw["data"]["root"] = str(data_root)
+        return config_from_dict(raw)
+    except (ConfigError, TypeError, ValueError) as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{' '.join(str(exc).split())}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_teacher_split(config: TeacherTrainConfig, split: str,
+                       classes: Sequence[str] | None = None
+                       ) -> tuple[list[LabelledImage], ClassLoadReport]:
+    """The records of ``split`` (``train`` or ``val``). ``classes``: those of the training
+    split, so that both splits index the same classes (default: the config's, else the
+    dataset's). Missing data, an empty split or (unless ``data.allow_missing``) missing image
+    files raise :class:`~training.data.DataError` naming the place."""
+    data = config.data
+    if data.root is None:
+        raise DataError("no data folder: pass --data DIR (or set data.root in the config)")
+    if not Path(data.root).expanduser().is_dir():
+        raise DataError(f"{data.root}: no such data folder")
+    source = data.split_path(split)
+    wanted = classes if classes is not None else config.classes
+    try:
+        if data.kind == "affectnet":
+            records, report = load_affectnet(source, data.path(data.images), wanted,
+                                             face_boxes=data.crop_face)
+        elif data.kind == "emoset":
+            records, report = load_emoset(source, Path(data.root).expanduser(), wanted,
+                                          read_annotations=data.read_annotations)
+        else:
+            records, report = load_folder(source, wanted if wanted is not None
+                                          else folder_classes(source))
+    except (TeacherDataError, OSError) as exc:
+        raise DataError(" ".join(str(exc).split())) from None
+    missing = report.missing_images()
+    if missing and not data.allow_missing:
+        raise DataError(f"{len(missing)} {split} images are missing, e.g. {missing[0]}; set "
+                        f"data.allow_missing: true to train without them")
+    if not records:
+        raise DataError(f"{source}: no usable {split} images ({report.summary()})")
+    return records, report
+
+
+def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: float,
+             where: str) -> np.ndarray:
+    """``image`` cut to ``box`` widened by ``margin`` of its size on each side, clipped to the
+    image, rounded outward to whole pixels."""
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = box
+    mx, my = margin * (x2 - x1), margin * (y2 - y1)
+    c0, r0 = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))
+    c1, r1 = min(width, math.ceil(x2 + mx)), min(height, math.ceil(y2 + my))
+    if c1 <= c0 or r1 <= r0:
+        raise DataError(f"{where}: face box {box} is outside the {width}x{height} image")
+    return image[r0:r1, c0:c1]
+
+
+class TeacherDataset(torch.utils.data.Dataset):
+    """Records -> ``(image (3, H, W) float32 normalised, label, error)``, indexed by
+    ``(epoch, index)``; every random draw comes from ``(seed, epoch, index)``. An unreadable
+    image gives an item whose ``error`` names it (the loop stops with it: a message, not a
+    worker traceback)."""
+
+    def __init__(self, records: Sequence[LabelledImage], config: TeacherTrainConfig,
+                 train: bool) -> None:
+        self.records = list(records)
+        self.train = train
+        self.seed = config.seed
+        self.input_size = tuple(config.input_size)
+        self.crop_face = config.data.crop_face
+        self.margin = config.data.face_margin
+        self.augment = config.augment.geometric() if train else AugmentConfig.off()
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, epoch: int, index: int) -> np.ndarray:
+        """The uint8 RGB network input of one record, before normalisation."""
+        record = self.records[index]
+        image = read_rgb(record.path)
+        if self.crop_face and record.box is not None:
+            image = crop_box(image, record.box, self.margin, str(record.path))
+        fill = mean_color(self.mean)
+        canvas, _ = letterbox(image, self.input_size, rgb=True, pad_rgb=fill)
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            canvas, _, _, _ = geometric(canvas, np.zeros((0, 4), np.float32), self.augment,
+                                        rng, fill)
+        return canvas
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int, str]:
+        epoch, index = key
+        label = self.records[index].label
+        try:
+            canvas = self.image(epoch, index)
+        except DataError as exc:
+            return np.zeros((3, *self.input_size), np.float32), label, str(exc)
+        return normalize(canvas, self.mean, self.std)[0], label, ""
+
+
+def _loader(dataset: TeacherDataset, batches: list[list[tuple[int, int]]], workers: int,
+            pin: bool) -> Any:
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                       pin_memory=pin)
+
+
+def _checked(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, errors = batch
+    failed = [e for e in errors if e]
+    if failed:
+        raise DataError(failed[0])
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available")
+    return torch.device(name)
+
+
+def evaluate(model: TeacherClassifier, dataset: TeacherDataset, config: TeacherTrainConfig,
+             device: torch.device, progress: bool = True) -> dict[str, Any]:
+    """Loss, accuracy, macro F1 and F1 per class of ``model`` on ``dataset``."""
+    model.eval()
+    batches = epoch_batches(len(dataset), config.batch_size, config.seed, 0, shuffle=False,
+                            drop_last=False)
+    logits, labels = [], []
+    with torch.no_grad():
+        for batch in tqdm(_loader(dataset, batches, config.workers, device.type == "cuda"),
+                          total=len(batches), desc="validation", unit="batch", leave=False,
+                          disable=not progress):
+            images, targets = _checked(batch, device)
+            logits.append(model(images).float().cpu())
+            labels.append(targets.cpu())
+    scores, truth = torch.cat(logits), torch.cat(labels)
+    loss = float(F.cross_entropy(scores, truth))
+    f1, per_class = macro_f1(scores.numpy(), truth.numpy())
+    names = model.config.classes
+    return {"loss": loss, "accuracy": accuracy(scores.numpy(), truth.numpy()),
+            "macro_f1": f1,
+            "f1": {n: None if math.isnan(v) else float(v)
+                   for n, v in zip(names, per_class, strict=True)}}
+
+
+def train_teacher(config: TeacherTrainConfig, progress: bool = True) -> list[dict[str, Any]]:
+    """One training run (module docstring); returns the history it wrote."""
+    device = _device(config.device)
+    amp = config.amp and device.type == "cuda"
+    out = Path(config.out)
+    train_records, report = load_teacher_split(config, "train")
+    val_records, val_report = load_teacher_split(config, "val", report.classes)
+    print(report.summary(), flush=True)
+    print(val_report.summary(), flush=True)
+    model = build_classifier(config.classifier_config(report.classes), seed=config.seed)
+    if config.pretrained:
+        print(load_pretrained(model, config.pretrained).summary(), flush=True)
+    model.to(device)
+    frozen = {id(p) for p in biases_before_batchnorm(model)}  # see training.train
+    optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen],
+                                 lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    train_set = TeacherDataset(train_records, config, train=True)
+    val_set = TeacherDataset(val_records, config, train=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.yaml") as stream:
+        stream.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+
+    def save(name: str, epoch: int, extra: dict[str, Any]) -> None:
+        save_classifier(out / name, model, {
+            "name": config.name, "trained": True, "seed": config.seed, "epoch": epoch,
+            "dataset": config.data.kind, "out": str(out), **extra})
+
+    history: list[dict[str, Any]] = []
+    best_f1, elapsed = -math.inf, 0.0
+    budget_s = None if config.budget_minutes is None else 60.0 * config.budget_minutes
+    out_of_time = False
+    for epoch in range(config.epochs):
+        model.train()
+        batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
+        loss_sum = correct = seen = steps = 0
+        started = time.perf_counter()
+        bar = tqdm(_loader(train_set, batches, config.workers, device.type == "cuda"),
+                   total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not progress, dynamic_ncols=True)
+        for batch in bar:
+            images, labels = _checked(batch, device)
+            with torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext():
+                logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} in epoch {epoch + 1};"
+                                         f" lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            value = float(loss.detach())
+            steps += 1
+            loss_sum += value
+            correct += int((logits.detach().argmax(1) == labels).sum())
+            seen += len(labels)
+            bar.set_postfix(loss=f"{value:.3f}")
+            now = time.perf_counter()
+            elapsed, started = elapsed + now - started, now
+            if budget_s is not None and elapsed >= budget_s:
+                out_of_time = True
+                break
+        bar.close()
+        val = evaluate(model, val_set, config, device, progress)
+        record = {"epoch": epoch + 1, "steps": steps,
+                  "train": {"loss": loss_sum / max(steps, 1),
+                            "accuracy": correct / max(seen, 1)},
+                  "val": val, "elapsed_s": round(elapsed, 1)}
+        history.append(record)
+        scores = {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
+        if val["macro_f1"] > best_f1:
+            best_f1 = val["macro_f1"]
+            save("best.pt", epoch + 1, {"kind": "best", **scores})
+        print(f"epoch {epoch + 1}: train loss {record['train']['loss']:.4f} accuracy "
+              f"{record['train']['accuracy']:.3f} | val loss {val['loss']:.4f} accuracy "
+              f"{val['accuracy']:.3f} macro F1 {val['macro_f1']:.3f} (best {best_f1:.3f})",
+              flush=True)
+        with atomic_write(out / "history.json") as stream:
+            stream.write(json.dumps(history, indent=1).encode())
+        if out_of_time:
+            break
+    save("final.pt", history[-1]["epoch"], {
+        "kind": "final", "stopped_by_budget": out_of_time,
+        "val_accuracy": history[-1]["val"]["accuracy"],
+        "val_macro_f1": history[-1]["val"]["macro_f1"]})
+    return history
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train_teacher",
+        description="Train a teacher classifier (KA paper 3.1) from a YAML config; key=value "
+                    "overrides it.")
+    parser.add_argument("--config", type=Path, help="YAML config (training/configs/teacher_*)")
+    parser.add_argument("--data", type=Path, help="dataset folder (sets data.root)")
+    parser.add_argument("--out", help="run folder (sets out)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. epochs=5 lr=1e-4 data.kind=folder")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    try:
+        config = load_teacher_config(args.config, overrides, args.data)
+        train_teacher(config, progress=not args.no_progress)
+    except (ConfigError, DataError, ModelFileError, BackboneWeightsError,
+            FloatingPointError) as exc:
+        print(f"training.train_teacher: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"done: {config.out}/best.pt and final.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
