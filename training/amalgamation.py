@@ -1,0 +1,391 @@
+"""Knowledge amalgamation (KA): the common feature space, its losses and its training hook.
+
+Paper: papers/knowledge-amalgamation-single-shot-caer.txt, section 2.3 (Figure 2b), 3.2
+(eq. 7-9) and 3.3.
+
+The student imitates N frozen teachers in a *common feature space* (:class:`Amalgamation`):
+
+1. every feature map is resized (bilinear) to the student's feature grid; the resized teacher
+   maps are the reconstruction targets ``F_Ti``;
+2. one 1x1 convolution per network aligns it to ``C`` channels: ``f_Ti``, ``f_S``;
+3. a *shared extractor* of 3 residual blocks (C channels, each ending with a ReLU) projects
+   every aligned map: ``hat f_Ti``, ``hat f_S`` (>= 0);
+4. with N > 1 a shared 1x1 convolution (then a ReLU, so the result stays >= 0) reduces every
+   ``hat f_Ti`` to ``C / N`` channels and the N results are concatenated into ``hat f_T``
+   (C channels); with N = 1, ``hat f_T = hat f_T1``;
+5. a learnable decoder maps ``hat f_T`` back to every teacher's features: ``hat F_Ti``.
+
+Losses (:func:`amalgamation_losses`), both with the paper's ``mask(A - B)^2 / N_mask``
+(:func:`masked_mse`: squared differences only where ``A`` is strictly positive, averaged over
+those elements):
+
+- eq. 7, ``L_feat = mask(hat f_T - hat f_S)^2 / N_mask``: the teachers' side is ``A``;
+- eq. 8, ``L_rec = sum_i mask(F_Ti - hat F_Ti)^2 / N_mask`` (each teacher its own N_mask).
+
+Choices the paper leaves open, and why:
+
+- **Gradients of eq. 7.** By default ``hat f_T`` is *not* detached: the paper learns a common
+  space into which teachers and student are both projected (after Luo et al., 2019), trains
+  everything jointly with one total loss (eq. 9), and adds the decoder of eq. 8 "to make the
+  learning of the common feature space more robust", i.e. to stop eq. 7 from pulling the
+  teachers' projection toward a trivial (all-zero) space. That collapse is a real risk: with
+  ``hat f_T = 0`` nothing is masked and ``L_feat = 0``; eq. 8 forbids it, since ``F_Ti`` cannot
+  be rebuilt from zeros. ``AmalgamationConfig.detach_target: true`` gives the other reading
+  (the student alone moves toward a fixed teachers' projection; the teachers' side then learns
+  from eq. 8 only, as an autoencoder).
+- **Decoder.** Per teacher, one residual block (C channels) then a 1x1 convolution (with bias)
+  to that teacher's channel count, with no final ReLU. The residual block gives each head a
+  3x3 spatial context and the capacity to untangle one teacher's share out of the concatenated
+  ``hat f_T`` (for N > 1 every teacher is squeezed to C/N channels); the linear output serves
+  teachers whose features are signed as well as non-negative ones, and loses nothing for the
+  latter: eq. 8 only counts positions where ``F_Ti > 0``, which a linear output reaches as
+  well as a ReLU one, without a ReLU's dead (zero-gradient) region.
+- **One pass of the extractor.** The N + 1 aligned maps are stacked along the batch and the
+  shared extractor runs once (and the shared reduction once): the same weights as N + 1 calls,
+  and its BatchNorm normalises the whole common space (teachers and student) with one set of
+  statistics, in training and in eval mode alike.
+- **C.** 96 by default: divisible by 1, 2 and 3 teachers (the paper uses up to 3), and with 3
+  teachers every teacher keeps 32 channels, the width of HRNet-W32's 1/4 branch.
+- **F_S.** ``student_feature: quarter`` (default): the student's 1/4 backbone branch, the map
+  its emotion and detection heads read (the paper's student is one backbone with two
+  HigherHRNet-style bottom-up heads, section 2 and Figure 2a, whose backbone output is the
+  1/4 branch). ``concat``: all four branches resized to 1/4 and concatenated (HRNet's
+  segmentation-style representation), an option when the teachers' knowledge sits in the
+  coarse branches.
+
+:class:`AmalgamationExtra` is the trainer's hook (:mod:`training.extras`): it runs the frozen
+teachers under ``torch.no_grad()`` on the un-normalised batch, the module on the teachers' and
+the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec`` of eq. 9.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caer_ros.model.blocks import BasicBlock, init_weights, make_layer
+from caer_ros.model.output import BENetOutput
+from training.config import ConfigError
+
+EXTRACTOR_BLOCKS = 3  # section 2.3: "a shared extractor composed of 3 residual blocks"
+STUDENT_FEATURES = ("quarter", "concat")
+DEFAULT_CHANNELS = 96
+
+
+# ----------------------------------------------------------------------------- losses
+def masked_mse(target: Tensor, prediction: Tensor) -> Tensor:
+    """``mask(A - B)^2 / N_mask`` of eq. 7-8 with ``A = target``, ``B = prediction``: the
+    squared differences where ``target > 0`` (strictly), summed and divided by their number.
+    No strictly positive target: 0, still connected to both inputs' graphs. Computed in
+    float32 whatever the inputs' precision. Gradients reach ``target`` too if it has any."""
+    if target.shape != prediction.shape:
+        raise ValueError(f"masked_mse: target {tuple(target.shape)} and prediction "
+                         f"{tuple(prediction.shape)} must have the same shape")
+    target, prediction = target.float(), prediction.float()
+    mask = target.detach() > 0
+    squared = torch.where(mask, (target - prediction) ** 2, torch.zeros_like(prediction))
+    return squared.sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class AmalgamationOutput:
+    """One pass through the common feature space (names of section 2.3)."""
+
+    f_T: Tensor  # (B, C, h, w) hat f_T: the teachers' merged projection, >= 0
+    f_S: Tensor  # (B, C, h, w) hat f_S: the student's projection, >= 0
+    reconstructions: list[Tensor]  # hat F_Ti, (B, channels_i, h, w) per teacher
+    targets: list[Tensor]  # F_Ti resized to the student's grid (h, w), detached
+
+
+def amalgamation_losses(out: AmalgamationOutput, detach_target: bool = False
+                        ) -> dict[str, Tensor]:
+    """``{"feat": L_feat (eq. 7), "rec": L_rec (eq. 8)}``, unweighted. ``detach_target``: no
+    gradient from eq. 7 into the teachers' side ``hat f_T`` (see the module docstring)."""
+    target = out.f_T.detach() if detach_target else out.f_T
+    feat = masked_mse(target, out.f_S)
+    rec = torch.stack([masked_mse(t, r) for t, r in
+                       zip(out.targets, out.reconstructions, strict=True)]).sum()
+    return {"feat": feat, "rec": rec}
+
+
+# ----------------------------------------------------------------------------- module
+def resize_to(feature: Tensor, size: Sequence[int]) -> Tensor:
+    """``feature`` resized (bilinear) to the spatial ``size``; itself when already there."""
+    size = tuple(int(s) for s in size)
+    if tuple(feature.shape[-2:]) == size:
+        return feature
+    downsampling = feature.shape[-2] > size[0] or feature.shape[-1] > size[1]
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False,
+                         antialias=downsampling)
+
+
+class Decoder(nn.Module):
+    """``hat f_T`` (C channels) -> one teacher's features: a residual block, then a 1x1
+    convolution to the teacher's channel count (linear output; see the module docstring)."""
+
+    def __init__(self, channels: int, teacher_channels: int) -> None:
+        super().__init__()
+        self.block = BasicBlock(channels, channels)
+        self.out = nn.Conv2d(channels, teacher_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.block(x))
+
+
+class Amalgamation(nn.Module):
+    """The common feature space of Figure 2b (see the module docstring).
+
+    ``teacher_channels``: channel count of every teacher's feature map (N = its length >= 1);
+    ``student_channels``: that of the student's feature map; ``channels``: C, a positive
+    multiple of N. ``forward(teacher_features, student_feature)`` takes the N teacher maps (any
+    resolutions; detached here) and the student's map, and returns an
+    :class:`AmalgamationOutput` on the student's grid.
+    """
+
+    def __init__(self, teacher_channels: Sequence[int], student_channels: int,
+                 channels: int = DEFAULT_CHANNELS) -> None:
+        super().__init__()
+        teacher_channels = [int(c) for c in teacher_channels]
+        n = len(teacher_channels)
+        if n < 1:
+            raise ValueError("amalgamation needs at least one teacher")
+        if not all(c >= 1 for c in [*teacher_channels, student_channels]):
+            raise ValueError(f"feature channel counts must be positive, got teachers "
+                             f"{teacher_channels}, student {student_channels}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1 \
+                or channels % n:
+            raise ValueError(f"channels (C) must be a positive multiple of the number of "
+                             f"teachers ({n}), got {channels}")
+        self.teacher_channels = teacher_channels
+        self.student_channels = int(student_channels)
+        self.channels = channels
+        self.teacher_align = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in teacher_channels)
+        self.student_align = nn.Conv2d(student_channels, channels, 1)
+        self.extractor = make_layer("basic", channels, channels, EXTRACTOR_BLOCKS)
+        # N > 1: the shared reduction to C/N channels; a ReLU keeps hat f_T >= 0
+        self.reduce = nn.Sequential(nn.Conv2d(channels, channels // n, 1), nn.ReLU()) \
+            if n > 1 else None
+        self.decoders = nn.ModuleList(Decoder(channels, c) for c in teacher_channels)
+        init_weights(self)
+
+    @property
+    def num_teachers(self) -> int:
+        return len(self.teacher_channels)
+
+    def forward(self, teacher_features: Sequence[Tensor], student_feature: Tensor
+                ) -> AmalgamationOutput:
+        n = self.num_teachers
+        if len(teacher_features) != n:
+            raise ValueError(f"expected {n} teacher feature maps, got {len(teacher_features)}")
+        batch, grid = student_feature.shape[0], student_feature.shape[-2:]
+        if student_feature.ndim != 4 or student_feature.shape[1] != self.student_channels:
+            raise ValueError(f"student feature must be (B, {self.student_channels}, h, w), "
+                             f"got {tuple(student_feature.shape)}")
+        for i, (f, c) in enumerate(zip(teacher_features, self.teacher_channels, strict=True)):
+            if f.ndim != 4 or f.shape[0] != batch or f.shape[1] != c:
+                raise ValueError(f"teacher {i} feature must be ({batch}, {c}, h, w), "
+                                 f"got {tuple(f.shape)}")
+        targets = [resize_to(f.detach(), grid) for f in teacher_features]
+        aligned = [conv(t.to(student_feature.dtype))
+                   for conv, t in zip(self.teacher_align, targets, strict=True)]
+        aligned.append(self.student_align(student_feature))
+        projected = self.extractor(torch.cat(aligned)).split(batch)  # N + 1 maps of (B, C)
+        teachers, f_S = projected[:n], projected[n]
+        if self.reduce is None:
+            f_T = teachers[0]
+        else:
+            f_T = torch.cat(self.reduce(torch.cat(teachers)).split(batch), dim=1)
+        reconstructions = [decoder(f_T) for decoder in self.decoders]
+        return AmalgamationOutput(f_T=f_T, f_S=f_S, reconstructions=reconstructions,
+                                  targets=targets)
+
+
+def student_feature(features: Sequence[Tensor], kind: str) -> Tensor:
+    """The student's ``F_S`` from its backbone branch outputs (1/4 first): ``quarter`` = the
+    1/4 branch; ``concat`` = every branch resized to 1/4, concatenated along the channels."""
+    if not features:
+        raise ValueError("the student output carries no backbone features")
+    if kind == "quarter":
+        return features[0]
+    if kind == "concat":
+        grid = features[0].shape[-2:]
+        return torch.cat([features[0], *(resize_to(f, grid) for f in features[1:])], dim=1)
+    raise ValueError(f"unknown student_feature {kind!r}; known: {', '.join(STUDENT_FEATURES)}")
+
+
+def student_feature_channels(branch_channels: Sequence[int], kind: str) -> int:
+    """Channel count of :func:`student_feature` for a backbone with ``branch_channels``."""
+    if kind == "quarter":
+        return int(branch_channels[0])
+    if kind == "concat":
+        return int(sum(branch_channels))
+    raise ValueError(f"unknown student_feature {kind!r}; known: {', '.join(STUDENT_FEATURES)}")
+
+
+# ----------------------------------------------------------------------------- config
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class AmalgamationConfig:
+    """The ``amalgamation:`` section of a training config.
+
+    - ``teachers``: teacher specs, each loaded by :func:`training.teachers.load_teacher`
+      (1 to 3 in the paper; any N >= 1);
+    - ``channels``: C, the common space's width, a positive multiple of N (96 by default);
+    - ``student_feature``: ``quarter`` (the 1/4 backbone branch, default) or ``concat``;
+    - ``feature_weight`` / ``reconstruction_weight``: factors of ``L_feat`` / ``L_rec`` in the
+      total loss (eq. 9: both 1);
+    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default false, see the
+      module docstring).
+    """
+
+    teachers: tuple[str, ...]
+    channels: int = DEFAULT_CHANNELS
+    student_feature: str = "quarter"
+    feature_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    detach_target: bool = False
+
+    def __post_init__(self) -> None:
+        teachers = self.teachers
+        if isinstance(teachers, str | os.PathLike):
+            teachers = [teachers]
+        if not isinstance(teachers, list | tuple) or not teachers:
+            raise ConfigError(f"amalgamation.teachers must list at least one teacher, "
+                              f"got {self.teachers!r}")
+        for spec in teachers:
+            if not isinstance(spec, str | os.PathLike) or not os.fspath(spec):
+                raise ConfigError(f"amalgamation.teachers must hold teacher files or names, "
+                                  f"got {spec!r}")
+        teachers = tuple(os.fspath(t) for t in teachers)
+        object.__setattr__(self, "teachers", teachers)
+        n, c = len(teachers), self.channels
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % n:
+            raise ConfigError(f"amalgamation.channels must be a positive multiple of the number "
+                              f"of teachers ({n}), got {c!r}")
+        if self.student_feature not in STUDENT_FEATURES:
+            raise ConfigError(f"amalgamation.student_feature must be one of "
+                              f"{', '.join(STUDENT_FEATURES)}, got {self.student_feature!r}")
+        for name in ("feature_weight", "reconstruction_weight"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ConfigError(f"amalgamation.{name} must be a number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.detach_target, bool):
+            raise ConfigError(f"amalgamation.detach_target must be true or false, "
+                              f"got {self.detach_target!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AmalgamationConfig:
+        """Check and convert the raw section; :class:`ConfigError` names the field."""
+        if not isinstance(raw, dict):
+            raise ConfigError("amalgamation must be a section")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown amalgamation keys {unknown}; known: {sorted(known)}")
+        if "teachers" not in raw:
+            raise ConfigError("amalgamation.teachers must list at least one teacher")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teachers": list(self.teachers), "channels": self.channels,
+                "student_feature": self.student_feature, "feature_weight": self.feature_weight,
+                "reconstruction_weight": self.reconstruction_weight,
+                "detach_target": self.detach_target}
+
+
+# ----------------------------------------------------------------------------- training hook
+def _freeze(teacher: nn.Module) -> nn.Module:
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+class AmalgamationExtra:
+    """The KA extra of the trainer (:mod:`training.extras`): terms ``ka.feat`` and ``ka.rec``.
+
+    ``student_channels``: the student backbone's branch widths (1/4 first);
+    ``input_mean`` / ``input_std``: the student's input normalisation, undone for the teachers
+    (they take RGB in 0..1). ``teachers``: already built teacher modules (one per
+    ``config.teachers`` entry, each with a ``channels`` attribute) instead of loading the specs
+    with :func:`training.teachers.load_teacher`. The teachers are frozen (eval mode, no
+    gradient) and are not part of :attr:`module`, so they are neither optimised nor saved.
+    """
+
+    name = "ka"
+    in_validation = True  # eq. 9's total includes L_feat and L_rec; best.pt minimises it
+
+    def __init__(self, config: AmalgamationConfig, student_channels: Sequence[int],
+                 input_mean: Sequence[float], input_std: Sequence[float],
+                 device: str | torch.device = "cpu",
+                 teachers: Sequence[nn.Module] | None = None) -> None:
+        self.config = config
+        device = torch.device(device)
+        if teachers is None:
+            from training.teachers import load_teacher
+
+            teachers = [load_teacher(spec, device) for spec in config.teachers]
+        elif len(teachers) != len(config.teachers):
+            raise ValueError(f"{len(teachers)} teacher modules given for "
+                             f"{len(config.teachers)} teachers in the config")
+        self.teachers = [_freeze(t.to(device)) for t in teachers]
+        channels = []
+        for spec, teacher in zip(config.teachers, self.teachers, strict=True):
+            c = getattr(teacher, "channels", None)
+            if not isinstance(c, int) or c < 1:
+                raise ValueError(f"teacher {spec!r} does not say its feature channels "
+                                 f"(a 'channels' attribute)")
+            channels.append(c)
+        self.module = Amalgamation(
+            channels, student_feature_channels(student_channels, config.student_feature),
+            config.channels).to(device)
+        self._mean = torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(input_std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def teacher_inputs(self, images: Tensor) -> Tensor:
+        """The student's normalised batch back to RGB in 0..1 (what the teachers take)."""
+        mean, std = self._mean.to(images.device), self._std.to(images.device)
+        return (images.float() * std + mean).clamp(0.0, 1.0)
+
+    def teacher_features(self, images: Tensor) -> list[Tensor]:
+        """Every teacher's feature map of the (normalised) batch, without gradient."""
+        rgb = self.teacher_inputs(images)
+        with torch.no_grad():
+            features = []
+            for teacher in self.teachers:
+                if teacher.training:  # someone called .train() on it: back to eval
+                    teacher.eval()
+                features.append(teacher(rgb))
+        return features
+
+    def terms(self, output: BENetOutput, images: Tensor, batch: Any = None
+              ) -> dict[str, Tensor]:
+        """``{"ka.feat": w_f L_feat, "ka.rec": w_r L_rec}`` of this batch (eq. 7-9)."""
+        out = self.module(self.teacher_features(images),
+                          student_feature(output.features, self.config.student_feature))
+        losses = amalgamation_losses(out, self.config.detach_target)
+        return {"ka.feat": losses["feat"] * self.config.feature_weight,
+                "ka.rec": losses["rec"] * self.config.reconstruction_weight}
+
+    def set_progress(self, progress: float) -> None:
+        """No schedule: the weights are constant (eq. 9)."""
+
+    def set_task_weights(self, weights: dict[str, float]) -> None:
+        """KA terms are not emotion tasks: adaptive task weights do not apply."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # everything trainable is in :attr:`module`
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"the amalgamation extra has no state, got keys {sorted(state)}")
