@@ -242,3 +242,24 @@ def test_in_box_variance_matches_a_per_box_loop():
     (grad,) = torch.autograd.grad(loss, maps)
     (expected,) = torch.autograd.grad(reference, maps)
     torch.testing.assert_close(grad, expected)
+
+
+def test_box_means_match_a_per_box_loop_in_person_order():
+    """KA 2.1's reading: the mean of the cells of each box (the decoder's cells), the real
+    people of image 0 first, padding skipped."""
+    from training.losses import box_means
+
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.randn(2, 3, 9, 11, generator=generator, requires_grad=True)
+    # map-pixel boxes of test_in_box_variance_matches_a_per_box_loop, at stride 1
+    boxes = [np.array([[0.2, 1.0, 5.7, 4.4], [3.0, 3.0, 3.1, 3.2]]),
+             np.array([[8.0, 0.0, 11.0, 9.0]])]
+    targets = build_targets(boxes, [None, None], 1, (9, 11))
+    cells = [(0, slice(1, 4), slice(0, 6)), (0, slice(3, 4), slice(3, 4)),
+             (1, slice(0, 9), slice(8, 11))]
+    reference = torch.stack([maps[b, :, r, c].reshape(3, -1).mean(dim=1) for b, r, c in cells])
+    got = box_means(maps, targets)
+    torch.testing.assert_close(got, reference)
+    (grad,) = torch.autograd.grad(got.sum(), maps)
+    (expected,) = torch.autograd.grad(reference.sum(), maps)
+    torch.testing.assert_close(grad, expected)

@@ -164,3 +164,16 @@ def test_history_and_files_are_not_written_half(synthetic_dataset, tmp_path, nam
                  str(tmp_path), "--no-progress", "epochs=1", "batch_size=8", *TINY]) == 0
     assert (tmp_path / name).exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_box_mean_reading_adds_the_variance_term(synthetic_dataset, tmp_path):
+    """KA 2.1: ``bu_reading: box_mean`` trains the in-box mean with the variance term (eq. 3)
+    and writes model files that read the box mean."""
+    out = tmp_path / "run"
+    config = load_config(SMOKE, [*TINY, "tasks=[bu,det]", "bu_reading=box_mean", "epochs=1",
+                                 "batch_size=4", f"out={out}"], synthetic_dataset)
+    assert config.inference["extraction"] == "box_mean"
+    history = Trainer(config, progress=False).run()
+    assert {"bu.q.emotic", "var.q.emotic"} <= set(history[0]["train"])
+    assert np.isfinite(history[0]["val"]["var.q.emotic"])
+    assert read_model_file(out / "final.pt")[0].inference.extraction == "box_mean"

@@ -9,7 +9,10 @@ import pytest
 from caer_ros.labels import EMOTIC, HECO
 from training.config import ConfigError, apply_override, config_from_dict, load_config
 
-CONFIGS = sorted((Path(__file__).parent.parent / "training" / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parent.parent / "training" / "configs"
+# teacher_*.yaml are python -m training.train_teacher configs (training.train_teacher)
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("teacher_"))
+TEACHER_CONFIGS = sorted(CONFIG_DIR.glob("teacher_*.yaml"))
 
 
 def test_defaults_are_benet():
@@ -95,3 +98,10 @@ def test_bad_override_and_file(tmp_path):
 def test_shipped_configs_load(path):
     config = load_config(path, data_root="/data")
     assert config.to_dict()["model"]["categories"]
+
+
+@pytest.mark.parametrize("path", TEACHER_CONFIGS, ids=[p.stem for p in TEACHER_CONFIGS])
+def test_shipped_teacher_configs_load(path):
+    from training.train_teacher import load_teacher_config
+
+    assert load_teacher_config(path, [], "/data").epochs >= 1

@@ -17,6 +17,10 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   ``routes``: the heads each pre-transform's images train. A pre-transform whose routes are all
   off gets probability 0.
 - ``augment``: :class:`training.transforms.AugmentConfig` fields.
+- ``bu_reading``: where the bottom-up loss reads a person's emotion maps: ``center`` (BENet
+  3.4: at the box centre) or ``box_mean`` (KA 2.1: the mean inside the box, with the in-box
+  variance term eq. 3 weighted by ``variance_weight``); it also sets the default
+  ``inference.extraction``.
 - ``optim``: Adam (``lr`` 1e-3, ``weight_decay``; ``name: sgd``: SGD with ``momentum``);
   ``emotion_loss``: per category set, ``focal``
   (BENet eq. 5), ``bce`` (KA eq. 1) or ``ce`` (KA eq. 2, one label per person).
@@ -61,6 +65,7 @@ DEFAULT_ROUTES = {"raw": ("det",), "random_mask": ("bu",), "extract_subject": ("
 DEFAULT_PRE_TRANSFORMS = {"raw": 0.25, "random_mask": 0.25, "extract_subject": 0.25,
                           "mask_all": 0.25}
 EMOTION_LOSSES = ("focal", "bce", "ce")
+BU_READINGS = ("center", "box_mean")
 SOURCES = ("emotic", "heco")
 
 
@@ -157,6 +162,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     emotion_loss: dict[str, str] = field(default_factory=dict)
     continuous_loss: str = "ccc"
+    bu_reading: str = "center"
+    variance_weight: float = 1.0
     max_cover: float = 0.4
     epochs: int = 250
     batch_size: int = 16
@@ -307,7 +314,9 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"emotion_loss.{set_name} must be one of {EMOTION_LOSSES}, "
                               f"got {loss!r}")
     values["emotion_loss"] = dict(losses)
-    inference = {"extraction": "center", **_mapping(raw.get("inference") or {}, "inference")}
+    reading = raw.get("bu_reading", "center")
+    inference = {"extraction": reading if reading in BU_READINGS else "center",
+                 **_mapping(raw.get("inference") or {}, "inference")}
     try:
         InferenceSettings.for_model(values["model"], **inference)
     except (TypeError, ValueError) as exc:
@@ -345,6 +354,9 @@ def _check_run(c: TrainConfig) -> None:
         ("amp", isinstance(c.amp, bool), "true or false"),
         ("calibrate", isinstance(c.calibrate, bool), "true or false"),
         ("continuous_loss", c.continuous_loss in ("ccc", "l2"), "ccc or l2"),
+        ("bu_reading", c.bu_reading in BU_READINGS, "center or box_mean"),
+        ("variance_weight", _number(c.variance_weight) and c.variance_weight >= 0,
+         "a number >= 0"),
         ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
                                                    or c.device.startswith("cuda")),
          "auto, cpu or cuda[:N]"),

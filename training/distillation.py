@@ -19,9 +19,10 @@ HECO only); the student is trained with a ``distill`` config section (:class:`Di
   ``alpha`` (the trainer applies it); ``labelled: false`` uses the teacher only where labels are
   missing.
 
-Distillation losses, on the emotion maps read at the people's centres (the same reading as the
-supervised bottom-up loss), per person, temperature ``T`` (Hinton et al.: logits divided by
-``T``, the loss multiplied by ``T^2`` so its gradients keep their scale):
+Distillation losses, on the emotion maps read for each person as the supervised bottom-up loss
+reads them (``bu_reading``: at the centre, or the box mean), per person, temperature ``T``
+(Hinton et al.: logits divided by ``T``, the loss multiplied by ``T^2`` so its gradients keep
+their scale):
 
 - multi-label sets (focal or BCE supervision): binary cross-entropy between
   ``sigmoid(s / T)`` and the soft labels ``sigmoid(t / T)`` (eq. 10), summed over categories;
@@ -49,7 +50,7 @@ from caer_ros.model.checkpoint import ModelFileError, load_model_file
 from caer_ros.model.output import BENetOutput, ScaleOutput
 from training.config import ConfigError, DistillConfig, TrainConfig
 from training.multitask import ccc_loss
-from training.targets import read_at_centers
+from training.objective import read_people
 
 CONTINUOUS = "continuous"
 
@@ -114,6 +115,7 @@ class DistillationExtra:
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         assert config.distill is not None
         self.config = config.distill
+        self.reading = config.bu_reading
         path = Path(self.config.teacher)
         try:
             teacher, info = load_model_file(path, map_location=device)
@@ -175,8 +177,8 @@ class DistillationExtra:
                     t_maps = F.interpolate(t_maps.float(), size=s_maps.shape[-2:],
                                            mode="bilinear", align_corners=False)
                 keep = routed.to(s_maps.device)
-                student[task] = read_at_centers(s_maps.float(), targets)[keep]
-                teacher[task] = read_at_centers(t_maps.float(), targets)[keep]
+                student[task] = read_people(s_maps.float(), targets, self.reading)[keep]
+                teacher[task] = read_people(t_maps.float(), targets, self.reading)[keep]
             labelled = {task: rows[routed] for task, rows in labelled_rows.items()}
             terms.update(distillation_terms(student, teacher, labelled, self.kinds,
                                             self.config, self.gammas, key))

@@ -118,37 +118,56 @@ def single_label_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return total / max(logits.shape[0], 1)
 
 
+def _box_masks(maps: Tensor, boxes: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """Separable cell masks of (B, K, 4) boxes in map pixels over (B, E, h, w) maps: rows
+    (B, K, h), columns (B, K, w) and the cell count (B, K, 1). The cells of a box are those the
+    decoder averages (:func:`caer_ros.inference.decode.box_cells`: cell centre inside the box,
+    at least one cell)."""
+    batch, _, height, width = maps.shape
+    b = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, Tensor) else boxes,
+                   np.float64).reshape(batch, -1, 4)
+    count = b.shape[1]
+    x0, y0, x1, y1 = (torch.from_numpy(v.reshape(batch, count)).to(maps.device)
+                      for v in box_cells(b.reshape(-1, 4), height, width))
+    rows = torch.arange(height, device=maps.device)
+    cols = torch.arange(width, device=maps.device)
+    in_rows = ((rows >= y0[..., None]) & (rows < y1[..., None])).to(maps.dtype)
+    in_cols = ((cols >= x0[..., None]) & (cols < x1[..., None])).to(maps.dtype)
+    return in_rows, in_cols, (in_rows.sum(-1) * in_cols.sum(-1))[..., None]
+
+
+def box_means(maps: Tensor, targets: ScaleTargets) -> Tensor:
+    """KA 2.1: the mean of (B, E, h, w) maps inside every real person's box -> (N, E), people
+    in the order of :func:`training.targets.read_at_centers`. Differentiable in ``maps``."""
+    if maps.shape[0] == 0 or targets.boxes.shape[1] == 0:
+        return maps.new_zeros((0, maps.shape[1]))
+    in_rows, in_cols, area = _box_masks(maps, targets.boxes)
+    mean = torch.einsum("bkh,bkw,behw->bke", in_rows, in_cols, maps) / area
+    return mean[targets.mask.to(maps.device)]
+
+
 def in_box_variance(maps: Tensor, boxes: Tensor | np.ndarray, mask: Tensor | None = None
                     ) -> Tensor:
     """KA eq. 3: ``1/N_P sum_i (P_i - P_bar)^2`` - the variance of each emotion map's values
     inside each person's box, averaged over the people and the E maps.
 
     ``maps`` (E, h, w) with ``boxes`` (K, 4), or (B, E, h, w) with (B, K, 4) and an optional
-    ``mask`` (B, K) of real people; boxes are x1, y1, x2, y2 in map pixels. The cells of a box
-    are those the decoder averages (:func:`caer_ros.inference.decode.box_cells`: cell centre
-    inside the box, at least one cell). Vectorised with separable row/column masks: the box
-    sums of ``x`` and ``x^2`` are two einsums (``B K E (h + w)`` memory, no per-box loop); maps
-    are first shifted by their detached mean so ``E[x^2] - E[x]^2`` does not cancel.
+    ``mask`` (B, K) of real people; boxes are x1, y1, x2, y2 in map pixels, cells as in
+    :func:`_box_masks`. Vectorised with separable row/column masks: the box sums of ``x`` and
+    ``x^2`` are two einsums (``B K E (h + w)`` memory, no per-box loop); maps are first shifted
+    by their detached mean so ``E[x^2] - E[x]^2`` does not cancel.
     """
     if maps.ndim == 3:
         maps = maps[None]
         boxes = boxes[None]
         mask = None if mask is None else mask[None]
-    batch, _, height, width = maps.shape
-    b = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, Tensor) else boxes,
-                   np.float64).reshape(batch, -1, 4)
-    count = b.shape[1]
+    batch = maps.shape[0]
+    count = np.asarray(boxes.shape)[1] if len(boxes.shape) > 1 else 0
     keep = torch.ones((batch, count), dtype=torch.bool, device=maps.device) if mask is None \
         else mask.to(maps.device, torch.bool)
     if count == 0 or not bool(keep.any()):
         return maps.sum() * 0.0
-    x0, y0, x1, y1 = (torch.from_numpy(v.reshape(batch, count)).to(maps.device)
-                      for v in box_cells(b.reshape(-1, 4), height, width))
-    rows = torch.arange(height, device=maps.device)
-    cols = torch.arange(width, device=maps.device)
-    in_rows = ((rows >= y0[..., None]) & (rows < y1[..., None])).to(maps.dtype)  # (B, K, h)
-    in_cols = ((cols >= x0[..., None]) & (cols < x1[..., None])).to(maps.dtype)  # (B, K, w)
-    area = (in_rows.sum(-1) * in_cols.sum(-1))[..., None]  # (B, K, 1)
+    in_rows, in_cols, area = _box_masks(maps, boxes)
     x = maps - maps.detach().mean(dim=(-2, -1), keepdim=True)
     mean = torch.einsum("bkh,bkw,behw->bke", in_rows, in_cols, x) / area
     mean_sq = torch.einsum("bkh,bkw,behw->bke", in_rows, in_cols, x * x) / area

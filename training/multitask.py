@@ -142,7 +142,7 @@ def emotion_task(term: str) -> str | None:
     parts = term.split(".")
     if parts[0] == "cont":
         return "continuous"
-    if parts[0] in ("bu", "pc", "bg"):
+    if parts[0] in ("bu", "var", "pc", "bg"):
         return parts[-1]
     return None
 

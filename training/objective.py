@@ -8,6 +8,9 @@
   the bottom-up maps read at the ground-truth centres at 1/4 and 1/2 (samples routed to ``bu``),
   of the person-centric head (``pc``: the extracted subject's labels) and of the background
   head (``bg``: per category, the maximum over the image's people), per category set;
+- with ``bu_reading: box_mean`` (KA 2.1), the bottom-up maps are read as the mean inside each
+  ground-truth box instead of at its centre, and the in-box variance (KA eq. 3) of the routed
+  people's maps is added per set (``var.q.<set>``, times ``variance_weight``);
 - with a continuous head (``model.continuous``), valence/arousal/dominance at the same centres
   (``cont.q``, ``cont.h``; ``continuous_loss``: ``ccc`` = 1 - CCC per dimension, or ``l2``).
 
@@ -33,7 +36,9 @@ from training.config import TrainConfig
 from training.data import Batch
 from training.losses import (
     bce_loss,
+    box_means,
     center_focal_loss,
+    in_box_variance,
     multilabel_focal_loss,
     single_label_ce_loss,
     size_l1_loss,
@@ -55,6 +60,8 @@ def term_names(config: TrainConfig, half: bool) -> list[tuple[str, str]]:
         names += [(f"det.{s}", "det") for s in scales]
     if "bu" in config.tasks:
         names += [(f"bu.{s}.{c}", "bu") for s in scales for c in sets]
+        if config.bu_reading == "box_mean":
+            names += [(f"var.{s}.{c}", "bu") for s in scales for c in sets]
         if config.model.continuous:
             names += [(f"cont.{s}", "bu") for s in scales]
     for task in ("pc", "bg"):
@@ -144,9 +151,16 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
         set_name = parts[-1]
         of_set = torch.from_numpy(sets == set_name).to(device)
         loss_fn = EMOTION_LOSS_FUNCTIONS[config.loss_of(set_name)]
+        if task == "var":
+            scale, t = scales[parts[1]], targets[parts[1]]
+            chosen = (routed & of_set).to(t.mask.device)
+            terms[name] = config.variance_weight * in_box_variance(
+                scale.emotions[set_name].float(), t.boxes, t.mask & chosen[:, None]) \
+                * weight(name)
+            continue
         if task == "bu":
             scale, t = scales[parts[1]], targets[parts[1]]
-            logits = read_at_centers(scale.emotions[set_name].float(), t)  # (N_all, E)
+            logits = read_people(scale.emotions[set_name].float(), t, config.bu_reading)
             chosen = (routed & of_set)[person_sample]
             labels = _rows([lab for lab, ok in zip(batch.labels, (routed & of_set).tolist(),
                                                    strict=True) if ok],
@@ -166,6 +180,12 @@ def compute_losses(output: BENetOutput, batch: Batch, config: TrainConfig,
     return total, {k: v.detach() for k, v in terms.items()}
 
 
+def read_people(maps: Tensor, targets: ScaleTargets, reading: str) -> Tensor:
+    """Every real person's (N, C) values of (B, C, h, w) maps: at the box centre (``center``)
+    or the mean inside the box (``box_mean``), people in :func:`read_at_centers` order."""
+    return box_means(maps, targets) if reading == "box_mean" else read_at_centers(maps, targets)
+
+
 def _continuous_term(scale, targets: ScaleTargets, batch: Batch, routed: Tensor,
                      person_sample: Tensor, config: TrainConfig) -> Tensor:
     """Valence/arousal/dominance at the centres of the bu samples' people with all three
@@ -175,7 +195,8 @@ def _continuous_term(scale, targets: ScaleTargets, batch: Batch, routed: Tensor,
     values = np.concatenate([*batch.continuous, np.zeros((0, 3), np.float32)])
     known = torch.from_numpy(np.isfinite(values).all(axis=1)).to(device)
     chosen = routed[person_sample] & known
-    predicted = torch.sigmoid(read_at_centers(scale.continuous.float(), targets)[chosen])
+    predicted = torch.sigmoid(read_people(scale.continuous.float(), targets,
+                                          config.bu_reading)[chosen])
     target = torch.from_numpy(np.nan_to_num((values - 1.0) / 9.0)).to(device)[chosen]
     if config.continuous_loss == "l2":
         return ((predicted - target) ** 2).sum(dim=1).mean() if len(target) \
