@@ -177,3 +177,25 @@ def test_box_mean_reading_adds_the_variance_term(synthetic_dataset, tmp_path):
     assert {"bu.q.emotic", "var.q.emotic"} <= set(history[0]["train"])
     assert np.isfinite(history[0]["val"]["var.q.emotic"])
     assert read_model_file(out / "final.pt")[0].inference.extraction == "box_mean"
+
+
+def test_init_backbone_starts_from_another_models_backbone(synthetic_dataset, tmp_path):
+    """Fine-tuning (KA paper, F-T): ``init_backbone`` loads a weights file's backbone into the
+    student before training; a bad file is a clear error."""
+    from caer_ros.model.checkpoint import save_model_file
+    from caer_ros.model.inference_settings import InferenceSettings
+
+    source_config = load_config(SMOKE, TINY).model
+    source = build_model(source_config, seed=11)
+    path = save_model_file(tmp_path / "source.pt", source,
+                           InferenceSettings.for_model(source_config))
+    config = load_config(SMOKE, [*TINY, f"init_backbone={path}", f"out={tmp_path / 'run'}"],
+                         synthetic_dataset)
+    trainer = Trainer(config, progress=False)
+    for name, value in source.backbone.state_dict().items():
+        assert torch.equal(trainer.model.backbone.state_dict()[name], value), name
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    code = main(["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out",
+                 str(tmp_path / "run2"), "--no-progress", *TINY, f"init_backbone={broken}"])
+    assert code == 1

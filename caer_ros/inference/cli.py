@@ -2,6 +2,7 @@
 
     caer-infer PATH... --model M.pt|M.onnx [--out DIR] [--backend torch|onnxruntime]
                [--device cpu|cuda] [--providers P,P] [--fp16] [--threshold T] [--max-people N]
+               [--fusion none|mean]
 
 The JSON fields and the files written are described in :data:`DESCRIPTION` (the ``--help``
 text). The console entry point is ``caer-infer = caer_ros.inference.cli:main``.
@@ -26,6 +27,7 @@ from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import BACKENDS, Predictor
 from caer_ros.labels import CONTINUOUS
 from caer_ros.model.checkpoint import ModelFileError
+from caer_ros.model.inference_settings import FUSIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 PROGRESS_FROM = 5  # show a progress bar from this many images on
@@ -75,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float,
                         help="detection threshold (default: the model's)")
     parser.add_argument("--max-people", type=int, help="at most this many people per image")
+    parser.add_argument("--fusion", choices=FUSIONS,
+                        help="mean: each person's scores are the mean of the bottom-up and the "
+                             "person-centric head (on a crop of the person), BENet Table 4; "
+                             "needs a person-centric head, and for an ONNX file an export with "
+                             "--fusion mean (default: the model's setting)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the backend set-up")
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -161,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         predictor = Predictor.from_file(args.model, backend=args.backend, device=args.device,
-                                        providers=args.providers, fp16=args.fp16)
+                                        providers=args.providers, fp16=args.fp16,
+                                        fusion=args.fusion)
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

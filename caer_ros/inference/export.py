@@ -5,7 +5,9 @@ map-wide decoding steps), with the legacy TorchScript-based exporter of ``torch.
 (``dynamo=False``: the dynamo exporter needs ``onnxscript``, which caer_ros does not require).
 Input ``images`` (1, 3, H, W), normalised (``dynamic_batch``: (B, 3, H, W); it costs ONNX
 Runtime seconds of symbolic shape inference when a session starts, so batch 1 is the default);
-outputs named as in :func:`~caer_ros.inference.graph.output_names`. The model config,
+outputs named as in :func:`~caer_ros.inference.graph.output_names` (with ``fusion`` ``mean``
+also the person-centric ``pc_scores.<set>``, run by the predictor on batches of crops: with
+batch 1 it runs them one by one). The model config,
 categories and inference settings go into the ONNX ``metadata_props``
 (:mod:`caer_ros.inference.onnx_metadata`), so the ONNX file alone is enough for
 :class:`~caer_ros.inference.predictor.Predictor`.
@@ -41,7 +43,7 @@ from caer_ros.inference import onnx_metadata
 from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph
 from caer_ros.inference.onnx_friendly import onnx_friendly
 from caer_ros.model.checkpoint import ModelFileError, load_model_file
-from caer_ros.model.inference_settings import InferenceSettings
+from caer_ros.model.inference_settings import FUSIONS, InferenceSettings
 
 DEFAULT_OPSET = 17
 # Largest |ONNX Runtime - torch| accepted by ``verify`` on the graph's outputs (probabilities,
@@ -71,8 +73,7 @@ class ExportSummary:
             f"ONNX Runtime matches torch (max |diff| {self.max_difference:.1e})"
         return (f"wrote {self.path}: {self.bytes / 1e6:.1f} MB, opset {self.opset}, input "
                 f"{self.batch}x3x{self.input_size[0]}x{self.input_size[1]}, outputs at stride "
-                f"{self.stride} ({', '.join(self.outputs)}), fuse_scales "
-                f"{_on(self.settings.fuse_scales)}, flip_test {_on(self.settings.flip_test)}; "
+                f"{self.stride} ({', '.join(self.outputs)}), {_graph_settings(self.settings)}; "
                 f"{checked}; {self.seconds:.1f} s")
 
 
@@ -90,14 +91,16 @@ def export_with_summary(
     input_size: tuple[int, int] | None = None,
     fuse_scales: bool | None = None,
     flip_test: bool | None = None,
+    fusion: str | None = None,
     dynamic_batch: bool = False,
     verify: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> ExportSummary:
     """Export the model file ``model_path`` to the ONNX file ``out``; what was written.
 
-    ``input_size`` (H, W, multiples of 32) replaces the config's; ``fuse_scales`` and
-    ``flip_test`` replace the model file's settings (they are fixed in the graph);
+    ``input_size`` (H, W, multiples of 32) replaces the config's; ``fuse_scales``,
+    ``flip_test`` and ``fusion`` replace the model file's settings (they are fixed in the
+    graph);
     ``dynamic_batch`` makes the batch dimension dynamic (default: 1); ``verify``
     runs the result in ONNX Runtime against torch; ``progress`` receives progress lines.
     Raises :class:`~caer_ros.model.checkpoint.ModelFileError` for a bad model file, ValueError
@@ -113,16 +116,17 @@ def export_with_summary(
     if input_size is not None:
         config = dataclasses.replace(config, input_size=tuple(input_size))
     graph_changes = {name: value for name, value in
-                     (("fuse_scales", fuse_scales), ("flip_test", flip_test)) if value is not None}
+                     (("fuse_scales", fuse_scales), ("flip_test", flip_test), ("fusion", fusion))
+                     if value is not None}
     settings = dataclasses.replace(info.inference, **graph_changes)
+    settings.check_against(config)
     graph = InferenceGraph(model, settings).eval()
     exported = InferenceGraph(onnx_friendly(model), settings).eval()
     height, width = config.input_size
     meta = {**info.meta, "exported_from": os.path.basename(str(model_path)),
             "exported_by": f"caer_ros {__version__}", "opset": opset}
-    say(f"exporting {model_path}: input {height}x{width}, "
-        + ", ".join(f"{name} {_on(getattr(settings, name))}" for name in GRAPH_SETTINGS)
-        + f", opset {opset}")
+    say(f"exporting {model_path}: input {height}x{width}, {_graph_settings(settings)}, "
+        f"opset {opset}")
 
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     proto = _convert(exported, example, opset, dynamic_batch)
@@ -223,6 +227,12 @@ def _on(flag: bool) -> str:
     return "on" if flag else "off"
 
 
+def _graph_settings(settings: InferenceSettings) -> str:
+    """The settings fixed in the graph, e.g. "fuse_scales on, flip_test off, fusion none"."""
+    values = ((name, getattr(settings, name)) for name in GRAPH_SETTINGS)
+    return ", ".join(f"{name} {_on(v) if isinstance(v, bool) else v}" for name, v in values)
+
+
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
@@ -249,6 +259,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the mirrored image and average (fixed in the graph, "
                              "doubles the work; default: the model file's setting)")
+    parser.add_argument("--fusion", choices=FUSIONS, default=None,
+                        help="mean: also output the person-centric scores, so that each "
+                             "person's scores are the mean of the bottom-up and person-centric "
+                             "heads (BENet Table 4; needs a person-centric head; fixed in the "
+                             "graph; default: the model file's setting)")
     parser.add_argument("--dynamic-batch", action="store_true",
                         help="dynamic batch dimension (default: batch 1; a dynamic one makes "
                              "ONNX Runtime sessions start much slower)")
@@ -263,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = export_with_summary(
             args.model, args.out, opset=args.opset,
             input_size=None if args.input_size is None else tuple(args.input_size),
-            fuse_scales=args.fuse_scales, flip_test=args.flip_test,
+            fuse_scales=args.fuse_scales, flip_test=args.flip_test, fusion=args.fusion,
             dynamic_batch=args.dynamic_batch, verify=args.verify,
             progress=lambda message: print(message, flush=True),
         )

@@ -5,7 +5,8 @@ ONNX, so the same code does the per-pixel work in both backends (in ONNX Runtime
 Its steps (each a small function here):
 
 1. :func:`map_outputs` - BENet's detection and emotion-map heads only (the person-centric and
-   background classifiers serve training, BENet section 2.3).
+   background classifiers serve training, BENet section 2.3; the person-centric one also
+   serves BU+PC fusion, step 6).
 2. :func:`activate` - sigmoid of the heatmap, emotion and continuous logits; box sizes from map
    pixels to network-input pixels (size * stride) -> :class:`ScoreMaps`.
 3. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
@@ -15,6 +16,10 @@ Its steps (each a small function here):
 5. :func:`column_sums` - prefix sums of the emotion and continuous maps down the rows, so the
    host reads the mean of a box from two rows instead of summing the whole box
    (:mod:`caer_ros.inference.decode`).
+6. :func:`person_centric_scores` - only with ``settings.fusion == "mean"``: the sigmoid of the
+   person-centric head's logits for each image of the batch (with the flip test, averaged
+   with the mirrored image's). The predictor runs the graph a second time on the people's
+   crops and averages these with the bottom-up scores (:mod:`caer_ros.inference.fusion`).
 
 Outputs (:func:`output_names`), for a batch of B images and the grid ``(h, w)`` of the output
 stride (2 when the 1/4 and 1/2 maps are fused, else 4):
@@ -23,11 +28,13 @@ stride (2 when the 1/4 and 1/2 maps are fused, else 4):
 - ``size`` (B, 2, h, w): box width and height in network-input pixels;
 - ``emotion_sums.<set>`` (B, E, h + 1, w): row ``i`` holds the sum of the emotion
   probabilities of rows ``< i`` (row 0 is zero; the maps are the row differences);
-- ``continuous_sums`` (B, 3, h + 1, w): the same for valence, arousal, dominance (if any).
+- ``continuous_sums`` (B, 3, h + 1, w): the same for valence, arousal, dominance (if any);
+- ``pc_scores.<set>`` (B, E): person-centric probabilities of each image taken as one
+  person's crop (only with ``fusion`` ``mean``).
 
-``fuse_scales`` and ``flip_test`` (:data:`GRAPH_SETTINGS`) shape the graph and are fixed when
-it is exported; every other setting (thresholds, top-K, peak window, extraction) is read on the
-host at run time.
+``fuse_scales``, ``flip_test`` and ``fusion`` (:data:`GRAPH_SETTINGS`) shape the graph and are
+fixed when it is exported; every other setting (thresholds, top-K, peak window, extraction) is
+read on the host at run time.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ HEATMAP = "heatmap"
 SIZE = "size"
 EMOTION_SUMS = "emotion_sums."  # + category-set name
 CONTINUOUS_SUMS = "continuous_sums"
-GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "flip_test")
+PC_SCORES = "pc_scores."  # + category-set name
+GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "flip_test", "fusion")
 
 
 @dataclass
@@ -73,10 +81,14 @@ def output_stride(config: ModelConfig, settings: InferenceSettings) -> int:
     return 2 if config.half_resolution and settings.fuse_scales else 4
 
 
-def output_names(config: ModelConfig) -> list[str]:
-    """The graph's output names, in order (see the module docstring)."""
+def output_names(config: ModelConfig, settings: InferenceSettings | None = None) -> list[str]:
+    """The graph's output names, in order (see the module docstring); the ``pc_scores.<set>``
+    outputs only when ``settings.fusion`` is ``mean``."""
     names = [HEATMAP, SIZE] + [EMOTION_SUMS + name for name in config.categories]
-    return names + ([CONTINUOUS_SUMS] if config.continuous else [])
+    names += [CONTINUOUS_SUMS] if config.continuous else []
+    if settings is not None and settings.fusion == "mean":
+        names += [PC_SCORES + name for name in config.categories]
+    return names
 
 
 # --------------------------------------------------------------------------- steps
@@ -85,6 +97,15 @@ def output_names(config: ModelConfig) -> list[str]:
 def map_outputs(model: BENet, images: Tensor) -> BENetOutput:
     """BENet's map outputs (detection and emotion heads) without the classification heads."""
     return model(images, classifiers=False)
+
+
+def person_centric_scores(model: BENet, output: BENetOutput) -> dict[str, Tensor]:
+    """Step 6: the person-centric head on the backbone features of ``output`` (computed by
+    :func:`map_outputs`, so the backbone runs once), as probabilities: set name -> (B, E)."""
+    if model.person_centric is None:
+        raise ValueError("the model has no person-centric head (ModelConfig.person_centric)")
+    return {name: logits.float().sigmoid()
+            for name, logits in model.person_centric(output.features).items()}
 
 
 def as_benet_output(output: BENetOutput | Mapping[str, Tensor | np.ndarray]) -> BENetOutput:
@@ -249,26 +270,36 @@ class InferenceGraph(nn.Module):
     """BENet followed by steps 2-5: normalised images (B, 3, H, W) -> a tuple of tensors named
     :attr:`output_names` (:meth:`outputs` gives them as a dict).
 
-    The graph holds ``model`` (no copy); ``settings.fuse_scales`` and ``settings.flip_test`` are
-    read once here.
+    The graph holds ``model`` (no copy); the :data:`GRAPH_SETTINGS` of ``settings`` are read
+    once here.
     """
 
     def __init__(self, model: BENet, settings: InferenceSettings) -> None:
         super().__init__()
+        self.fusion = settings.fusion == "mean"
+        if self.fusion and model.person_centric is None:
+            raise ValueError(f"fusion {settings.fusion!r} needs the person-centric head, and "
+                             f"this model has none")
         self.model = model
         self.settings = settings
         self.stride = output_stride(model.config, settings)
-        self.output_names = output_names(model.config)
+        self.output_names = output_names(model.config, settings)
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        if self.settings.flip_test:
-            batch = images.shape[0]
-            both = map_outputs(self.model, torch.cat([images, images.flip(-1)])).flat()
-            output = {k: v[:batch] for k, v in both.items()}
-            flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in both.items()}
+        batch = images.shape[0]
+        flip = self.settings.flip_test
+        raw = map_outputs(self.model, torch.cat([images, images.flip(-1)]) if flip else images)
+        every = raw.flat()
+        if flip:
+            output = {k: v[:batch] for k, v in every.items()}
+            flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in every.items()}
         else:
-            output, flipped = map_outputs(self.model, images).flat(), None
+            output, flipped = every, None
         named = column_sums(score_maps(output, self.settings, flipped))
+        if self.fusion:
+            for name, scores in person_centric_scores(self.model, raw).items():
+                named[PC_SCORES + name] = torch.add(scores[:batch], scores[batch:]).mul_(0.5) \
+                    if flip else scores
         return tuple(named[name] for name in self.output_names)
 
     def outputs(self, images: Tensor) -> dict[str, Tensor]:

@@ -7,10 +7,11 @@
     caer_ros.config      ModelConfig.to_dict()  (architecture, categories, input size, norm.)
     caer_ros.categories  {set name: [category names]}  (the same as in the config; for people
                          and tools reading the file without caer_ros)
-    caer_ros.inference   InferenceSettings.to_dict()  (fuse_scales, flip_test: fixed in the
-                         graph; the rest are run-time defaults)
+    caer_ros.inference   InferenceSettings.to_dict()  (fuse_scales, flip_test, fusion: fixed
+                         in the graph; the rest are run-time defaults)
     caer_ros.graph       {"input": "images", "outputs": [names], "stride": 2 or 4,
-                         "emotion_layout": "row_prefix_sums"}
+                         "emotion_layout": "row_prefix_sums"}  (outputs include the
+                         pc_scores.<set> ones when fusion is mean)
     caer_ros.meta        the model file's meta (trained, seed, created_by, ...) plus the
                          export's (source, opset)
 
@@ -56,7 +57,8 @@ class GraphInfo:
 
 def graph_info(config: ModelConfig, settings: InferenceSettings) -> GraphInfo:
     """The interface of the graph exported for ``config`` and ``settings``."""
-    return GraphInfo(INPUT_NAME, tuple(output_names(config)), output_stride(config, settings))
+    return GraphInfo(INPUT_NAME, tuple(output_names(config, settings)),
+                     output_stride(config, settings))
 
 
 def encode(config: ModelConfig, settings: InferenceSettings,

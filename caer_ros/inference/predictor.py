@@ -6,10 +6,14 @@ backend) or an exported ONNX file (``.onnx``, ONNX Runtime backend; see
 :mod:`caer_ros.inference.export`). Per frame (:meth:`Predictor.predict`):
 
     letterbox + normalise (preprocess) -> InferenceGraph (backend) -> find_people (decode)
-    -> boxes back to image pixels
+    -> boxes back to image pixels [-> BU+PC fusion]
 
 The backend runs :class:`~caer_ros.inference.graph.InferenceGraph` (BENet, activation, flip
 test, scale fusion, prefix sums); the host only finds peaks and reads each person's scores.
+With the setting ``fusion: mean`` (:mod:`caer_ros.inference.fusion`), the people found (or
+given, :meth:`Predictor.read_boxes`) are then cropped from the original image, the crops run
+as one batch through the same graph, and each person's scores become the mean of the
+bottom-up and person-centric scores; a frame without people needs no second run.
 
 Backends:
 
@@ -30,6 +34,7 @@ serialised; the input buffer is reused from frame to frame).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import statistics
@@ -50,6 +55,7 @@ from caer_ros.inference.decode import (
     find_people,
     read_people,
 )
+from caer_ros.inference.fusion import crop_batch, fuse_mean, person_centric_outputs
 from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph, output_stride
 from caer_ros.inference.preprocess import Letterbox, preprocess
 from caer_ros.model.checkpoint import ModelFile, ModelFileError, load_model_file
@@ -110,11 +116,18 @@ class Predictor:
         providers: Sequence[ProviderSpec] | None = None,
         fp16: bool = False,
         settings: InferenceSettings | None = None,
+        fusion: str | None = None,
     ) -> Predictor:
         """A predictor for the model in ``path`` (``.pt`` or ``.onnx``; ``backend`` None picks
-        by suffix). ``settings`` replaces the file's inference settings; an ONNX graph fixes
-        ``fuse_scales`` and ``flip_test``, so those must then equal the exported ones."""
+        by suffix). ``settings`` replaces the file's inference settings, and ``fusion`` then
+        the ``fusion`` setting; an ONNX graph fixes ``fuse_scales``, ``flip_test`` and
+        ``fusion``, so those must then equal the exported ones."""
         path = Path(path)
+
+        def chosen_settings(info: ModelFile) -> InferenceSettings:
+            chosen = settings or info.inference
+            return chosen if fusion is None else dataclasses.replace(chosen, fusion=fusion)
+
         backend = backend or SUFFIX_BACKENDS.get(path.suffix.lower())
         if backend is None:
             raise ModelFileError(path, f"unknown model file type {path.suffix or '(none)'!r}: "
@@ -125,13 +138,14 @@ class Predictor:
             if path.suffix.lower() == ".onnx":
                 raise ModelFileError(path, "an ONNX file needs the onnxruntime backend")
             model, info = load_model_file(path, map_location="cpu")
-            chosen = settings or info.inference
+            chosen = chosen_settings(info)
+            chosen.check_against(info.config)
             return cls(TorchRunner(model, chosen, device, fp16), info, chosen)
         if path.suffix.lower() in (".pt", ".pth"):
             raise ModelFileError(path, "a PyTorch model file needs the torch backend (or export "
                                        "it with python -m caer_ros.export for onnxruntime)")
         runner, info = OnnxRunner.open(path, device, providers, fp16)
-        chosen = settings or info.inference
+        chosen = chosen_settings(info)
         changed = [name for name in GRAPH_SETTINGS
                    if getattr(chosen, name) != getattr(info.inference, name)]
         if changed:
@@ -153,7 +167,7 @@ class Predictor:
             maps, placement = self._forward(image)
         (people,) = find_people(maps, self.settings, detection_threshold=detection_threshold,
                                 max_people=max_people, primary_set=self.category_set)
-        return people.to_image(placement)
+        return self._fused([image], [people.to_image(placement)])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], detection_threshold: float | None = None,
                       max_people: int | None = None) -> list[Detections]:
@@ -170,8 +184,8 @@ class Predictor:
             maps = SummedMaps.from_outputs(self._runner.run(batch), self.stride)
         people = find_people(maps, self.settings, detection_threshold=detection_threshold,
                              max_people=max_people, primary_set=self.category_set)
-        return [p.to_image(box)
-                for p, box in zip(people, placements, strict=True)]
+        return self._fused(images, [p.to_image(box)
+                                    for p, box in zip(people, placements, strict=True)])
 
     def forward_maps(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
         """The graph's maps for one image (a batch of one, arrays of its own) and its letterbox
@@ -184,8 +198,9 @@ class Predictor:
         """The people at given boxes (K, 4) x1, y1, x2, y2 in ``image`` pixels, e.g. the
         annotated ones (ER mAP reads predictions with the ground-truth boxes).
 
-        Same reading as :meth:`predict` (``settings.extraction``); ``detection_scores`` are the
-        heatmap values at the box centres; boxes are returned as given.
+        Same reading as :meth:`predict` (``settings.extraction``, ``settings.fusion``);
+        ``detection_scores`` are the heatmap values at the box centres; boxes are returned as
+        given.
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         maps, placement = self.forward_maps(image)
@@ -195,7 +210,7 @@ class Predictor:
         rows, cols = center_cells((inside[:, 0] + inside[:, 2]) / 2,
                                   (inside[:, 1] + inside[:, 3]) / 2, maps.stride, *heat.shape)
         sets = {name: values[0] for name, values in emotions.items()}
-        return Detections(
+        people = Detections(
             boxes=boxes.astype(np.float32),
             detection_scores=heat[rows, cols].astype(np.float32),
             scores=sets[self.category_set],
@@ -203,14 +218,19 @@ class Predictor:
             category_set=self.category_set,
             set_scores=sets,
         )
+        return self._fused([image], [people], boxes=[boxes])[0]
 
     def stage_times(self, image: np.ndarray, runs: int = 5, people: int = 16
                     ) -> dict[str, float]:
-        """Median milliseconds over ``runs`` of the three stages of :meth:`predict` on
-        ``image``: ``pre`` (letterbox + normalise), ``model`` (the backend's graph) and
-        ``decode`` (peaks, boxes, scores for exactly ``people`` people - threshold 0 - and the
-        boxes back to image pixels). Raises RuntimeError when fewer people are found."""
+        """Median milliseconds over ``runs`` of the stages of :meth:`predict` on ``image``:
+        ``pre`` (letterbox + normalise), ``model`` (the backend's graph), ``decode`` (peaks,
+        boxes, scores for exactly ``people`` people - threshold 0 - and the boxes back to image
+        pixels) and, with ``fusion`` ``mean``, ``fusion`` (crops, their graph run, the mean).
+        Raises RuntimeError when fewer people are found."""
         times: dict[str, list[float]] = {"pre": [], "model": [], "decode": []}
+        fusing = self.settings.fusion != "none"
+        if fusing:
+            times["fusion"] = []
         with self._lock:
             for run in range(runs + 1):  # the first run warms up
                 start = time.perf_counter()
@@ -226,11 +246,49 @@ class Predictor:
                 end = time.perf_counter()
                 if len(found) != people:
                     raise RuntimeError(f"found {len(found)} people, not {people}")
+                if fusing:
+                    crops = self._crops([image], [found.boxes])
+                    fuse_mean(found, person_centric_outputs(self._runner.run(crops)))
                 if run:
                     times["pre"].append(after_pre - start)
                     times["model"].append(after_model - after_pre)
                     times["decode"].append(end - after_model)
+                    if fusing:
+                        times["fusion"].append(time.perf_counter() - end)
         return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+    def _fused(self, images: Sequence[np.ndarray], people: list[Detections],
+               boxes: Sequence[np.ndarray] | None = None) -> list[Detections]:
+        """``people`` of each image with BU+PC fusion applied when ``settings.fusion`` is
+        ``mean`` (else unchanged): one graph run on the crops of everybody in ``images``
+        (none when nobody was found). ``boxes``: the crop boxes in image pixels, per image
+        (default: the people's boxes)."""
+        if self.settings.fusion == "none":
+            return people
+        boxes = [p.boxes for p in people] if boxes is None else boxes
+        if sum(len(p) for p in people) == 0:
+            return people
+        crops = self._crops(images, boxes)
+        with self._lock:
+            outputs = self._runner.run(crops)
+        scores = person_centric_outputs(outputs)
+        fused, start = [], 0
+        for found in people:
+            stop = start + len(found)
+            fused.append(fuse_mean(found, {k: v[start:stop] for k, v in scores.items()}))
+            start = stop
+        return fused
+
+    def _crops(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> np.ndarray:
+        """The crops of ``boxes[i]`` (image pixels) of ``images[i]``, all as one batch."""
+        batch = np.empty((sum(len(b) for b in boxes), 3, *self.input_size), dtype=np.float32)
+        start = 0
+        for image, found in zip(images, boxes, strict=True):
+            stop = start + len(found)
+            crop_batch(image, found, self.input_size, mean=self.config.input_mean,
+                       std=self.config.input_std, out=batch[start:stop])
+            start = stop
+        return batch
 
     def _forward(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
         batch, placement = preprocess(image, self.input_size, mean=self.config.input_mean,

@@ -10,6 +10,10 @@
   most that many peaks per image.
 - ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both); ``flip_test``:
   also run the horizontally flipped image and average.
+- ``fusion``: ``none`` reads each person's emotion scores from the bottom-up emotion maps
+  alone; ``mean`` also runs the person-centric head on each person's crop and averages the two
+  scores (BENet section 4.3, Table 4: BU+PC was the best). Needs a model with a person-centric
+  head. Files written before the setting existed read as ``none``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from caer_ros.model.config import ModelConfig
 
 EXTRACTIONS = ("box_mean", "center")
+FUSIONS = ("none", "mean")
 DEFAULT_EMOTION_THRESHOLD = 0.5
 
 
@@ -44,6 +49,7 @@ class InferenceSettings:
     top_k: int = 32
     fuse_scales: bool = True
     flip_test: bool = False
+    fusion: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detection_threshold",
@@ -68,6 +74,8 @@ class InferenceSettings:
         for name in ("fuse_scales", "flip_test"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
+            _fail(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
     @classmethod
     def for_model(cls, config: ModelConfig, **overrides: Any) -> InferenceSettings:
@@ -81,7 +89,8 @@ class InferenceSettings:
         return settings
 
     def check_against(self, config: ModelConfig) -> None:
-        """Raise ValueError unless there is one threshold per category of every set."""
+        """Raise ValueError unless there is one threshold per category of every set, and
+        unless the model has a person-centric head when ``fusion`` needs one."""
         if set(self.emotion_thresholds) != set(config.categories):
             _fail(f"emotion_thresholds sets {sorted(self.emotion_thresholds)} differ from "
                   f"the model's category sets {sorted(config.categories)}")
@@ -89,6 +98,9 @@ class InferenceSettings:
             if len(self.emotion_thresholds[name]) != len(names):
                 _fail(f"emotion_thresholds[{name!r}] has {len(self.emotion_thresholds[name])} "
                       f"values for {len(names)} categories")
+        if self.fusion != "none" and not config.person_centric:
+            _fail(f"fusion {self.fusion!r} needs the person-centric head, and this model has "
+                  f"none (ModelConfig.person_centric is false); use fusion 'none'")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +111,7 @@ class InferenceSettings:
             "top_k": self.top_k,
             "fuse_scales": self.fuse_scales,
             "flip_test": self.flip_test,
+            "fusion": self.fusion,
         }
 
     @classmethod
