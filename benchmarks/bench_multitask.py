@@ -88,12 +88,14 @@ def scores(model: Path, data: Path, fusion: str, args: argparse.Namespace,
             model, settings=dataclasses.replace(predictor.settings, fusion=fusion))
     out: dict[str, object] = {}
     if "emotic" in sets:
-        result = evaluate(predictor, load_split(data, "emotic", "test"), progress=args.progress)
+        result = evaluate(predictor, load_split(data, "emotic", "test")[0],
+                          progress=args.progress)
         out.update(er_map=_rounded(result.er_map), pd_ap=_rounded(result.pd_ap),
                    oer_map=_rounded(result.oer_map),
                    ccc_mean=None if result.ccc is None else _rounded(100 * result.ccc_mean),
                    mean_f1=_rounded(result.mean_f1), abaw_score=_rounded(result.abaw_score))
-    result = evaluate(predictor, load_split(data, "heco", "test"), progress=args.progress)
+    # the HECO partition of the training config (data.heco_seed, default 0)
+    result = evaluate(predictor, load_split(data, "heco", "test")[0], progress=args.progress)
     out.update(er_map_heco=_rounded(result.er_map), macro_f1_heco=_rounded(result.macro_f1))
     return out
 
