@@ -244,22 +244,26 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml_config(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (empty file: ``{}``); ConfigError naming the file when it
+    cannot be read, is not YAML or not a mapping. Numbers like ``1e-3`` read as floats."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+    try:
+        raw = _yaml(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
                 data_root: str | Path | None = None) -> TrainConfig:
     """Read a YAML config (None: all defaults), apply ``overrides`` and ``--data``."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
-        try:
-            raw = _yaml(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the config must be a mapping of sections")
+    raw = {} if path is None else read_yaml_config(Path(path))
     for override in overrides:
         apply_override(raw, override)
     if data_root is not None:

@@ -79,7 +79,7 @@ from caer_ros import __version__
 from caer_ros.atomic_file import atomic_write
 from caer_ros.model.blocks import Bottleneck, batch_norm, init_weights
 from caer_ros.model.checkpoint import FORMAT as MODEL_FORMAT
-from caer_ros.model.checkpoint import ModelFileError, load_model_file
+from caer_ros.model.checkpoint import ModelFileError, check_version_and_keys, load_model_file
 from caer_ros.model.checkpoint import _load_raw as load_raw_file
 from caer_ros.model.config import (
     BACKBONE_PRESETS,
@@ -315,15 +315,7 @@ def _check_teacher_file(path: Path, data: Any) -> None:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ModelFileError(path, f"not a teacher classifier file (format {found!r}, "
                                    f"expected {FORMAT!r})")
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(path, f"invalid version {version!r}")
-    if version > VERSION:
-        raise ModelFileError(path, f"version {version} is newer than the supported {VERSION}; "
-                                   f"update caer_ros")
-    missing = sorted(_KEYS - set(data))
-    if missing:
-        raise ModelFileError(path, f"lacks {missing}")
+    check_version_and_keys(path, data, VERSION, _KEYS)
 
 
 def _classifier_from(path: Path, data: dict[str, Any]) -> tuple[TeacherClassifier,

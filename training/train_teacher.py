@@ -75,7 +75,7 @@ from caer_ros.inference.preprocess import letterbox, mean_color, normalize
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
 from caer_ros.model.weights import BackboneWeightsError
-from training.config import ConfigError, _yaml, apply_override
+from training.config import ConfigError, apply_override, read_yaml_config
 from training.data import DataError, epoch_batches, read_rgb
 from training.datasets.teacher_data import (
     ClassLoadReport,
@@ -285,19 +285,7 @@ def _check(c: TeacherTrainConfig) -> None:
 def load_teacher_config(path: str | Path | None, overrides: Sequence[str] = (),
                         data_root: str | Path | None = None) -> TeacherTrainConfig:
     """Read a YAML config (None: all defaults), apply ``overrides`` and ``--data``."""
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
-        try:
-            raw = _yaml(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the config must be a mapping of keys")
+    raw: Any = {} if path is None else read_yaml_config(Path(path))
     try:
         for override in overrides:
             apply_override(raw, override)

@@ -131,6 +131,21 @@ def _load_raw(path: Path, map_location: Any) -> Any:
                   f"({type(error).__name__}{': ' + first if first else ''})") from None
 
 
+def check_version_and_keys(path: Path, data: dict[str, Any], supported: int,
+                           keys: set[str] | frozenset[str]) -> None:
+    """A file's ``version`` is an integer from 1 to ``supported`` and it has every key of
+    ``keys``; ModelFileError otherwise (shared by the model and teacher file formats)."""
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(path, f"invalid version {version!r}")
+    if version > supported:
+        raise ModelFileError(path, f"version {version} is newer than the supported {supported}; "
+                                   f"update caer_ros")
+    missing = sorted(set(keys) - set(data))
+    if missing:
+        raise ModelFileError(path, f"lacks {missing}")
+
+
 def read_model_file(path: str | os.PathLike,
                     map_location: Any = "cpu") -> tuple[ModelFile, dict[str, Tensor]]:
     """Read and validate a model file: its plain-data part and its state dict."""
@@ -146,15 +161,7 @@ def read_model_file(path: str | os.PathLike,
                                    f"{sorted(map(str, data))[:6]})")
     if data["format"] != FORMAT:
         raise ModelFileError(path, f"format {data['format']!r} is not {FORMAT!r}")
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(path, f"invalid version {version!r}")
-    if version > VERSION:
-        raise ModelFileError(path, f"version {version} is newer than the supported {VERSION}; "
-                                   f"update caer_ros")
-    missing = sorted(_KEYS - set(data))
-    if missing:
-        raise ModelFileError(path, f"lacks {missing}")
+    check_version_and_keys(path, data, VERSION, _KEYS)
     try:
         config = ModelConfig.from_dict(data["config"])
     except (ValueError, TypeError) as error:
@@ -169,7 +176,7 @@ def read_model_file(path: str | os.PathLike,
             isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise ModelFileError(path, "state_dict is not a mapping of names to tensors")
     meta = data["meta"] if isinstance(data["meta"], dict) else {}
-    return ModelFile(str(path), config, inference, dict(meta), version), state
+    return ModelFile(str(path), config, inference, dict(meta), data["version"]), state
 
 
 def _check_state(path: Path, model: BENet, state: dict[str, Tensor]) -> None:
