@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms:
         overrides = [o.replace("TEACHER", str(teacher)) for o in ARMS[arm]]
         model, info = train(arm, data, overrides, args)
-        runs[arm] = {**info, **scores(model, data, "none", args), "model": str(model)}
+        runs[arm] = {**info, **scores(model, data, "none", args), "model": str(model),
+                     "arm_overrides": overrides}
         if arm == "base":
             runs["fusion"] = {**scores(model, data, "mean", args), "model": str(model)}
     figures = {

@@ -76,3 +76,47 @@ def test_bench_learn_quick(tmp_path):
     predictor = Predictor.from_file(figures["model_file"])
     assert predictor.settings.extraction == figures["extraction"] == "center"
     assert predictor.meta["trained"] is True
+
+
+def test_bench_amalgamation_quick(tmp_path):
+    """Two teachers and four arms of a few seconds each: every figure exists and is a number,
+    the fine-tuned arm started from the face teacher, the KA arms amalgamated 1 and 2."""
+    figures = _run("bench_amalgamation.py", tmp_path / "amalgamation.json", 300,
+                   dict(os.environ), "--out", str(tmp_path / "amalgamation"), "--no-progress")
+    for key in ("er_map_baseline", "er_map_finetune", "er_map_ka_1", "er_map_ka_2", "ka_gain",
+                "teacher_face_val_macro_f1", "teacher_face_val_accuracy",
+                "teacher_context_val_macro_f1", "teacher_context_val_accuracy"):
+        assert _number(figures[key]), (key, figures[key])
+    assert figures["ka_gain"] == round(figures["er_map_ka_2"] - figures["er_map_baseline"], 2)
+    assert set(figures["arms"]) == {"baseline", "finetune", "ka_1", "ka_2"}
+    for arm in figures["arms"].values():
+        for key in ("er_map", "pd_ap", "oer_map", "train_s", "s_per_step"):
+            assert _number(arm[key]), (key, arm[key])
+        assert arm["steps"] >= 1
+    face, context = (figures["teachers"][name]["model"] for name in ("face", "context"))
+    assert figures["arms"]["baseline"]["arm_overrides"] == []
+    assert figures["arms"]["finetune"]["arm_overrides"] == [f'init_backbone="{face}"']
+    assert json.dumps([face]) in figures["arms"]["ka_1"]["arm_overrides"][0]
+    assert json.dumps([face, context]) in figures["arms"]["ka_2"]["arm_overrides"][0]
+    for teacher in figures["teachers"].values():
+        assert teacher["steps"] >= 1 and _number(teacher["s_per_step"])
+
+
+def test_bench_multitask_quick(tmp_path):
+    """Teacher, three arms and the fusion evaluation of a few seconds each: every figure exists
+    and is a number; the distillation arm names the teacher's model file."""
+    figures = _run("bench_multitask.py", tmp_path / "multitask.json", 300, dict(os.environ),
+                   "--out", str(tmp_path / "multitask"))
+    for key in ("ccc_mean", "er_map", "macro_f1_heco", "er_map_distill", "distill_gain",
+                "er_map_discriminator", "discriminator_gain", "er_map_fusion", "fusion_gain"):
+        assert _number(figures[key]), (key, figures[key])
+    assert set(figures["arms"]) == {"teacher", "base", "distill", "discriminator", "fusion"}
+    assert figures["distill_gain"] == round(figures["er_map_distill"] - figures["er_map"], 2)
+    for name in ("base", "distill", "discriminator"):
+        arm = figures["arms"][name]
+        assert arm["steps"] >= 1 and _number(arm["abaw_score"]) and _number(arm["pd_ap"])
+    assert figures["arms"]["fusion"]["model"] == figures["arms"]["base"]["model"]
+    teacher = str(tmp_path / "multitask" / "runs" / "teacher" / "final.pt")
+    assert teacher in figures["arms"]["distill"]["arm_overrides"][0]
+    assert figures["arms"]["base"]["arm_overrides"] == []
+    assert _number(figures["arms"]["teacher"]["macro_f1_heco"])
