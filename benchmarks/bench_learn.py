@@ -50,7 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from common import machine, write_json
+from common import machine, rounded, write_json
 
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.preprocess import PAD_RGB
@@ -191,14 +191,10 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
         "stopped_by_budget": state.epoch < config.epochs,
         "train_wall_s": round(train_wall, 1),
         "eval_s": round(time.perf_counter() - started, 1),
-        "last_train_loss": _rounded(last.get("train", {}).get("total")),
-        "last_val_loss": _rounded(last.get("val", {}).get("total")),
+        "last_train_loss": rounded(last.get("train", {}).get("total"), 4),
+        "last_val_loss": rounded(last.get("val", {}).get("total"), 4),
         "config": config.to_dict(),
     }
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(value, 4)
 
 
 def check_model(model: Path, data: Path) -> dict[str, object]:

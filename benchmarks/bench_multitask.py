@@ -34,15 +34,13 @@ checks the whole path; its figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import machine, write_json
+from common import machine, rounded, write_json
 
 from caer_ros.inference.predictor import Predictor
 from training.config import load_config
@@ -75,33 +73,26 @@ def train(name: str, data: Path, overrides: list[str], args: argparse.Namespace
     last = history[-1] if history else {}
     info = {"train_s": round(state.elapsed_s, 1), "steps": state.global_step,
             "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
-            "last_val_loss": _rounded(last.get("val", {}).get("total"))}
+            "last_val_loss": rounded(last.get("val", {}).get("total"))}
     return out / "final.pt", info
 
 
 def scores(model: Path, data: Path, fusion: str, args: argparse.Namespace,
            sets: tuple[str, ...] = ("emotic", "heco")) -> dict[str, object]:
     """The model on the test splits of ``sets`` (EMOTIC: ER, PD, CCC, ABAW; HECO: ER, F1)."""
-    predictor = Predictor.from_file(model)
-    if fusion != predictor.settings.fusion:
-        predictor = Predictor.from_file(
-            model, settings=dataclasses.replace(predictor.settings, fusion=fusion))
+    predictor = Predictor.from_file(model, fusion=fusion)
     out: dict[str, object] = {}
     if "emotic" in sets:
         result = evaluate(predictor, load_split(data, "emotic", "test")[0],
                           progress=args.progress)
-        out.update(er_map=_rounded(result.er_map), pd_ap=_rounded(result.pd_ap),
-                   oer_map=_rounded(result.oer_map),
-                   ccc_mean=None if result.ccc is None else _rounded(100 * result.ccc_mean),
-                   mean_f1=_rounded(result.mean_f1), abaw_score=_rounded(result.abaw_score))
+        out.update(er_map=rounded(result.er_map), pd_ap=rounded(result.pd_ap),
+                   oer_map=rounded(result.oer_map),
+                   ccc_mean=None if result.ccc is None else rounded(100 * result.ccc_mean),
+                   mean_f1=rounded(result.mean_f1), abaw_score=rounded(result.abaw_score))
     # the HECO partition of the training config (data.heco_seed, default 0)
     result = evaluate(predictor, load_split(data, "heco", "test")[0], progress=args.progress)
-    out.update(er_map_heco=_rounded(result.er_map), macro_f1_heco=_rounded(result.macro_f1))
+    out.update(er_map_heco=rounded(result.er_map), macro_f1_heco=rounded(result.macro_f1))
     return out
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), 2)
 
 
 def summary(arms: dict[str, dict[str, object]]) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -32,6 +33,11 @@ def photo(width: int = 640, height: int = 480) -> np.ndarray:
     rgb = data.astronaut()
     return cv2.resize(np.ascontiguousarray(rgb[:, :, ::-1]), (width, height),
                       interpolation=cv2.INTER_AREA)
+
+
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    """``value`` rounded for a figures file; None for a missing or non-finite value."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def machine() -> dict[str, object]:

@@ -383,6 +383,10 @@ class AmalgamationExtra:
     def set_task_weights(self, weights: dict[str, float]) -> None:
         """KA terms are not emotion tasks: adaptive task weights do not apply."""
 
+    def supervised_factors(self) -> dict[str, float]:
+        """KA leaves the supervised terms' weights alone."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}  # everything trainable is in :attr:`module`
 

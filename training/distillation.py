@@ -148,10 +148,9 @@ class DistillationExtra:
         self._scale, self._shift = std_s / std_t, (mean_s - mean_t) / std_t
         self.gammas: dict[str, float] = {}
 
-    @property
-    def supervised_tasks(self) -> list[str]:
-        """The tasks whose supervised loss gets ``alpha`` (those the teacher distils)."""
-        return list(self.tasks)
+    def supervised_factors(self) -> dict[str, float]:
+        """``alpha`` for every task the teacher distils (eq. 13's ``alpha L^S_i``)."""
+        return dict.fromkeys(self.tasks, self.config.alpha)
 
     def teacher_output(self, images: Tensor) -> BENetOutput:
         with torch.no_grad():

@@ -17,6 +17,8 @@ The :class:`Extra` protocol:
   process's batch (DDP averages the gradients of the processes);
 - ``set_progress(progress)``: the fraction of training done, 0..1 (for ramped weights);
 - ``set_task_weights(weights)``: the current gamma_i per emotion task (adaptive weights);
+- ``supervised_factors()``: task -> factor of that task's supervised bottom-up terms (eq.
+  13's alpha for the tasks a distillation teacher covers; empty for the others);
 - ``state_dict()`` / ``load_state_dict(state)``: state that is not a parameter.
 """
 
@@ -41,6 +43,8 @@ class Extra(Protocol):
     def set_progress(self, progress: float) -> None: ...
 
     def set_task_weights(self, weights: dict[str, float]) -> None: ...
+
+    def supervised_factors(self) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 

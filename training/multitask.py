@@ -206,6 +206,9 @@ class DiscriminatorExtra:
     def set_task_weights(self, weights: dict[str, float]) -> None:
         pass
 
+    def supervised_factors(self) -> dict[str, float]:
+        return {}
+
     def state_dict(self) -> dict[str, float]:
         return {"delta": self.module.reverse.delta}
 

@@ -87,6 +87,7 @@ from caer_ros.model.config import (
     IMAGENET_STD,
     BackboneConfig,
     backbone_preset,
+    check_backbone,
 )
 from caer_ros.model.hrnet import HRNet
 from caer_ros.model.weights import BackboneWeightsError, find_prefix, load_backbone_weights
@@ -134,11 +135,7 @@ class ClassifierConfig:
     final_channels: int = 1024
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, str):
-            backbone_preset(self.backbone)
-        elif not isinstance(self.backbone, BackboneConfig):
-            _fail(f"backbone must be a preset name or a BackboneConfig, "
-                  f"got {type(self.backbone).__name__}")
+        check_backbone(self.backbone)
         names = self.classes
         if isinstance(names, str) or not hasattr(names, "__iter__"):
             _fail(f"classes must be a list of names, got {names!r}")

@@ -400,20 +400,15 @@ class Trainer:
         """Loss-term factors of eq. 13: gamma_i on every term of task i (adaptive weights) and
         alpha on the bottom-up/continuous terms of tasks the distillation teacher covers."""
         gammas = self.task_weights.weights() if self.task_weights is not None else {}
-        alpha_tasks: set[str] = set()
-        alpha = 1.0
+        alphas: dict[str, float] = {}
         for extra in self.extras:
             extra.set_task_weights(gammas)
-            if hasattr(extra, "supervised_tasks"):
-                alpha_tasks = set(extra.supervised_tasks)
-                alpha = extra.config.alpha
+            alphas.update(extra.supervised_factors())
         weights = {}
         for name, _ in self.names:
             task = emotion_task(name)
-            factor = gammas.get(task, 1.0) if task is not None else 1.0
-            if task in alpha_tasks and name.split(".")[0] in ("bu", "cont"):
-                factor *= alpha
-            weights[name] = factor
+            weights[name] = gammas.get(task, 1.0) * (
+                alphas.get(task, 1.0) if name.split(".")[0] in ("bu", "cont") else 1.0)
         self.term_weights = weights
 
     def _progress(self) -> float:

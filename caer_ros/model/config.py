@@ -221,6 +221,15 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
 }
 
 
+def check_backbone(backbone: Any) -> None:
+    """A config's ``backbone`` field: a known preset name or a :class:`BackboneConfig`."""
+    if isinstance(backbone, str):
+        backbone_preset(backbone)
+    elif not isinstance(backbone, BackboneConfig):
+        _fail(f"backbone must be a preset name or a BackboneConfig, "
+              f"got {type(backbone).__name__}")
+
+
 def backbone_preset(name: str) -> BackboneConfig:
     """The backbone layout of a named preset."""
     try:
@@ -278,11 +287,7 @@ class ModelConfig:
     classifier_channels: int = 512
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, str):
-            backbone_preset(self.backbone)
-        elif not isinstance(self.backbone, BackboneConfig):
-            _fail(f"backbone must be a preset name or a BackboneConfig, "
-                  f"got {type(self.backbone).__name__}")
+        check_backbone(self.backbone)
         object.__setattr__(self, "categories", self._checked_categories(self.categories))
         size = tuple(self.input_size) if not isinstance(self.input_size, (str, int)) else ()
         if len(size) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in size):
