@@ -1,6 +1,6 @@
 """Export-time equivalents of model operations that ONNX Runtime's CPU kernels run slowly.
 
-CBAM's spatial attention (:class:`caer_ros.model.attention.SpatialAttention`, BENet section
+CBAM's spatial attention (:class:`caer_ros.model.attention.ChannelPool`, BENet section
 3.1) pools every feature map over its channels, a max and a mean over dimension 1, in each of
 the ~70 attention blocks. ONNX Runtime reduces over the channel axis several times slower than
 torch, outside its blocked (NCHWc) layout. In the exported graph:
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caer_ros.model.attention import SpatialAttention
+from caer_ros.model.attention import ChannelPool
 from caer_ros.model.network import BENet
 
 
@@ -49,25 +49,19 @@ def channel_mean(x: Tensor) -> Tensor:
     return F.conv2d(x, x.new_full((1, channels, 1, 1), 1.0 / channels))
 
 
-class OnnxSpatialAttention(nn.Module):
-    """:class:`~caer_ros.model.attention.SpatialAttention` with the pooling above; shares the
-    original's convolution (same weights)."""
-
-    def __init__(self, original: SpatialAttention) -> None:
-        super().__init__()
-        self.conv = original.conv
+class OnnxChannelPool(nn.Module):
+    """:class:`~caer_ros.model.attention.ChannelPool` with the pooling above."""
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = torch.cat((channel_max(x), channel_mean(x)), dim=1)
-        return torch.sigmoid(self.conv(pooled))
+        return torch.cat((channel_max(x), channel_mean(x)), dim=1)
 
 
 def onnx_friendly(model: BENet) -> BENet:
-    """A copy of ``model`` (in eval mode) with every spatial attention replaced by
-    :class:`OnnxSpatialAttention`; ``model`` itself is left unchanged."""
+    """A copy of ``model`` (in eval mode) with every attention's channel pooling replaced by
+    :class:`OnnxChannelPool`; ``model`` itself is left unchanged."""
     rewritten = copy.deepcopy(model).eval()
     for module in list(rewritten.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, SpatialAttention):
-                setattr(module, name, OnnxSpatialAttention(child))
+            if isinstance(child, ChannelPool):
+                setattr(module, name, OnnxChannelPool())
     return rewritten

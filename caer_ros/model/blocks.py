@@ -2,8 +2,8 @@
 
 Parameter names are those of the official HRNet code (``conv1``, ``bn1``, ..., ``downsample.0``
 / ``downsample.1``) so official checkpoints load by name. The optional CBAM module (BENet
-section 3.1) is a submodule named ``attention``; with attention off it does not exist, and the
-block's keys are exactly the official ones.
+section 3.1) is a submodule named ``attention_block`` (the name in BENet's released weights);
+with attention off it does not exist, and the block's keys are exactly the official ones.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ class BasicBlock(nn.Module):
         self.bn2 = batch_norm(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = projection(in_channels, out_channels, stride)
-        self.attention = None if attention is None else Attention(out_channels, attention)
+        self.attention_block = None if attention is None else Attention(out_channels, attention)
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.attention is not None:
-            out = self.attention(out)
+        if self.attention_block is not None:
+            out = self.attention_block(out)
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(out + shortcut)
 
@@ -80,15 +80,15 @@ class Bottleneck(nn.Module):
         self.bn3 = batch_norm(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = projection(in_channels, out_channels, stride)
-        self.attention = None if attention is None else Attention(out_channels, attention)
+        self.attention_block = None if attention is None else Attention(out_channels, attention)
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.attention is not None:
-            out = self.attention(out)
+        if self.attention_block is not None:
+            out = self.attention_block(out)
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(out + shortcut)
 

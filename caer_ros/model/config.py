@@ -18,6 +18,7 @@ from typing import Any
 from caer_ros.labels import EMOTIC
 
 BLOCK_TYPES = ("basic", "bottleneck")
+HEAD_LAYOUTS = ("benet", "shared")
 
 
 def _fail(message: str) -> None:
@@ -92,11 +93,12 @@ class AttentionConfig:
 
     ``reduction``: channel-attention MLP hidden width = channels / reduction (BENet's public
     code uses 2, which is what makes its backbone attention 0.95 M parameters).
-    ``spatial_kernel``: kernel of the spatial-attention convolution (CBAM uses 7).
+    ``spatial_kernel``: kernel of the spatial-attention convolution (BENet's public model: 1;
+    CBAM proposed 7).
     """
 
     reduction: int = 2
-    spatial_kernel: int = 7
+    spatial_kernel: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.reduction, int) or self.reduction < 1:
@@ -263,12 +265,19 @@ class ModelConfig:
     - ``input_size``: (H, W) of the network input, multiples of 32 (HRNet's coarsest stride).
     - ``input_mean`` / ``input_std``: RGB normalisation applied to [0, 1] images before the
       network (ImageNet statistics, those of the official HRNet weights).
+    - ``head_layout``: ``benet`` (BENet's public model: a stack per output group, further
+      category sets mixed from the first set's logits, MLP classifiers) or ``shared`` (the KA
+      student: one trunk per head, every set with outputs of its own); see
+      :mod:`caer_ros.model.heads`.
     - ``head_channels`` / ``head_blocks``: width and residual-block count of the detection
-      and emotion-map heads (KA paper 2.1-2.2: 4 blocks).
+      and emotion-map heads (BENet's public model: 32 and 3; KA paper 2.1-2.2: 4 blocks).
     - ``half_resolution``: add the HigherHRNet-style 1/2 outputs (BENet 3.1).
     - ``person_centric`` / ``background``: the classification heads (BENet 2.3), used in
       training; ``classifier_expansion`` and ``classifier_channels`` size them (BENet 3.1:
-      HRNet's bottleneck expansion 4 reduced by a factor 4 to 1; final layer 2048/4 = 512).
+      HRNet's bottleneck expansion 4 reduced by a factor 4 to 1; the public model's final
+      layer has 128 channels).
+
+    The defaults build BENet's public network exactly.
     """
 
     backbone: str | BackboneConfig = "benet"
@@ -278,13 +287,14 @@ class ModelConfig:
     input_mean: tuple[float, float, float] = IMAGENET_MEAN
     input_std: tuple[float, float, float] = IMAGENET_STD
     attention: bool | None = None
+    head_layout: str = "benet"
     head_channels: int = 32
-    head_blocks: int = 4
+    head_blocks: int = 3
     half_resolution: bool = True
     person_centric: bool = True
     background: bool = True
     classifier_expansion: int = 1
-    classifier_channels: int = 512
+    classifier_channels: int = 128
 
     def __post_init__(self) -> None:
         check_backbone(self.backbone)
@@ -306,6 +316,9 @@ class ModelConfig:
                 _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.attention is not None and not isinstance(self.attention, bool):
             _fail(f"attention must be a bool or None, got {self.attention!r}")
+        if self.head_layout not in HEAD_LAYOUTS:
+            _fail(f"head_layout must be one of {', '.join(HEAD_LAYOUTS)}, "
+                  f"got {self.head_layout!r}")
         for name, least in (("head_channels", 1), ("head_blocks", 0),
                             ("classifier_expansion", 1), ("classifier_channels", 1)):
             value = getattr(self, name)
@@ -362,6 +375,7 @@ class ModelConfig:
             "input_mean": list(self.input_mean),
             "input_std": list(self.input_std),
             "attention": self.attention,
+            "head_layout": self.head_layout,
             "head_channels": self.head_channels,
             "head_blocks": self.head_blocks,
             "half_resolution": self.half_resolution,

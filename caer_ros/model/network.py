@@ -1,6 +1,6 @@
 """BENet: one HRNet backbone shared by the detection, emotion-map, person-centric and background
 heads (BENet section 2 and Fig. 1, section 3.1; the KA student of the KA paper, section 2 and
-Fig. 2a, is the same network without the two classification heads).
+Fig. 2a, is the same network in the ``shared`` head layout without the classification heads).
 
 ``BENet(config)(images)`` returns a :class:`~caer_ros.model.output.BENetOutput`: the 1/4 and
 (optionally) 1/2 maps, the classifier logits and the backbone branch outputs. ``images`` are
@@ -8,6 +8,11 @@ Fig. 2a, is the same network without the two classification heads).
 must be multiples of 32 (the coarsest branch is 1/32 and the fusions upsample by 2, 4, 8), which
 ``config.input_size`` guarantees. The network never modifies its inputs or the returned
 backbone features in place.
+
+With the default config (``backbone: benet``, ``head_layout: benet``, 3 head blocks, 128
+classifier channels) this is BENet's public network layer for layer; its released weights load
+through :mod:`caer_ros.convert` and :func:`reference_outputs` gives its outputs under the
+public model's names.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from caer_ros.model.config import ModelConfig
-from caer_ros.model.heads import ClassificationHead, DetectionHead, EmotionHead
+from caer_ros.model.heads import ClassificationHead, map_head, set_heatmap_prior
 from caer_ros.model.hrnet import HRNet
 from caer_ros.model.output import BENetOutput, ScaleOutput
 
+CONTINUOUS = "continuous"  # the output name of the valence/arousal/dominance maps
+
 
 class BENet(nn.Module):
-    """The Bottom-up Emotions Network. Heads read the 1/4 backbone branch (HigherHRNet style);
-    the classification heads read all branches."""
+    """The Bottom-up Emotions Network. Map heads read the 1/4 backbone branch (HigherHRNet
+    style); the classification heads read all branches."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -32,22 +39,33 @@ class BENet(nn.Module):
         attention = backbone.attention  # the heads' residual blocks follow the backbone
         self.backbone = HRNet(backbone)
         widths = self.backbone.out_channels
-        self.detection = DetectionHead(widths[0], config.head_channels, config.head_blocks,
-                                       config.half_resolution, attention)
-        self.emotion = EmotionHead(widths[0], config.emotion_channels(), config.continuous,
-                                   config.head_channels, config.head_blocks,
-                                   config.half_resolution, attention)
+        layout = config.head_layout
+
+        def head(outputs: dict[str, int], mixed: dict[str, tuple[str, int]] | None = None):
+            return map_head(widths[0], outputs, layout, config.head_channels,
+                            config.head_blocks, config.half_resolution, attention, mixed)
+
+        self.detection = head({"heatmap": 1, "size": 2})
+        set_heatmap_prior(self.detection)
         sets = config.emotion_channels()
+        continuous = {CONTINUOUS: 3} if config.continuous else {}
+        if layout == "benet":  # further sets mixed from the primary set's logits
+            primary = config.primary_set
+            self.emotion = head({primary: sets[primary], **continuous},
+                                {name: (primary, n) for name, n in sets.items()
+                                 if name != primary})
+        else:
+            self.emotion = head({**sets, **continuous})
         self.person_centric: ClassificationHead | None = None
         self.background: ClassificationHead | None = None
         if config.person_centric:
             self.person_centric = ClassificationHead(
                 widths, sets, config.classifier_expansion, config.classifier_channels,
-                attention)
+                attention, layout)
         if config.background:
             self.background = ClassificationHead(
                 widths, sets, config.classifier_expansion, config.classifier_channels,
-                attention)
+                attention, layout)
 
     def forward(self, images: Tensor, classifiers: bool = True) -> BENetOutput:
         """All heads; with ``classifiers=False`` the person-centric and background heads are
@@ -57,9 +75,10 @@ class BENet(nn.Module):
         emotion = self.emotion(features[0])
         scales = []
         for stride, det, emo in zip((4, 2)[:len(detection)], detection, emotion, strict=True):
-            emotions, continuous = self.emotion.split(emo)
-            scales.append(ScaleOutput(stride=stride, heatmap=det["heatmap"], size=det["size"],
-                                      emotions=emotions, continuous=continuous))
+            scales.append(ScaleOutput(
+                stride=stride, heatmap=det["heatmap"], size=det["size"],
+                emotions={name: emo[name] for name in self.config.categories},
+                continuous=emo.get(CONTINUOUS)))
         return BENetOutput(
             quarter=scales[0],
             half=scales[1] if len(scales) > 1 else None,
