@@ -103,7 +103,7 @@ def test_attention_switch_adds_only_attention_keys():
     keys_attention = set(with_attention.state_dict())
     extra = keys_attention - keys_plain
     assert keys_plain <= keys_attention
-    assert extra and all(".attention." in k for k in extra)
+    assert extra and all(".attention_block." in k for k in extra)
     # One attention module per residual block: 2 in layer1 and 2 per branch in every module.
     blocks = 2 + 1 * 2 * 2 + 3 * 3 * 2 + 2 * 4 * 2
     assert sum(isinstance(m, Attention) for m in with_attention.modules()) == blocks
@@ -116,11 +116,11 @@ def test_attention_gates_are_in_unit_range():
 
     attention = Attention(16, AttentionConfig(reduction=2, spatial_kernel=7))
     x = torch.randn(2, 16, 8, 8)
-    channel = attention.channel(x)
+    channel = attention.channel_gate(x)
     assert channel.shape == (2, 16, 1, 1)
     assert ((channel > 0) & (channel < 1)).all()
-    spatial = attention.spatial(x)
+    spatial = attention.spatial_gate(x)
     assert spatial.shape == (2, 1, 8, 8)
     out = attention(x)
-    assert torch.allclose(out, x * channel * attention.spatial(x * channel))
+    assert torch.allclose(out, x * channel * attention.spatial_gate(x * channel))
     assert count(attention) == 16 * 8 + 8 + 8 * 16 + 16 + 2 * 49

@@ -182,11 +182,11 @@ def test_code_in_a_file_is_never_run(tmp_path):
 def test_incompatible_state_dict_is_refused(tmp_path, saved):
     _, original, _ = saved
     data = torch.load(original, weights_only=True)
-    data["state_dict"]["emotion.quarter_outputs.heco.3.weight"] = torch.zeros(9, 32, 1, 1)
+    data["state_dict"]["emotion.mixed.emotic.0.weight"] = torch.zeros(27, 8, 1, 1)
     wrong_shape = tmp_path / "wrong_shape.pt"
     torch.save(data, wrong_shape)
-    with pytest.raises(ModelFileError, match=r"'emotion.quarter_outputs.heco.3.weight' has "
-                                             r"shape \(9, 32, 1, 1\).*\(8, 32, 1, 1\)"):
+    with pytest.raises(ModelFileError, match=r"'emotion.mixed.emotic.0.weight' has "
+                                             r"shape \(27, 8, 1, 1\).*\(26, 8, 1, 1\)"):
         load_model_file(wrong_shape)
     del data["state_dict"]["backbone.conv1.weight"]
     missing = tmp_path / "missing_key.pt"

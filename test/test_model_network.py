@@ -60,7 +60,8 @@ def test_switches_remove_outputs_and_parameters():
     assert out.half is None and out.person_centric is None and out.background is None
     assert out.quarter.continuous is None
     assert set(out.flat()) == {"q.heatmap", "q.size", "q.emotions.emotic"}
-    assert lean.person_centric is None and lean.detection.deconv is None
+    assert lean.person_centric is None
+    assert all(stack.deconv is None for stack in lean.detection.stacks.values())
     counts, lean_counts = parameter_counts(full), parameter_counts(lean)
     assert lean_counts.person_centric == 0 and lean_counts.background == 0
     assert counts.person_centric == counts.background > 0

@@ -111,21 +111,32 @@ def test_plain_weights_into_attention_backbone_miss_only_attention():
     plain = backbone(1)
     target = backbone(2, attention=True)
     report = load_backbone_weights(target, plain.state_dict())
-    assert report.missing and all(".attention." in k for k in report.missing)
+    assert report.missing and all(".attention_block." in k for k in report.missing)
     assert report.loaded == len(plain.state_dict()) and report.unexpected == []
 
 
-def test_shape_mismatch_is_refused_naming_tensor_and_shapes():
+def test_shape_mismatch_is_skipped_naming_tensor_and_shapes():
     state = dict(backbone(1).state_dict())
     state["transition1.0.0.weight"] = torch.zeros(32, 256, 3, 3)  # a W32 tensor in W18
     target = backbone(2)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(BackboneWeightsError) as error:
-        load_backbone_weights(target, state)
-    message = str(error.value)
+    report = load_backbone_weights(target, state)
+    assert len(report.skipped) == 1
+    message = report.skipped[0]
     assert "transition1.0.0.weight" in message
     assert "(32, 256, 3, 3)" in message and "(18, 256, 3, 3)" in message
-    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    assert "1 skipped" in report.summary()
+    assert report.loaded == len(state) - 1
+    after = target.state_dict()
+    assert torch.equal(after["transition1.0.0.weight"], before["transition1.0.0.weight"])
+    assert torch.equal(after["conv1.weight"], state["conv1.weight"])
+
+
+def test_nothing_loadable_is_refused_naming_a_shape():
+    state = {"transition1.0.0.weight": torch.zeros(32, 256, 3, 3)}
+    with pytest.raises(BackboneWeightsError, match=r"no backbone tensor loads.*"
+                                                   r"transition1\.0\.0\.weight"):
+        load_backbone_weights(backbone(2), state)
 
 
 def test_unusable_sources_raise(tmp_path):

@@ -19,14 +19,14 @@ from skimage import data
 from caer_ros.inference import onnx_metadata
 from caer_ros.inference.decode import find_people
 from caer_ros.inference.onnx_friendly import (
-    OnnxSpatialAttention,
+    OnnxChannelPool,
     channel_max,
     onnx_friendly,
 )
 from caer_ros.inference.predictor import Predictor, choose_providers, default_providers
 from caer_ros.labels import EMOTIC
 from caer_ros.model import ModelFileError, load_model_file
-from caer_ros.model.attention import SpatialAttention
+from caer_ros.model.attention import ChannelPool
 
 
 @pytest.fixture(scope="module")
@@ -124,21 +124,21 @@ def test_raw_network_outputs_agree_in_onnx_runtime(small_model_files):
 
 
 @pytest.mark.parametrize("channels", [1, 7, 18, 32])
-def test_onnx_friendly_spatial_attention_is_the_same_function(channels):
-    original = SpatialAttention(7).eval()
+def test_onnx_friendly_channel_pool_is_the_same_function(channels):
+    original = ChannelPool().eval()
     x = torch.randn(2, channels, 9, 11, generator=torch.Generator().manual_seed(channels))
     torch.testing.assert_close(channel_max(x), x.amax(1, keepdim=True), rtol=0, atol=0)
-    torch.testing.assert_close(OnnxSpatialAttention(original)(x), original(x))
+    torch.testing.assert_close(OnnxChannelPool()(x), original(x))
 
 
-def test_onnx_friendly_replaces_every_spatial_attention_of_a_copy(small_model_files):
+def test_onnx_friendly_replaces_every_channel_pool_of_a_copy(small_model_files):
     model, _ = load_model_file(small_model_files[0])
     rewritten = onnx_friendly(model)
     before = [type(m) for m in model.modules()]
     after = [type(m) for m in rewritten.modules()]
-    assert before.count(SpatialAttention) > 20  # the test model has CBAM attention
-    assert SpatialAttention not in after
-    assert after.count(OnnxSpatialAttention) == before.count(SpatialAttention)
+    assert before.count(ChannelPool) > 20  # the test model has CBAM attention
+    assert ChannelPool not in after
+    assert after.count(OnnxChannelPool) == before.count(ChannelPool)
     x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         expected, got = model(x).flat(), rewritten(x).flat()

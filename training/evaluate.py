@@ -75,6 +75,7 @@ from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
 from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.labels import category_set, is_single_label
 from caer_ros.model.checkpoint import ModelFileError
 from training import metrics
@@ -499,6 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HECO image directory (default: DIR/heco/images, DIR/images or DIR)")
     parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_setting_arguments(parser, "; an ONNX file fixes it at export")
     args = parser.parse_args(argv)
     if not 0.0 <= args.detection_threshold <= 1.0:
         parser.error(f"--detection-threshold must be in [0, 1], got {args.detection_threshold}")
@@ -507,12 +509,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def open_predictor(model: str | Path, backend: str = "auto", device: str = "cpu") -> Predictor:
-    """``Predictor.from_file`` with ``backend`` auto/torch/onnxruntime (``onnx`` too); every
-    problem is a one-line :class:`ModelFileError` or :class:`EvaluationError` naming ``model``."""
+def open_predictor(model: str | Path, backend: str = "auto", device: str = "cpu",
+                   changes: dict[str, Any] | None = None) -> Predictor:
+    """``Predictor.from_file`` with ``backend`` auto/torch/onnxruntime (``onnx`` too) and the
+    inference settings ``changes``; every problem is a one-line :class:`ModelFileError` or
+    :class:`EvaluationError` naming ``model``."""
     chosen = {"auto": None, "onnx": "onnxruntime"}.get(backend, backend)
     try:
-        return Predictor.from_file(model, backend=chosen, device=device)
+        return Predictor.from_file(model, backend=chosen, device=device, changes=changes)
     except ModelFileError:
         raise
     except ValueError as error:  # bad backend or device, settings fixed in an ONNX graph
@@ -524,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     try:
-        predictor = open_predictor(args.model, args.backend, args.device)
+        predictor = open_predictor(args.model, args.backend, args.device,
+                                   setting_changes(args))
         records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images)
         print(report.summary(), file=sys.stderr)
         if args.limit is not None:

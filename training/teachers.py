@@ -462,6 +462,10 @@ def _from_checkpoint(preset: str, path: Path, features: str) -> Teacher:
     except BackboneWeightsError as exc:
         text = str(exc)
         raise ModelFileError(path, text.removeprefix(f"{path}: ")) from None
+    if report.skipped:
+        raise ModelFileError(path, f"shape mismatch for {len(report.skipped)} {preset} "
+                                   f"backbone tensors ({report.skipped[0]}): not a {preset} "
+                                   f"checkpoint")
     if report.missing:
         raise ModelFileError(path, f"{len(report.missing)} {preset} backbone tensors are not "
                                    f"in the file (e.g. {report.missing[0]!r}): not a complete "

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from caer_ros.inference.decode import Detections, labels_over_threshold
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import BACKENDS, Predictor
+from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.labels import CONTINUOUS
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.inference_settings import FUSIONS
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "person-centric head (on a crop of the person), BENet Table 4; "
                              "needs a person-centric head, and for an ONNX file an export with "
                              "--fusion mean (default: the model's setting)")
+    add_setting_arguments(parser, "; an ONNX file fixes it at export")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the backend set-up")
     args = parser.parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor.from_file(args.model, backend=args.backend, device=args.device,
                                         providers=args.providers, fp16=args.fp16,
-                                        fusion=args.fusion)
+                                        fusion=args.fusion, changes=setting_changes(args))
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

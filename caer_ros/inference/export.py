@@ -42,6 +42,7 @@ from caer_ros.atomic_file import atomic_write
 from caer_ros.inference import onnx_metadata
 from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph
 from caer_ros.inference.onnx_friendly import onnx_friendly
+from caer_ros.inference.setting_args import add_setting_arguments
 from caer_ros.model.checkpoint import ModelFileError, load_model_file
 from caer_ros.model.inference_settings import FUSIONS, InferenceSettings
 
@@ -92,6 +93,7 @@ def export_with_summary(
     fuse_scales: bool | None = None,
     flip_test: bool | None = None,
     fusion: str | None = None,
+    fuse_sizes: str | None = None,
     dynamic_batch: bool = False,
     verify: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -99,8 +101,8 @@ def export_with_summary(
     """Export the model file ``model_path`` to the ONNX file ``out``; what was written.
 
     ``input_size`` (H, W, multiples of 32) replaces the config's; ``fuse_scales``,
-    ``flip_test`` and ``fusion`` replace the model file's settings (they are fixed in the
-    graph);
+    ``fuse_sizes``, ``flip_test`` and ``fusion`` replace the model file's settings (they are
+    fixed in the graph);
     ``dynamic_batch`` makes the batch dimension dynamic (default: 1); ``verify``
     runs the result in ONNX Runtime against torch; ``progress`` receives progress lines.
     Raises :class:`~caer_ros.model.checkpoint.ModelFileError` for a bad model file, ValueError
@@ -116,7 +118,8 @@ def export_with_summary(
     if input_size is not None:
         config = dataclasses.replace(config, input_size=tuple(input_size))
     graph_changes = {name: value for name, value in
-                     (("fuse_scales", fuse_scales), ("flip_test", flip_test), ("fusion", fusion))
+                     (("fuse_scales", fuse_scales), ("fuse_sizes", fuse_sizes),
+                      ("flip_test", flip_test), ("fusion", fusion))
                      if value is not None}
     settings = dataclasses.replace(info.inference, **graph_changes)
     settings.check_against(config)
@@ -253,12 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                         help="network input height and width, multiples of 32 "
                              "(default: the model's)")
-    parser.add_argument("--fuse-scales", action=argparse.BooleanOptionalAction, default=None,
-                        help="average the 1/4 and 1/2 outputs (fixed in the graph; "
-                             "default: the model file's setting)")
-    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
-                        help="also run the mirrored image and average (fixed in the graph, "
-                             "doubles the work; default: the model file's setting)")
+    add_setting_arguments(parser, "; fixed in the graph")
     parser.add_argument("--fusion", choices=FUSIONS, default=None,
                         help="mean: also output the person-centric scores, so that each "
                              "person's scores are the mean of the bottom-up and person-centric "
@@ -279,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.out, opset=args.opset,
             input_size=None if args.input_size is None else tuple(args.input_size),
             fuse_scales=args.fuse_scales, flip_test=args.flip_test, fusion=args.fusion,
+            fuse_sizes=args.fuse_sizes,
             dynamic_batch=args.dynamic_batch, verify=args.verify,
             progress=lambda message: print(message, flush=True),
         )

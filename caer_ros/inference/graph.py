@@ -57,7 +57,7 @@ SIZE = "size"
 EMOTION_SUMS = "emotion_sums."  # + category-set name
 CONTINUOUS_SUMS = "continuous_sums"
 PC_SCORES = "pc_scores."  # + category-set name
-GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "flip_test", "fusion")
+GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "fuse_sizes", "flip_test", "fusion")
 
 
 @dataclass
@@ -184,14 +184,16 @@ def merge_flipped(maps: ScoreMaps, flipped: ScoreMaps) -> ScoreMaps:
     )
 
 
-def fuse_scales(scales: Sequence[ScoreMaps]) -> ScoreMaps:
+def fuse_scales(scales: Sequence[ScoreMaps], sizes: str = "mean") -> ScoreMaps:
     """Average maps of several strides on the finest grid (HigherHRNet heatmap aggregation).
 
     Rule: every map is resized bilinearly (``align_corners=False``, consistent with the
     cell-centre convention) to the grid of the smallest stride, then the maps are averaged
-    element-wise: heatmaps, sizes (already in input pixels, so units agree), each emotion set
-    over the scales that have it, continuous maps likewise. With BENet: the 1/4 maps are
-    upsampled x2 and averaged with the 1/2 maps; the result has stride 2.
+    element-wise: heatmaps, each emotion set over the scales that have it, continuous maps
+    likewise. Box sizes (already in input pixels, so units agree) are averaged too with
+    ``sizes="mean"``; with ``sizes="quarter"`` they are the coarsest scale's alone, resized
+    (BENet's public code: the 1/4 sizes, doubled into 1/2-map pixels). With BENet: the 1/4
+    maps are upsampled x2 and averaged with the 1/2 maps; the result has stride 2.
     """
     if not scales:
         raise ValueError("fuse_scales needs at least one scale")
@@ -218,7 +220,8 @@ def fuse_scales(scales: Sequence[ScoreMaps]) -> ScoreMaps:
     return ScoreMaps(
         stride=finest.stride,
         heatmap=mean([m.heatmap for m in scales]),
-        size=mean([m.size for m in scales]),
+        size=mean([m.size for m in scales]) if sizes == "mean"
+        else resized(max(scales, key=lambda m: m.stride).size),
         emotions={n: mean([m.emotions[n] for m in scales if n in m.emotions]) for n in names},
         continuous=mean(continuous) if continuous else None,
     )
@@ -245,7 +248,7 @@ def score_maps(
         if len(flipped_chosen) != len(chosen):
             raise ValueError("flipped output has a different number of scales")
         maps = [merge_flipped(m, activate(f)) for m, f in zip(maps, flipped_chosen, strict=True)]
-    return fuse_scales(maps)
+    return fuse_scales(maps, settings.fuse_sizes)
 
 
 def prefix_rows(maps: Tensor) -> Tensor:

@@ -40,7 +40,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,16 +117,19 @@ class Predictor:
         fp16: bool = False,
         settings: InferenceSettings | None = None,
         fusion: str | None = None,
+        changes: Mapping[str, Any] | None = None,
     ) -> Predictor:
         """A predictor for the model in ``path`` (``.pt`` or ``.onnx``; ``backend`` None picks
-        by suffix). ``settings`` replaces the file's inference settings, and ``fusion`` then
-        the ``fusion`` setting; an ONNX graph fixes ``fuse_scales``, ``flip_test`` and
-        ``fusion``, so those must then equal the exported ones."""
+        by suffix). ``settings`` replaces the file's inference settings, then ``fusion`` the
+        ``fusion`` setting and ``changes`` (setting name -> value) the settings it names; an
+        ONNX graph fixes the :data:`~caer_ros.inference.graph.GRAPH_SETTINGS`, so those must
+        then equal the exported ones."""
         path = Path(path)
 
         def chosen_settings(info: ModelFile) -> InferenceSettings:
             chosen = settings or info.inference
-            return chosen if fusion is None else dataclasses.replace(chosen, fusion=fusion)
+            every = {**({} if fusion is None else {"fusion": fusion}), **(changes or {})}
+            return dataclasses.replace(chosen, **every) if every else chosen
 
         backend = backend or SUFFIX_BACKENDS.get(path.suffix.lower())
         if backend is None:

@@ -3,7 +3,8 @@
 BENet (Cladiere et al., 2023) and the KA student (Cladiere et al., 2024): an HRNet backbone
 (``hrnet``, ``blocks``, ``attention``), the detection / emotion-map / classification heads
 (``heads``), their assembly (``network``), configs (``config``, ``inference_settings``), the
-model file (``checkpoint``) and pretrained-backbone loading (``weights``).
+model file (``checkpoint``), pretrained-backbone loading (``weights``) and BENet's released
+weights in our names (``public_benet``: key mapping, :func:`reference_outputs`).
 """
 
 from caer_ros.model.checkpoint import (
@@ -26,6 +27,7 @@ from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import BENet, build_model
 from caer_ros.model.output import BENetOutput, ScaleOutput
 from caer_ros.model.params import ParameterCounts, parameter_counts
+from caer_ros.model.public_benet import reference_outputs
 from caer_ros.model.weights import BackboneWeightsError, LoadReport, load_backbone_weights
 
 __all__ = [
@@ -50,5 +52,6 @@ __all__ = [
     "load_model_file",
     "parameter_counts",
     "read_model_file",
+    "reference_outputs",
     "save_model_file",
 ]

@@ -8,8 +8,11 @@
   at the box centre (BENet 2.1).
 - ``peak_kernel``: max-pooling window of the heatmap peak search (CenterNet); ``top_k``: at
   most that many peaks per image.
-- ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both); ``flip_test``:
-  also run the horizontally flipped image and average.
+- ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both): the sigmoid of
+  each scale's maps, the 1/4 maps upsampled bilinearly to the 1/2 grid; ``fuse_sizes`` says
+  where the fused box sizes come from: ``mean`` of both scales, or ``quarter``, the 1/4 sizes
+  alone (upsampled), as BENet's public code does. ``flip_test``: also run the horizontally
+  flipped image and average (maps mirrored back).
 - ``fusion``: ``none`` reads each person's emotion scores from the bottom-up emotion maps
   alone; ``mean`` also runs the person-centric head on each person's crop and averages the two
   scores (BENet section 4.3, Table 4: BU+PC was the best). Needs a model with a person-centric
@@ -25,6 +28,7 @@ from caer_ros.model.config import ModelConfig
 
 EXTRACTIONS = ("box_mean", "center")
 FUSIONS = ("none", "mean")
+SIZE_SOURCES = ("mean", "quarter")
 DEFAULT_EMOTION_THRESHOLD = 0.5
 
 
@@ -48,6 +52,7 @@ class InferenceSettings:
     peak_kernel: int = 3
     top_k: int = 32
     fuse_scales: bool = True
+    fuse_sizes: str = "mean"
     flip_test: bool = False
     fusion: str = "none"
 
@@ -74,6 +79,9 @@ class InferenceSettings:
         for name in ("fuse_scales", "flip_test"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.fuse_sizes, str) or self.fuse_sizes not in SIZE_SOURCES:
+            _fail(f"fuse_sizes must be one of {', '.join(SIZE_SOURCES)}, "
+                  f"got {self.fuse_sizes!r}")
         if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
             _fail(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
@@ -110,6 +118,7 @@ class InferenceSettings:
             "peak_kernel": self.peak_kernel,
             "top_k": self.top_k,
             "fuse_scales": self.fuse_scales,
+            "fuse_sizes": self.fuse_sizes,
             "flip_test": self.flip_test,
             "fusion": self.fusion,
         }

@@ -5,25 +5,21 @@ BENet's authors released trained models (ACIVS 2023, Table 1) as PyTorch state d
 public network. Our ``benet`` config (:class:`~caer_ros.model.config.ModelConfig` defaults) is
 that network layer for layer; only the module paths differ:
 
-=============================================  ==============================================
-public key                                     ours
-=============================================  ==============================================
-``conv1``, ``bn1``, ``layer1``, ``stage2`` ..    ``backbone.<same>``
-``hm_final_layers.0.<i>.0.*`` (i < blocks)     ``detection.stacks.heatmap.quarter_blocks.<i>.*``
-``hm_final_layers.0.<blocks>.*``               ``detection.stacks.heatmap.quarter_outputs.heatmap.*``
-``hm_deconv_layers.0.0.*``                     ``detection.stacks.heatmap.deconv.*``
-``hm_deconv_layers.0.<i+1>.0.*``               ``detection.stacks.heatmap.half_blocks.<i>.*``
-``hm_final_layers.1.*``                        ``detection.stacks.heatmap.half_outputs.heatmap.*``
-``hw_*`` / ``bu_*``                            the same under ``detection.stacks.size`` /
-                                               ``emotion.stacks.<primary set>``
-``bu_mixed.<k>``                               ``emotion.mixed.<second set>.<k>``
-``pc_incre_modules`` ... ``pc_final_layer``    ``person_centric.incre_modules`` ...
-``pc_classifier``, ``pc_mixed``                ``person_centric.classifiers.<primary>``,
-                                               ``person_centric.mixed.<second set>``
-``incre_modules`` ... ``classifier``,          ``background.<same>``, ``classifiers.<primary>``,
-``context_mixed``                              ``background.mixed.<second set>``
-``fusion.*``, ``fusion_mixed.*``               not built (no released config runs them)
-=============================================  ==============================================
+- ``conv1``, ``bn1``, ``layer1``, ``transition*``, ``stage*`` -> ``backbone.<same>``;
+- ``{hm,hw,bu}_final_layers.0.<i>.0.*`` (i < blocks) -> ``<stack>.quarter_blocks.<i>.*``,
+  ``..._final_layers.0.<blocks>.*`` -> ``<stack>.quarter_outputs.<output>.*``,
+  ``..._deconv_layers.0.0.*`` -> ``<stack>.deconv.*``,
+  ``..._deconv_layers.0.<i+1>.0.*`` -> ``<stack>.half_blocks.<i>.*``,
+  ``..._final_layers.1.*`` -> ``<stack>.half_outputs.<output>.*``, where ``<stack>`` is
+  ``detection.stacks.heatmap`` (hm), ``detection.stacks.size`` (hw) or
+  ``emotion.stacks.<primary set>`` (bu), and ``<output>`` the last part of it;
+- ``bu_mixed.<k>`` -> ``emotion.mixed.<second set>.<k>``;
+- ``pc_incre_modules``, ``pc_downsamp_modules``, ``pc_final_layer`` ->
+  ``person_centric.<same without pc_>``; ``pc_classifier`` ->
+  ``person_centric.classifiers.<primary set>``; ``pc_mixed`` -> ``person_centric.mixed.<second
+  set>``; the same without ``pc_`` (``context_mixed``) under ``background``;
+- ``fusion.*``, ``fusion_mixed.*``: not built (no released config runs them; 4,121
+  parameters, 4,337 with HECO's).
 
 One convention differs: the public ``hw`` maps are (height, width), ours ``size`` maps are
 (width, height) (:mod:`caer_ros.model.output`). :func:`to_own_tensor` swaps the two output

@@ -8,7 +8,10 @@ name a backbone tensor wins (e.g. ``""``, ``"module."``, ``"backbone."``,
 ``"module.backbone."``). Keys outside that prefix, or naming no backbone tensor (official
 classification heads ``incre_modules``/``downsamp_modules``/``final_layer``/``classifier``,
 HigherHRNet's ``final_layers``/``deconv_layers``), are reported as unexpected, not errors.
-A tensor of the wrong shape is an error, raised before anything is loaded.
+A tensor whose name matches but whose shape does not is skipped and reported (name and both
+shapes): a standard HRNet-W32 or HigherHRNet-W32 checkpoint (4 blocks per branch, more
+modules) starts BENet's slimmer backbone from every tensor the two share. Only a source that
+cannot be read, or from which nothing loads, is an error.
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ class LoadReport:
     loaded: int
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "name: source shape vs model shape"
 
     def summary(self) -> str:
         return (f"backbone weights from {self.source}: {self.loaded} tensors loaded, "
-                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected "
-                f"(prefix {self.prefix!r})")
+                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                f"{len(self.skipped)} skipped (shape differs) (prefix {self.prefix!r})")
 
 
 def _backbone_of(target: nn.Module) -> HRNet:
@@ -107,8 +111,9 @@ def load_backbone_weights(target: nn.Module, source: dict[str, Tensor] | str | o
 
     ``source`` is a state dict or a file path (read with ``weights_only=True``). ``prefix``
     forces the key prefix to strip; by default it is found (see :func:`find_prefix`).
-    Raises :class:`BackboneWeightsError` on an unreadable source, when no tensor matches, or
-    on a shape mismatch (naming the tensor and both shapes).
+    Tensors whose shape differs from the model's are skipped (``LoadReport.skipped`` names
+    each with both shapes). Raises :class:`BackboneWeightsError` on an unreadable source or
+    when no tensor loads.
     """
     backbone = _backbone_of(target)
     own = backbone.state_dict()
@@ -117,25 +122,30 @@ def load_backbone_weights(target: nn.Module, source: dict[str, Tensor] | str | o
         prefix = find_prefix(list(tensors), set(own))
     matched: dict[str, Tensor] = {}
     unexpected: list[str] = []
+    skipped: list[str] = []
     for key, value in tensors.items():
         local = key[len(prefix):] if key.startswith(prefix) else None
         if local is None or local not in own:
             unexpected.append(key)
             continue
         if tuple(value.shape) != tuple(own[local].shape):
-            raise BackboneWeightsError(
-                f"{name}: shape mismatch for {local!r}: checkpoint {tuple(value.shape)} "
-                f"vs model {tuple(own[local].shape)}")
+            skipped.append(f"{local}: checkpoint {tuple(value.shape)} vs model "
+                           f"{tuple(own[local].shape)}")
+            continue
         matched[local] = value
     if not matched:
+        shapes = f"; {len(skipped)} differ in shape (e.g. {skipped[0]})" if skipped else ""
         raise BackboneWeightsError(
-            f"{name}: no backbone tensor found among {len(tensors)} tensors "
-            f"(e.g. {sorted(tensors)[:3]})")
+            f"{name}: no backbone tensor loads among {len(tensors)} tensors "
+            f"(e.g. {sorted(tensors)[:3]}){shapes}")
     missing = [k for k in own if k not in matched and not k.endswith(_OPTIONAL_SUFFIXES)]
     backbone.load_state_dict(matched, strict=False)
     report = LoadReport(source=name, prefix=prefix, loaded=len(matched), missing=missing,
-                        unexpected=unexpected)
+                        unexpected=unexpected, skipped=skipped)
     log.info(report.summary())
+    if skipped:
+        log.warning("backbone tensors skipped, shape differs (kept as initialised): %s%s",
+                    "; ".join(skipped[:3]), " ..." if len(skipped) > 3 else "")
     if missing:
         log.warning("backbone tensors not in %s (kept as initialised): %s%s", name,
                     ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")

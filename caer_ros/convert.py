@@ -1,0 +1,185 @@
+"""Convert BENet's released trained models into caer_ros model files.
+
+    python -m caer_ros.convert benet SRC --out DST.pt [--flip-test] [--input-size 512]
+        [--thresholds-from FILE]
+
+``SRC`` is any file of the archive BENet's authors released with their code (its ``output/``
+folder, one subfolder per ACIVS 2023 Table 1 row): ``model_best.pth.tar`` or
+``final_state<gpu>.pth.tar`` (a state dict) or ``checkpoint.pth.tar`` (a dict whose
+``state_dict`` is one), with or without DDP's ``module.`` prefix. It is read with
+``torch.load(..., weights_only=True)``: a file that would run code is refused. The layout is
+read from the keys (EMOTIC's 26 categories; HECO's 8 second when ``bu_mixed.*`` is present),
+every tensor is mapped by name and shape (:mod:`caer_ros.model.public_benet`) and the result is
+written, atomically, as a regular model file with the public code's test settings: detection
+threshold 0.1, peak (NMS) window 5, at most 15 people, the 1/4 and 1/2 maps fused as the public
+code fuses them (box sizes from the 1/4 maps), flip test off unless ``--flip-test``.
+
+``--thresholds-from`` takes per-category emotion thresholds from a caer_ros model file or a
+JSON file ``{"emotic": [26 numbers], "heco": [8 numbers]}``; without it every threshold is 0.5
+(``python -m training.calibrate`` can set them from a validation split later).
+
+Exit status: 0 written; 2 the source (or thresholds file) is not usable, with one line on
+stderr saying why; nothing is written at ``DST`` unless the conversion succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from caer_ros.model.checkpoint import ModelFileError, read_model_file, save_model_file
+from caer_ros.model.inference_settings import InferenceSettings
+from caer_ros.model.network import BENet
+from caer_ros.model.params import parameter_counts
+from caer_ros.model.public_benet import (
+    PublicLayoutError,
+    convert_state_dict,
+    public_config,
+)
+
+# The public code's test settings (its test config): what its published numbers used.
+PUBLIC_TEST_SETTINGS = {"detection_threshold": 0.1, "peak_kernel": 5, "top_k": 15,
+                        "fuse_scales": True, "fuse_sizes": "quarter"}
+
+
+class ConversionError(ValueError):
+    """A source or option the converter cannot use; the message is one line."""
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of an archive file, prefix-free: unwraps ``{"state_dict": ...}`` and strips
+    DDP's ``module.``. Read with ``weights_only=True``; every failure is a ConversionError."""
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "weights_only" in str(error):
+            raise ConversionError(f"{path}: refused: it holds Python objects, not only tensors "
+                                  f"and plain data (loading it could run code)") from None
+        raise ConversionError(f"{path}: not a PyTorch file (unreadable or corrupted)") from None
+    except Exception as error:  # truncated zip, random bytes: torch raises many types
+        first = (str(error).strip().splitlines() or [""])[0][:100]
+        raise ConversionError(f"{path}: not a readable PyTorch file, truncated or corrupted "
+                              f"({type(error).__name__}{': ' + first if first else ''})"
+                              ) from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path}: holds a {type(data).__name__}, not a state dict")
+    tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    if not tensors:
+        raise ConversionError(f"{path}: holds no tensors, not a state dict")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_thresholds(path: Path) -> dict[str, Any]:
+    """Emotion thresholds per category set from a model file or a JSON file."""
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConversionError(f"{path}: cannot read thresholds ({error})") from None
+        if not isinstance(data, dict):
+            raise ConversionError(f"{path}: thresholds must be a JSON object "
+                                  f"set name -> list of numbers")
+        return data
+    try:
+        info, _ = read_model_file(path)
+    except ModelFileError as error:
+        raise ConversionError(str(error)) from None
+    return dict(info.inference.emotion_thresholds)
+
+
+def convert_benet(source: Path, out: Path, *, flip_test: bool = False,
+                  input_size: tuple[int, int] = (512, 512),
+                  thresholds: dict[str, Any] | None = None) -> BENet:
+    """Convert ``source`` and write the model file ``out``; the converted network is returned.
+    Raises ConversionError (nothing written) on any problem with the inputs."""
+    public = read_state_dict(source)
+    try:
+        config = public_config(set(public), input_size)
+        state = convert_state_dict(public, config)
+    except PublicLayoutError as error:
+        raise ConversionError(f"{source}: {error}") from None
+    model = BENet(config)
+    model.load_state_dict(state)
+    try:
+        settings = InferenceSettings.for_model(
+            config, flip_test=flip_test, **PUBLIC_TEST_SETTINGS,
+            **({"emotion_thresholds": thresholds} if thresholds is not None else {}))
+    except (ValueError, TypeError) as error:
+        raise ConversionError(f"thresholds do not fit the model: {error}") from None
+    meta = {"trained": True, "converted_from": str(source),
+            "source_format": "BENet public state dict (ACIVS 2023)",
+            "heco": "heco" in config.categories}
+    save_model_file(out, model.eval(), settings, meta)
+    return model
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or not all(v > 0 and v % 64 == 0 for v in size):
+        raise argparse.ArgumentTypeError(
+            f"invalid input size {text!r}: give S or HxW, positive multiples of 64")
+    return size  # type: ignore[return-value]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m caer_ros.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["benet"], help="what the source is (BENet's release)")
+    parser.add_argument("source", type=Path, metavar="SRC", help="a .pth.tar of the archive")
+    parser.add_argument("--out", type=Path, required=True, metavar="DST.pt",
+                        help="model file to write")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="record flip test on (the image and its mirror, averaged)")
+    parser.add_argument("--input-size", type=_input_size, default=(512, 512),
+                        help="network input S or HxW, multiples of 64 (default 512)")
+    parser.add_argument("--thresholds-from", type=Path, metavar="FILE",
+                        help="per-category thresholds: a model file or a JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        thresholds = read_thresholds(args.thresholds_from) if args.thresholds_from else None
+        if args.out.is_dir():
+            raise ConversionError(f"{args.out}: is a directory; give the model file to write")
+        if not args.out.parent.is_dir():
+            raise ConversionError(f"{args.out.parent}: no such directory")
+        model = convert_benet(args.source, args.out, flip_test=args.flip_test,
+                              input_size=args.input_size, thresholds=thresholds)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    sets = ", ".join(f"{name} ({len(names)})" for name, names in model.config.categories.items())
+    print(f"wrote {args.out}: BENet, {parameter_counts(model).total / 1e6:.2f} M parameters, "
+          f"categories {sets}, input {args.input_size[0]}x{args.input_size[1]}, flip test "
+          f"{'on' if args.flip_test else 'off'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

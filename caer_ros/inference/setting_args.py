@@ -1,0 +1,37 @@
+"""Command-line options for the inference settings that shape the graph (flip test, scale
+fusion), shared by ``caer-infer``, ``python -m caer_ros.export`` and ``training.evaluate``.
+
+Each option defaults to None: the model file's own setting (:mod:`caer_ros.model.
+inference_settings`). :func:`setting_changes` gives the ones given, for
+``dataclasses.replace`` or ``Predictor.from_file(changes=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from caer_ros.model.inference_settings import SIZE_SOURCES
+
+OPTIONS = ("fuse_scales", "fuse_sizes", "flip_test")
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--fuse-scales/--no-fuse-scales``, ``--fuse-sizes``, ``--flip-test/--no-flip-test``;
+    ``note`` is appended to each help text (e.g. that an ONNX graph fixes them)."""
+    parser.add_argument("--fuse-scales", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the 1/4 and 1/2 outputs (default: the model file's "
+                             f"setting){note}")
+    parser.add_argument("--fuse-sizes", choices=SIZE_SOURCES, default=None,
+                        help="fused box sizes: mean of both scales, or quarter: the 1/4 sizes "
+                             "alone, as BENet's public code (default: the model file's "
+                             f"setting){note}")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the mirrored image and average, doubling the work "
+                             f"(default: the model file's setting){note}")
+
+
+def setting_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, name -> value."""
+    return {name: getattr(args, name) for name in OPTIONS
+            if getattr(args, name, None) is not None}
