@@ -158,6 +158,18 @@ class Predictor:
 
     # ----------------------------------------------------------------------- per frame
 
+    def use_category_set(self, name: str) -> None:
+        """Report the category set ``name`` (e.g. ``heco`` of an EMOTIC + HECO model) instead
+        of the model's first: :attr:`categories`, :attr:`emotion_thresholds` and every
+        person's scores follow. Raises ValueError naming the model's sets."""
+        if name not in self.config.categories:
+            raise ValueError(f"the model has no category set {name!r}; its sets: "
+                             f"{', '.join(self.config.categories)}")
+        self.category_set = name
+        self.categories = tuple(self.config.categories[name])
+        self.emotion_thresholds = np.asarray(self.settings.emotion_thresholds[name],
+                                             dtype=np.float32)
+
     def predict(self, image: np.ndarray, detection_threshold: float | None = None,
                 max_people: int | None = None) -> Detections:
         """People in one (h, w, 3) uint8 BGR image (also gray or BGRA, see ``letterbox``),

@@ -78,6 +78,11 @@ class EmotionNode(Node):
         except ParamsError as err:
             raise StartupError(f"bad parameters: {err}") from None
         self.predictor = predictor_factory(self.params)
+        if self.params.category_set:
+            try:
+                self.predictor.use_category_set(self.params.category_set)
+            except ValueError as err:
+                raise StartupError(f"category_set: {err}") from None
         self.categories = tuple(self.predictor.categories)
         try:
             self.settings = self._frame_settings(self.params)

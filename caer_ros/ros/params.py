@@ -49,6 +49,9 @@ class NodeParams:
         "empty: chosen from device. Ignored by the torch backend."))
     fp16: bool = field(default=False, metadata=_doc(
         "Run the network in half precision (GPU only)."))
+    category_set: str = field(default="", metadata=_doc(
+        "Category set to report, for a model with several (e.g. heco of an EMOTIC + HECO "
+        "model); empty: the model's first."))
     detection_threshold: float = field(default=-1.0, metadata=_doc(
         "Minimum person detection score, 0..1; -1: the model file's value.", dynamic=True))
     emotion_threshold: tuple[float, ...] = field(default=(), metadata=_doc(
@@ -194,6 +197,12 @@ def _list(value: Any) -> list[Any]:
     return list(value)
 
 
+def _category_set(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a category-set name (e.g. emotic, heco) or empty")
+    return value.strip()
+
+
 def _model_path(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty path")
@@ -268,6 +277,7 @@ _CHECKS = {
     "device": _device,
     "providers": _providers,
     "fp16": _boolean,
+    "category_set": _category_set,
     "detection_threshold": _detection_threshold,
     "emotion_threshold": _emotion_threshold,
     "max_people": _max_people,
