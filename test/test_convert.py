@@ -9,6 +9,7 @@ command line and compared with the public model's outputs stored in the fixtures
 from __future__ import annotations
 
 import array
+import json
 import os
 import pickle
 import random
@@ -131,7 +132,7 @@ def test_public_scale_fusion_takes_sizes_from_the_quarter_maps(converted_heco):
 def test_thresholds_from_a_json_file_are_stored(public_states, tmp_path):
     source = write_archive_file(public_states["emotic"], "plain", tmp_path / "best.pth.tar")
     thresholds = tmp_path / "thresholds.json"
-    thresholds.write_text('{"emotic": [%s]}' % ", ".join(["0.25"] * 26))
+    thresholds.write_text(json.dumps({"emotic": [0.25] * 26}))
     out = tmp_path / "benet.pt"
     assert convert.main(["benet", str(source), "--out", str(out), "--flip-test",
                          "--thresholds-from", str(thresholds)]) == 0
