@@ -14,6 +14,12 @@ Everything is measured side by side in one run on this machine, medians of ``--r
 - ``ort_speedup`` = torch eager forward / ONNX Runtime CPU forward, same model (target >= 1.5).
 - ``decode_ms`` for 16 people (target <= 2) and ``overhead_ratio`` = (pre + model + decode) /
   model for the default backend (target <= 1.10).
+- ``flip_test_ms``: the forward pass of the latency preset in torch eager and ONNX Runtime,
+  without and with flip test (the image and its mirror as one batch of 2, BENet's test
+  option), and ``flip_cost`` = with / without per backend.
+- ``reference``: BENet's public model as measured on its own code (19.50 M parameters,
+  86.7 GFLOP at 512x512) next to our exact ``benet`` (``benet_params_m``, ``benet_gflops``;
+  ours leaves out the 4,121-parameter fusion MLP that no released config runs).
 
 Usage: python benchmarks/bench_inference.py [--json PATH] [--runs 5] [--size 512] [--quick]
 """
@@ -29,7 +35,7 @@ import torch
 from common import machine, median_ms, photo, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
-from caer_ros.inference.export import export_onnx
+from caer_ros.inference.export import export_onnx, export_with_summary
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.preprocess import preprocess
 from caer_ros.model import (
@@ -43,6 +49,8 @@ from caer_ros.model.heads import ClassificationHead
 from caer_ros.model.hrnet import HRNet
 
 PRESETS = ("hrnet_w18_small", "benet", "hrnet_w32")
+# BENet's public model (BU+Det+PC+BG config) measured on its own code at 512x512.
+REFERENCE = {"params_m": 19.50, "gflops": 86.7, "unused_fusion_params": 4121}
 PARTS = ("backbone", "detection", "emotion", "person_centric", "background")
 
 
@@ -84,12 +92,9 @@ def person_sized_boxes(model, pixels: float = 96.0) -> None:
     the predictor rightly drops. A trained head gives real sizes; with this bias every peak
     decodes to a real box, so the decoder returns exactly the number of people asked for.
     """
-    heads = [model.detection.quarter_outputs.size]
-    if model.detection.half_outputs is not None:
-        heads.append(model.detection.half_outputs.size)
-    for stride, head in zip((4, 2), heads, strict=False):
+    for stride, layers in zip((4, 2), model.detection.output_layers(), strict=False):
         with torch.no_grad():
-            head[-1].bias.fill_(pixels / stride)  # map pixels
+            layers["size"][-1].bias.fill_(pixels / stride)  # map pixels
 
 
 def person_boxes(n: int, width: int, height: int) -> np.ndarray:
@@ -148,6 +153,11 @@ def main() -> None:
         onnx_path = export_onnx(pt_path, Path(tmp) / "bench.onnx")
         predictors = {"torch": Predictor.from_file(pt_path, backend="torch"),
                       "onnxruntime": Predictor.from_file(onnx_path, backend="onnxruntime")}
+        flip_path = export_with_summary(pt_path, Path(tmp) / "bench_flip.onnx", flip_test=True,
+                                        verify=False).path
+        flipped = {"torch": Predictor.from_file(pt_path, backend="torch",
+                                                changes={"flip_test": True}),
+                   "onnxruntime": Predictor.from_file(flip_path, backend="onnxruntime")}
 
         print("[latency] bottom-up vs top-down", flush=True)
         bu = {}
@@ -176,6 +186,20 @@ def main() -> None:
         figures["overhead_ratio"] = round(
             (default["pre"] + default["model"] + default["decode"]) / default["model"], 3)
         figures["backends"] = {name: p.backend for name, p in predictors.items()}
+
+        print("[latency] flip test off / on", flush=True)
+        flip = {name: p.stage_times(image, runs=args.runs, people=1)["model"]
+                for name, p in flipped.items()}
+        figures["flip_test_ms"] = {name: {"off": round(stages[name]["model"], 1),
+                                          "on": round(flip[name], 1)} for name in flip}
+        figures["flip_cost"] = {name: round(flip[name] / stages[name]["model"], 3)
+                                for name in flip}
+
+    if "benet" in figures["presets"]:
+        ours = figures["presets"]["benet"]
+        figures["reference"] = {**REFERENCE, "size": 512, "benet_size": args.size,
+                                "benet_params_m": ours["params_m"],
+                                "benet_gflops": ours["gflops"]}
 
     figures["targets"] = {"bu_ratio_16_1": "<= 1.10", "ort_speedup": ">= 1.5",
                           "decode_ms": "<= 2", "overhead_ratio": "<= 1.10"}

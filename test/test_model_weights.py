@@ -159,3 +159,29 @@ def test_find_prefix_prefers_the_most_common_then_shortest():
     assert find_prefix(keys, target) == "model.backbone."
     assert find_prefix(["conv1.weight", "x.conv1.weight"], target) == ""
     assert find_prefix(["unrelated"], target) == ""
+
+
+def test_standard_w32_and_higherhrnet_checkpoints_start_benet(tmp_path):
+    """BENet's archive ships ImageNet HRNet-W32 and COCO HigherHRNet-W32 backbones: standard
+    layout, 4 blocks per branch, more modules, no attention. Every tensor whose name and shape
+    match loads; the rest is counted, nothing fails."""
+    standard = perturbed_state(backbone(4, "hrnet_w32"))
+    higher = {f"module.{k}": v for k, v in standard.items()}
+    higher["module.final_layers.0.weight"] = torch.zeros(34, 32, 1, 1)  # HigherHRNet's heads
+    higher["module.deconv_layers.0.0.0.weight"] = torch.zeros(66, 32, 4, 4)
+    torch.save({"state_dict": higher}, tmp_path / "pose_higher_hrnet_w32_512.pth")
+    for source in (standard, tmp_path / "pose_higher_hrnet_w32_512.pth"):
+        model = build_model(ModelConfig(input_size=SIZE), seed=0)
+        report = load_backbone_weights(model, source)
+        own = model.backbone.state_dict()
+        shared = [k for k in own if k in standard and own[k].shape == standard[k].shape]
+        assert report.loaded == len(shared) > 900
+        assert report.skipped == []
+        # missing: the attention, and stage 2's second module (the standard layout has one)
+        assert report.missing and all(".attention_block." in k or k.startswith("stage2.1.")
+                                      for k in report.missing)
+        # stage 3's modules 2-3 and every block 3 of the standard layout have no place here
+        assert any(".stage3.3." in f".{k}" for k in report.unexpected)
+        assert any(".branches.0.3." in k for k in report.unexpected)
+        assert all(torch.equal(own[k], standard[k]) for k in shared)
+        assert f"{len(shared)} tensors loaded" in report.summary()
