@@ -112,3 +112,23 @@ def test_every_image_fails_or_the_model_is_bad(tmp_path, images, small_model_fil
     assert "no such file" in err and "2 of 2 image(s) failed" in err
     assert main([str(broken), "--model", str(tmp_path / "missing.onnx")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.onnx'}: no such file"
+
+
+def test_flip_test_and_scale_fusion_options(images, small_model_files, capsys):
+    """--flip-test / --fuse-sizes change the torch model's answer as the Predictor's settings
+    do; an ONNX graph has them fixed, so asking otherwise is one clear error."""
+    good, _ = images
+    pt, onnx_path = small_model_files
+    options = ["--flip-test", "--fuse-sizes", "quarter"]
+    assert main([str(good), "--model", str(pt), "--threshold", "0", "--max-people", "3",
+                 *options]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    people = Predictor.from_file(pt, changes={"flip_test": True, "fuse_sizes": "quarter"}) \
+        .predict(cv2.imread(str(good)), detection_threshold=0.0, max_people=3)
+    plain = Predictor.from_file(pt).predict(cv2.imread(str(good)), detection_threshold=0.0,
+                                            max_people=3)
+    np.testing.assert_allclose([p["box"] for p in result["people"]], people.boxes, atol=0.01)
+    assert not np.allclose(people.scores, plain.scores, atol=1e-3)
+    assert main([str(good), "--model", str(onnx_path), "--flip-test"]) == 2
+    err = capsys.readouterr().err
+    assert "flip_test" in err and "fixed in the exported graph" in err
