@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from caer_ros.model.checkpoint import ModelFileError, read_model_file, save_model_file
+from caer_ros.model.config import parse_input_size
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import BENet
 from caer_ros.model.params import parameter_counts
@@ -130,16 +131,10 @@ def convert_benet(source: Path, out: Path, *, flip_test: bool = False,
 
 
 def _input_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    size = size * 2 if len(size) == 1 else size
-    if len(size) != 2 or not all(v > 0 and v % 64 == 0 for v in size):
-        raise argparse.ArgumentTypeError(
-            f"invalid input size {text!r}: give S or HxW, positive multiples of 64")
-    return size  # type: ignore[return-value]
+    try:  # multiples of 64: the public model's test sizes
+        return parse_input_size(text, 64)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import sys
 
 from caer_ros.labels import category_set
 from caer_ros.model.checkpoint import default_meta, save_model_file
-from caer_ros.model.config import BACKBONE_PRESETS, ModelConfig
+from caer_ros.model.config import BACKBONE_PRESETS, ModelConfig, parse_input_size
 from caer_ros.model.network import build_model
 from caer_ros.model.params import parameter_counts
 
@@ -31,17 +31,10 @@ def _categories(text: str) -> list[str]:
 
 
 def _input_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
     try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or not all(v > 0 and v % 32 == 0 for v in size):
-        raise argparse.ArgumentTypeError(
-            f"invalid input size {text!r}: give S or HxW, positive multiples of 32")
-    return size  # type: ignore[return-value]
+        return parse_input_size(text, 32)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -241,6 +241,19 @@ def backbone_preset(name: str) -> BackboneConfig:
         raise ValueError(f"unknown backbone preset {name!r}; known presets: {known}") from None
 
 
+def parse_input_size(text: str, multiple: int = 32) -> tuple[int, int]:
+    """``"S"`` or ``"HxW"`` -> (H, W), positive multiples of ``multiple``; ValueError else."""
+    try:
+        size = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or not all(v > 0 and v % multiple == 0 for v in size):
+        raise ValueError(f"invalid input size {text!r}: give S or HxW, positive multiples "
+                         f"of {multiple}")
+    return size  # type: ignore[return-value]
+
+
 _SET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_SET_NAMES = ("continuous",)  # an output of the emotion head of its own
 

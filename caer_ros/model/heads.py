@@ -215,7 +215,7 @@ class ClassificationHead(nn.Module):
             self.classifiers = nn.ModuleDict(
                 {name: nn.Linear(final_channels, n) for name, n in category_sets.items()})
         init_weights(self)
-        for module in self.modules():
+        for module in (*self.classifiers.modules(), *self.mixed.modules()):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
                 nn.init.zeros_(module.bias)

@@ -113,7 +113,7 @@ def own_key(key: str, config: ModelConfig) -> str | None:
         for part in _CLASSIFIER_PARTS:
             if key.startswith(f"{public}{part}."):
                 return f"{head}.{key[len(public):]}"
-        classifier = f"{public}classifier." if public else "classifier."
+        classifier = f"{public}classifier."
         if key.startswith(classifier):
             return f"{head}.classifiers.{primary}.{key[len(classifier):]}"
         mixed = f"{public}mixed." if public else "context_mixed."
@@ -139,7 +139,8 @@ def convert_state_dict(public: Mapping[str, Tensor], config: ModelConfig
     """Our state dict for a public one (prefix-free keys). Every public tensor (but the unused
     fusion MLPs) must map to one of ours with the same shape, and every one of ours must be
     filled; :class:`PublicLayoutError` names the keys otherwise."""
-    own_shapes = {k: tuple(v.shape) for k, v in BENet(config).state_dict().items()}
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        own_shapes = {k: tuple(v.shape) for k, v in BENet(config).state_dict().items()}
     converted: dict[str, Tensor] = {}
     unmapped: list[str] = []
     for key, value in public.items():
