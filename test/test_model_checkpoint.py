@@ -205,3 +205,15 @@ def test_incompatible_state_dict_is_refused(tmp_path, saved):
     torch.save(data, bad_settings)
     with pytest.raises(ModelFileError, match="invalid inference settings: extraction"):
         load_model_file(bad_settings)
+
+
+def test_files_from_before_head_layout_read_as_shared_heads(tmp_path):
+    """Model files written before ``head_layout`` existed had the KA-style shared heads."""
+    model = build_model(small_config(head_layout="shared"), seed=2).eval()
+    path = save_model_file(tmp_path / "old.pt", model)
+    data = torch.load(path, weights_only=True)
+    del data["config"]["head_layout"]
+    torch.save(data, path)
+    loaded, info = load_model_file(path)
+    assert info.config.head_layout == "shared"
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caer_ros.inference.graph import output_names, output_stride
-from caer_ros.model.checkpoint import ModelFile, ModelFileError
+from caer_ros.model.checkpoint import ModelFile, ModelFileError, upgraded_config
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 
@@ -94,7 +94,7 @@ def decode(path: str, props: Mapping[str, str]) -> tuple[ModelFile, GraphInfo]:
         raise ModelFileError(path, f"version {version} is newer than the supported {VERSION}; "
                                    f"update caer_ros")
     try:
-        config = ModelConfig.from_dict(_json(path, props, CONFIG_KEY))
+        config = ModelConfig.from_dict(upgraded_config(_json(path, props, CONFIG_KEY)))
     except (ValueError, TypeError) as error:
         raise ModelFileError(path, f"invalid config: {error}") from None
     categories = _json(path, props, CATEGORIES_KEY)

@@ -146,9 +146,9 @@ def check_version_and_keys(path: Path, data: dict[str, Any], supported: int,
         raise ModelFileError(path, f"lacks {missing}")
 
 
-def _upgraded_config(config: Any) -> Any:
-    """A stored config in today's terms: files written before ``head_layout`` existed all had
-    the ``shared`` head layout."""
+def upgraded_config(config: Any) -> Any:
+    """A stored config (model file or ONNX metadata) in today's terms: files written before
+    ``head_layout`` existed all had the ``shared`` head layout."""
     if isinstance(config, dict) and "head_layout" not in config:
         return {**config, "head_layout": "shared"}
     return config
@@ -171,7 +171,7 @@ def read_model_file(path: str | os.PathLike,
         raise ModelFileError(path, f"format {data['format']!r} is not {FORMAT!r}")
     check_version_and_keys(path, data, VERSION, _KEYS)
     try:
-        config = ModelConfig.from_dict(_upgraded_config(data["config"]))
+        config = ModelConfig.from_dict(upgraded_config(data["config"]))
     except (ValueError, TypeError) as error:
         raise ModelFileError(path, f"invalid config: {error}") from None
     try:
