@@ -7,7 +7,8 @@
 folder, one subfolder per ACIVS 2023 Table 1 row): ``model_best.pth.tar`` or
 ``final_state<gpu>.pth.tar`` (a state dict) or ``checkpoint.pth.tar`` (a dict whose
 ``state_dict`` is one), with or without DDP's ``module.`` prefix. It is read with
-``torch.load(..., weights_only=True)``: a file that would run code is refused. The layout is
+``torch.load(..., weights_only=True)`` (numpy scalars such as a checkpoint's ``best_perf`` are
+allowed as plain data): a file that would run code is refused. The layout is
 read from the keys (EMOTIC's 26 categories; HECO's 8 second when ``bu_mixed.*`` is present),
 every tensor is mapped by name and shape (:mod:`caer_ros.model.public_benet`) and the result is
 written, atomically, as a regular model file with the public code's test settings: detection
@@ -32,6 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,6 +53,13 @@ PUBLIC_TEST_SETTINGS = {"detection_threshold": 0.1, "peak_kernel": 5, "top_k": 1
                         "fuse_scales": True, "fuse_sizes": "quarter"}
 
 
+# Training checkpoints (``checkpoint.pth.tar``) may hold numpy scalars (e.g. ``best_perf``):
+# plain data, rebuilt from a dtype and bytes. Allowed by name; anything else stays refused.
+NUMPY_SCALARS = [np._core.multiarray.scalar, np.dtype,
+                 *{type(np.dtype(kind)) for kind in ("float64", "float32", "int64", "int32",
+                                                     "bool")}]
+
+
 class ConversionError(ValueError):
     """A source or option the converter cannot use; the message is one line."""
 
@@ -61,7 +70,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_SCALARS):
             warnings.simplefilter("ignore")
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -54,12 +54,13 @@ def rule_state_dict(layout: str, seed: int = 2023) -> dict[str, torch.Tensor]:
 def write_archive_file(state: dict[str, torch.Tensor], shape: str, path: Path) -> Path:
     """``state`` as one kind of file of the archive: ``plain`` (``model_best.pth.tar``),
     ``module`` (DDP's ``module.`` prefix, as ``final_state0.pth.tar``) or ``checkpoint``
-    (``checkpoint.pth.tar``: a dict with ``state_dict``, ``optimizer``, epochs, best_perf)."""
+    (``checkpoint.pth.tar``: a dict with ``state_dict``, ``optimizer``, epochs and a numpy
+    ``best_perf``, as training scripts often store it)."""
     prefixed = {f"module.{k}": v for k, v in state.items()}
     data = {
         "plain": state,
         "module": prefixed,
-        "checkpoint": {"epoch": 30, "best_epoch": 27, "best_perf": 0.2871,
+        "checkpoint": {"epoch": 30, "best_epoch": 27, "best_perf": np.float64(0.2871),
                        "state_dict": prefixed,
                        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3,
                                                                      "params": [0, 1]}]}},
