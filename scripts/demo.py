@@ -787,10 +787,12 @@ def run(args: argparse.Namespace, children: Children, cleanup: list[Callable[[],
 
     domain = args.domain_id if args.domain_id is not None \
         else random.SystemRandom().randint(1, 100)
-    node, log = start_node(onnx, out, domain, children)
+    # The camera first: its imports (rclpy, messages) then happen before the node starts, so a
+    # Ctrl-C right after "[node] started" never lands inside an import, where Python drops it.
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     camera = Camera(domain)
     cleanup.append(camera.close)
+    node, log = start_node(onnx, out, domain, children)
     ready_s = wait_for_node(camera, node, log, frames[0].image)
     print(f"[node] ready: first answer after {ready_s:.1f} s")
     t = step("node_start", t)
