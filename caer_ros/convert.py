@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from caer_ros.model.checkpoint import ModelFileError, read_model_file, save_model_file
@@ -47,47 +43,24 @@ from caer_ros.model.public_benet import (
     convert_state_dict,
     public_config,
 )
+from caer_ros.model.weights import BackboneWeightsError, read_state_dict
 
 # The public code's test settings (its test config): what its published numbers used.
 PUBLIC_TEST_SETTINGS = {"detection_threshold": 0.1, "peak_kernel": 5, "top_k": 15,
                         "fuse_scales": True, "fuse_sizes": "quarter"}
 
 
-# Training checkpoints (``checkpoint.pth.tar``) may hold numpy scalars (e.g. ``best_perf``):
-# plain data, rebuilt from a dtype and bytes. Allowed by name; anything else stays refused.
-NUMPY_SCALARS = [np._core.multiarray.scalar, np.dtype,
-                 *{type(np.dtype(kind)) for kind in ("float64", "float32", "int64", "int32",
-                                                     "bool")}]
-
-
 class ConversionError(ValueError):
     """A source or option the converter cannot use; the message is one line."""
 
 
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of an archive file, prefix-free: unwraps ``{"state_dict": ...}`` and strips
-    DDP's ``module.``. Read with ``weights_only=True``; every failure is a ConversionError."""
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+def read_public_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of an archive file, prefix-free: a checkpoint's ``state_dict`` unwrapped,
+    DDP's ``module.`` stripped (read as backbone weights are, ``weights_only=True``)."""
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_SCALARS):
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error) or "weights_only" in str(error):
-            raise ConversionError(f"{path}: refused: it holds Python objects, not only tensors "
-                                  f"and plain data (loading it could run code)") from None
-        raise ConversionError(f"{path}: not a PyTorch file (unreadable or corrupted)") from None
-    except Exception as error:  # truncated zip, random bytes: torch raises many types
-        first = (str(error).strip().splitlines() or [""])[0][:100]
-        raise ConversionError(f"{path}: not a readable PyTorch file, truncated or corrupted "
-                              f"({type(error).__name__}{': ' + first if first else ''})"
-                              ) from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ConversionError(f"{path}: holds a {type(data).__name__}, not a state dict")
-    tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, Tensor)}
+        tensors, _ = read_state_dict(path)
+    except BackboneWeightsError as error:
+        raise ConversionError(str(error)) from None
     if not tensors:
         raise ConversionError(f"{path}: holds no tensors, not a state dict")
     if all(k.startswith("module.") for k in tensors):
@@ -118,7 +91,7 @@ def convert_benet(source: Path, out: Path, *, flip_test: bool = False,
                   thresholds: dict[str, Any] | None = None) -> BENet:
     """Convert ``source`` and write the model file ``out``; the converted network is returned.
     Raises ConversionError (nothing written) on any problem with the inputs."""
-    public = read_state_dict(source)
+    public = read_public_state_dict(source)
     try:
         config = public_config(set(public), input_size)
         state = convert_state_dict(public, config)

@@ -176,17 +176,19 @@ def _bad_sources(tmp_path, public_states) -> dict[str, object]:
     whole = write_archive_file(public_states["emotic"], "plain", tmp_path / "whole.pth.tar")
     truncated = tmp_path / "truncated.pth.tar"
     truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    payload = tmp_path / "payload.pth.tar"
+    payload = tmp_path / "payload.pth.tar"  # torch.save's format, a code-running object inside
     marker = tmp_path / "ran"
-    payload.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
+    torch.save({"state_dict": _Payload(marker)}, payload)
+    raw = tmp_path / "raw_pickle.pth.tar"  # a bare pickle of the same
+    raw.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
     return {"unrelated": unrelated, "truncated": truncated, "payload": payload,
-            "marker": marker}
+            "raw_pickle": raw, "marker": marker}
 
 
 def test_bad_files_get_one_line_and_exit_2_with_nothing_written(public_states, tmp_path):
     sources = _bad_sources(tmp_path, public_states)
     expected = {"unrelated": "not a BENet state dict", "truncated": "truncated or corrupted",
-                "payload": "refused"}
+                "payload": "refused", "raw_pickle": "not a PyTorch file"}
     for name, phrase in expected.items():
         out = tmp_path / f"{name}.pt"
         result = subprocess.run(

@@ -80,7 +80,7 @@ from caer_ros.atomic_file import atomic_write
 from caer_ros.model.blocks import Bottleneck, batch_norm, init_weights
 from caer_ros.model.checkpoint import FORMAT as MODEL_FORMAT
 from caer_ros.model.checkpoint import ModelFileError, check_version_and_keys, load_model_file
-from caer_ros.model.checkpoint import _load_raw as load_raw_file
+from caer_ros.model.checkpoint import load_plain_data as load_raw_file
 from caer_ros.model.config import (
     BACKBONE_PRESETS,
     IMAGENET_MEAN,
@@ -90,7 +90,12 @@ from caer_ros.model.config import (
     check_backbone,
 )
 from caer_ros.model.hrnet import HRNet
-from caer_ros.model.weights import BackboneWeightsError, find_prefix, load_backbone_weights
+from caer_ros.model.weights import (
+    BackboneWeightsError,
+    find_prefix,
+    load_backbone_weights,
+    read_state_dict,
+)
 
 FORMAT = "caer_ros.teacher"
 VERSION = 1
@@ -264,17 +269,12 @@ def load_pretrained(model: TeacherClassifier, path: str | os.PathLike) -> Pretra
     head's ``incre_modules`` and ``downsamp_modules`` tensors whose official names and shapes
     match; the resized ``final_layer`` and the ``classifier`` keep their initialisation."""
     report = load_backbone_weights(model, path, prefix=None)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):  # training checkpoints, as load_backbone_weights
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
+    data, _ = read_state_dict(path)  # read as load_backbone_weights reads it
     own = {k: v for k, v in model.head.state_dict().items()
            if k.startswith(("incre_modules.", "downsamp_modules."))}
-    prefix = find_prefix([k for k in data if isinstance(k, str)], set(own))
-    matched = {k[len(prefix):]: v for k, v in data.items()
-               if isinstance(k, str) and k.startswith(prefix) and isinstance(v, Tensor)
-               and k[len(prefix):] in own and tuple(v.shape) == tuple(own[k[len(prefix):]].shape)}
+    prefix = find_prefix(list(data), set(own))
+    local = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    matched = {k: v for k, v in local.items() if k in own and v.shape == own[k].shape}
     model.head.load_state_dict(matched, strict=False)
     return PretrainedReport(str(path), report.loaded, len(matched))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -103,11 +104,22 @@ def save_model_file(path: str | os.PathLike, model: BENet,
     return path
 
 
-def _load_raw(path: Path, map_location: Any) -> Any:
+# Training checkpoints may hold numpy scalars (e.g. a ``best_perf``): plain data, rebuilt from
+# a dtype and bytes, so allowed by name; every other Python object stays refused.
+NUMPY_SCALARS = [np._core.multiarray.scalar, np.dtype,
+                 *{type(np.dtype(kind)) for kind in ("float64", "float32", "int64", "int32",
+                                                     "bool")}]
+
+
+def load_plain_data(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """What a PyTorch file holds, read with ``weights_only=True`` (tensors, plain data and
+    numpy scalars only: a file can never run code); every problem is a one-line
+    :class:`ModelFileError` naming the file."""
+    path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ModelFileError(path, "is empty (not a PyTorch file)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_SCALARS):
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notes on foreign files
             return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -118,7 +130,7 @@ def _load_raw(path: Path, map_location: Any) -> Any:
         raise ModelFileError(path, f"cannot be read ({error.strerror or error})") from None
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Unsupported global" in text:
+        if "unsupported global" in text.lower():  # torch words it in several ways
             found = re.search(r"GLOBAL (\S+)", text)
             what = f" ({found.group(1)})" if found else ""
             raise ModelFileError(path, f"refused: holds Python objects{what}, not only tensors "
@@ -158,7 +170,7 @@ def read_model_file(path: str | os.PathLike,
                     map_location: Any = "cpu") -> tuple[ModelFile, dict[str, Tensor]]:
     """Read and validate a model file: its plain-data part and its state dict."""
     path = Path(path)
-    data = _load_raw(path, map_location)
+    data = load_plain_data(path, map_location)
     if not isinstance(data, dict):
         raise ModelFileError(path, f"not a caer_ros model file (holds a {type(data).__name__})")
     if "format" not in data:

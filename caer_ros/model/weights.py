@@ -20,11 +20,10 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from caer_ros.model.checkpoint import ModelFileError, load_plain_data
 from caer_ros.model.hrnet import HRNet
 
 log = logging.getLogger(__name__)
@@ -64,19 +63,17 @@ def _backbone_of(target: nn.Module) -> HRNet:
                     f"got {type(target).__name__}")
 
 
-def _read(source: dict[str, Tensor] | str | os.PathLike) -> tuple[dict[str, Tensor], str]:
+def read_state_dict(source: dict[str, Tensor] | str | os.PathLike
+                    ) -> tuple[dict[str, Tensor], str]:
+    """The tensors of a weights file (or dict) and a name for messages: a training checkpoint's
+    ``state_dict`` or a caer_ros model file's is unwrapped, non-tensor entries are dropped.
+    Files are read with ``weights_only=True``; problems raise :class:`BackboneWeightsError`."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise BackboneWeightsError(f"{path}: no such file") from None
-        except Exception as error:  # torch raises many types for unreadable files
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise BackboneWeightsError(
-                f"{path}: not a loadable weights file ({type(error).__name__}: {first})"
-            ) from None
-        name = str(path)
+            data = load_plain_data(source)
+        except ModelFileError as error:
+            raise BackboneWeightsError(str(error)) from None
+        name = str(source)
     else:
         data, name = source, "state_dict"
     # Unwrap training checkpoints and caer_ros model files.
@@ -117,7 +114,7 @@ def load_backbone_weights(target: nn.Module, source: dict[str, Tensor] | str | o
     """
     backbone = _backbone_of(target)
     own = backbone.state_dict()
-    tensors, name = _read(source)
+    tensors, name = read_state_dict(source)
     if prefix is None:
         prefix = find_prefix(list(tensors), set(own))
     matched: dict[str, Tensor] = {}
