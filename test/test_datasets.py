@@ -11,7 +11,6 @@ import pytest
 from caer_ros.labels import EMOTIC, HECO
 from training.datasets import heco_partition, load_emotic, load_heco
 from training.datasets.emotic import EmoticFormatError
-from training.datasets.heco import HecoFormatError
 from training.datasets.records import ImageRecord, PersonRecord, multi_hot
 from training.datasets.synthetic import (
     CONTEXTS,
@@ -137,11 +136,21 @@ def _heco_csv(path: Path, categories: list[str]) -> Path:
     return path
 
 
-def test_heco_misspelled_category_names_its_row(synthetic, tmp_path):
+def test_heco_misspelled_category_is_mapped_and_an_unknown_one_skipped(synthetic, tmp_path):
+    """One bad label must not block HECO (the real file has "Happinesst"): an unambiguous
+    misspelling is mapped and reported with its row, an unknown value skips its row, counted."""
     out, _ = synthetic
-    csv_path = _heco_csv(tmp_path / "labels.csv", ["Anger", "Hapiness"])
-    with pytest.raises(HecoFormatError, match=r"row 3 .*'Hapiness'"):
-        load_heco(csv_path, out / "heco" / "images")
+    csv_path = _heco_csv(tmp_path / "labels.csv", ["Anger", "Hapiness", "Happinesst", "Blah"])
+    records, report = load_heco(csv_path, out / "heco" / "images")
+    assert [HECO[p.category_indices[0]] for p in records[0].people] == [
+        "Anger", "Happiness", "Happiness"]
+    assert len(report.mapped) == 2
+    assert "row 3" in report.mapped[0] and "'Hapiness' -> 'Happiness'" in report.mapped[0]
+    assert report.skipped_by_reason() == {"unknown category 'Blah'": 1}
+    assert "row 5" in report.skipped[0].where
+    assert "mapped 2 category values" in report.summary()
+    assert "skipped 1 people (1 unknown category 'Blah')" in report.summary()
+    assert any("row 5" in line and "Blah" in line for line in report.warnings())
 
 
 def test_heco_case_difference_is_mapped_and_reported(synthetic, tmp_path):

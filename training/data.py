@@ -20,19 +20,26 @@ augmentation, so the validation loss of two epochs is comparable.
 
 Mixed category sets (EMOTIC + HECO): each sample keeps the labels of its own set; the losses
 of a set see only that set's samples, no label is invented across sets.
+
+Bad data: the loaders skip and count what they cannot use (:mod:`training.datasets.records`);
+:func:`load_split` prints what they skipped and refuses a split without one usable person. An
+image that still cannot be read when a sample is made (changed on disk since) stops training
+with one line naming it, also from a loader worker: the dataset returns a :class:`Failed` item
+instead of raising there, and :func:`loader` raises :class:`DataError` in the training process.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
+from caer_ros.image_file import ImageFileError, read_image
 from caer_ros.inference.preprocess import letterbox, normalize
 from training.config import TASKS, TrainConfig
 from training.datasets.emotic import load_emotic
@@ -49,7 +56,13 @@ class DataError(ValueError):
 
 
 def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list[LoadReport]]:
-    """The records of ``split`` (``train`` or ``val``) from every source the config names."""
+    """The records of ``split`` (``train`` or ``val``) from every source the config names, and
+    the loaders' reports (:func:`print_reports` shows them).
+
+    Raises:
+        DataError: no data folder, unreadable annotations, missing images, or no usable person
+            in the split (one line naming the place).
+    """
     data = config.data
     if data.root is None:
         raise DataError("no data folder: pass --data DIR (or set data.root in the config)")
@@ -77,15 +90,35 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         raise DataError(f"{len(missing)} {split} images are missing, e.g. {shown}")
+    if not any(r.people for r in records):
+        what = "; ".join(r.summary() for r in reports)
+        raise DataError(f"no usable person in the {split} split ({what})")
     return records, reports
 
 
+def print_reports(reports: Sequence[LoadReport]) -> None:
+    """Each report's summary (stdout) and its warnings: what was skipped or changed, where and
+    why (stderr)."""
+    for report in reports:
+        print(report.summary(), flush=True)
+        for line in report.warnings():
+            print(line, file=sys.stderr, flush=True)
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (h, w, 3) uint8 RGB; :class:`DataError` naming the file if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot read the image (missing, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """An image file as (h, w, 3) uint8 RGB (:func:`caer_ros.image_file.read_image`: a file cut
+    short is refused); :class:`DataError` naming the file if unreadable."""
+    try:
+        return read_image(path, rgb=True)
+    except ImageFileError as error:
+        raise DataError(f"{path}: cannot read the image ({error.detail})") from None
+
+
+@dataclass
+class Failed:
+    """A sample (or batch) that could not be made, and why; see the module docstring."""
+
+    message: str
 
 
 @dataclass
@@ -121,8 +154,15 @@ class CaerDataset(torch.utils.data.Dataset):
         return np.random.default_rng([self.config.seed, epoch if self.train else 0, index,
                                       0 if self.train else 1])
 
-    def __getitem__(self, key: tuple[int, int]) -> Item:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int]) -> Item | Failed:
+        try:
+            return self.item(*key)
+        except DataError as error:
+            return Failed(str(error))
+
+    def item(self, epoch: int, index: int) -> Item:
+        """The sample ``index`` as drawn in ``epoch``; :class:`DataError` when it cannot be
+        made."""
         record = self.records[index]
         rng = self.rng(epoch, index)
         image = read_rgb(record.path)
@@ -183,7 +223,10 @@ def make_collate(input_size: tuple[int, int], strides: Sequence[int] = STRIDES):
     """A ``collate_fn`` building :class:`Batch` (targets drawn in the loader workers)."""
     height, width = input_size
 
-    def collate(items: list[Item]) -> Batch:
+    def collate(items: list[Item | Failed]) -> Batch | Failed:
+        failed = [item for item in items if isinstance(item, Failed)]
+        if failed:
+            return failed[0]
         boxes = [item.boxes for item in items]
         targets = [build_targets(boxes, [None] * len(items), s, (height // s, width // s))
                    for s in strides]
@@ -223,10 +266,18 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, rank: int 
 
 def loader(dataset: CaerDataset, batches: list[list[tuple[int, int]]], workers: int,
            pin_memory: bool = False) -> Iterator[Batch]:
-    """Iterate ``batches`` (from :func:`epoch_batches`) through a DataLoader."""
+    """Iterate ``batches`` (from :func:`epoch_batches`) through a DataLoader; a sample that
+    cannot be made raises :class:`DataError` here, in this process."""
     if not batches:
         return iter(())
-    return iter(torch.utils.data.DataLoader(
+    return _checked(torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=workers,
         collate_fn=make_collate(dataset.input_size), pin_memory=pin_memory,
         persistent_workers=False))
+
+
+def _checked(batches: Iterator[Batch | Failed]) -> Iterator[Batch]:
+    for batch in batches:
+        if isinstance(batch, Failed):
+            raise DataError(batch.message)
+        yield batch

@@ -69,11 +69,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from caer_ros import image_file
 from caer_ros.atomic_file import atomic_write
+from caer_ros.image_file import ImageFileError
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.labels import category_set, is_single_label
@@ -265,9 +266,15 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
     """The records of one split of EMOTIC (``data`` holds ``Annotations/Annotations.mat``) or
     HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring).
 
+    Problems of single records are counted in the report (:mod:`training.datasets.records`);
+    an EMOTIC image of the split that cannot be read is refused instead, as the metrics of part
+    of a split are not the split's. (HECO's partition is drawn over the usable images, so an
+    unreadable HECO image is counted and left out.)
+
     Raises:
-        EvaluationError: unknown dataset or split, missing files (loader errors, which name the
-            file and record, pass through as EmoticFormatError / HecoFormatError).
+        EvaluationError: unknown dataset or split, missing files, an unreadable EMOTIC image
+            (loader errors, which name the file and record, pass through as
+            EmoticFormatError / HecoFormatError).
     """
     data = Path(data)
     if dataset not in DATASETS:
@@ -278,9 +285,14 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
         raise EvaluationError(f"{data}: no such data directory")
     if dataset == "emotic":
         try:
-            return load_emotic(data, split)
+            records, report = load_emotic(data, split)
         except FileNotFoundError as error:
             raise EvaluationError(str(error)) from None
+        if report.skipped_images:  # metrics of part of a test split are not the split's
+            first = report.skipped_images[0]
+            raise EvaluationError(f"{len(report.skipped_images)} {split} image(s) cannot be used,"
+                                  f" e.g. {first.where}: {first.reason}")
+        return records, report
     labels = data / HECO_LABELS
     if not labels.is_file():
         raise EvaluationError(f"HECO labels not found: {labels}")
@@ -294,18 +306,12 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(h, w, 3) uint8 BGR; :class:`EvaluationError` naming ``path`` when it cannot be read."""
+    """(h, w, 3) uint8 BGR; :class:`EvaluationError` naming ``path`` when it cannot be read or
+    is cut short (:func:`caer_ros.image_file.read_image`, the reader training uses too)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise EvaluationError(f"{path}: image not found") from None
-    except OSError as error:
-        raise EvaluationError(f"{path}: image cannot be read ({error.strerror or error})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise EvaluationError(f"{path}: not an image OpenCV can decode (unsupported format, "
-                              f"truncated or corrupted)")
-    return image
+        return image_file.read_image(path)
+    except ImageFileError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def evaluated_set(predictor: Predictor, records: Sequence[ImageRecord]) -> str:
@@ -532,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
                                    setting_changes(args))
         records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images)
         print(report.summary(), file=sys.stderr)
+        for line in report.warnings():
+            print(line, file=sys.stderr)
         if args.limit is not None:
             records = records[:args.limit]
         result = evaluate(predictor, records, args.detection_threshold,

@@ -17,9 +17,15 @@ Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-t
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
   augmentation draw depend only on the seed, the epoch and the sample); ``--restart`` starts
-  over instead;
+  over instead. A run that finished (its epochs done, or its time budget used) is left alone:
+  the same command says so and changes nothing; a larger ``epochs`` or ``budget_minutes``
+  continues it;
 - ``history.json`` (per-epoch losses), ``config.yaml`` (the resolved config) and
   ``tensorboard/`` (scalars and emotion-map images; ``tensorboard --logdir out``).
+
+One training at a time owns the run folder (:mod:`training.run_folder`): a second one into the
+same ``out`` is refused with a line naming the first's process, and the temporary files of a
+write that a kill interrupted are removed when the next run starts.
 
 Mixed precision (AMP, float16) is used on CUDA when ``amp`` is true; CPU trains in float32.
 Under ``torchrun`` (gloo on CPU, NCCL on CUDA) the global batch ``batch_size`` is split over
@@ -51,10 +57,18 @@ from caer_ros.model.network import build_model
 from training import distributed
 from training.calibrate import calibrate_model_file
 from training.config import ConfigError, TrainConfig, load_config
-from training.data import CaerDataset, DataError, epoch_batches, load_split, loader
+from training.data import (
+    CaerDataset,
+    DataError,
+    epoch_batches,
+    load_split,
+    loader,
+    print_reports,
+)
 from training.extras import TrainingNet, build_extras
 from training.multitask import TaskWeights, emotion_task, task_scores
 from training.objective import compute_losses, global_counts, local_counts, term_names
+from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
 
 STATE_FORMAT = "caer_ros.training_state"
 # Keys that may change between a run and its resumption (they do not change what is learnt).
@@ -73,6 +87,7 @@ class TrainState:
     elapsed_s: float = 0.0  # training time so far, over every resumption
     history: list[dict[str, Any]] = field(default_factory=list)
     task_weights: dict[str, Any] = field(default_factory=dict)  # TaskWeights state (adaptive)
+    finished: bool = False  # the run ended and wrote its final files
 
 
 class Trainer:
@@ -89,8 +104,7 @@ class Trainer:
         self.train_records, reports = load_split(config, "train")
         self.val_records, val_reports = load_split(config, "val")
         if self.ctx.main:
-            for report in reports + val_reports:
-                print(report.summary(), flush=True)
+            print_reports(reports + val_reports)
         self.train_set = CaerDataset(self.train_records, config, train=True)
         self.val_set = CaerDataset(self.val_records, config, train=False)
         self.names = term_names(config, config.model.half_resolution)
@@ -117,22 +131,60 @@ class Trainer:
                                               weight_decay=config.optim.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.state = TrainState()
+        self.lock = RunFolderLock(self.out)
+        busy = None
         if self.ctx.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.ctx.barrier()
-        if restart:
-            if self.ctx.main:
-                (self.out / "last.ckpt").unlink(missing_ok=True)
+            try:
+                report_removed(self.lock.acquire())
+            except RunFolderBusy as exc:
+                busy = str(exc)
+        if self._agreed(busy is not None):
+            raise RunFolderBusy(busy or f"{self.out} is in use by another process")
+        try:
             self.ctx.barrier()
-        elif (self.out / "last.ckpt").exists():
-            self._resume()
-        self._apply_task_weights()
-        self.net: torch.nn.Module = self.training_net
-        if self.ctx.enabled:
-            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.training_net,
-                                                                 device_ids=ids)
-        self.writer = self._writer() if self.ctx.main else None
+            if restart:
+                if self.ctx.main:
+                    (self.out / "last.ckpt").unlink(missing_ok=True)
+                self.ctx.barrier()
+            elif (self.out / "last.ckpt").exists():
+                self._resume()
+            # a finished run is left alone unless a larger budget or epochs gives it work
+            self.finished = self.state.finished and not self._work_left()
+            self._apply_task_weights()
+            self.net: torch.nn.Module = self.training_net
+            if self.ctx.enabled:
+                ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+                self.net = torch.nn.parallel.DistributedDataParallel(self.training_net,
+                                                                     device_ids=ids)
+            self.writer = self._writer() if self.ctx.main and not self.finished else None
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _budget_used(self) -> bool:
+        minutes = self.config.budget_minutes
+        return minutes is not None and self.state.elapsed_s >= minutes * 60.0
+
+    def _work_left(self) -> bool:
+        return self.state.epoch < self.config.epochs and not self._budget_used()
+
+    def finished_message(self) -> str:
+        """What the command says about a run it found finished."""
+        config, state = self.config, self.state
+        why = (f"its {config.budget_minutes:g}-minute budget is used" if self._budget_used()
+               else f"{state.epoch} of {config.epochs} epochs done")
+        files = ", ".join(n for n in ("best.pt", "final.pt", "history.json")
+                          if (self.out / n).exists())
+        return (f"{self.out} is a finished run ({why}); its files ({files}) are left as they "
+                f"are. Raise epochs or budget_minutes to continue it, or pass --restart to start "
+                f"over.")
+
+    def close(self) -> None:
+        """Let other trainings use the run folder (done at the end of :meth:`run`)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.lock.release()
 
     # ----------------------------------------------------------------- checkpoints
     def _state_dict(self) -> dict[str, Any]:
@@ -210,7 +262,7 @@ class Trainer:
         """The first validation image, its centre heatmap and its primary emotion maps."""
         if self.writer is None or not len(self.val_set):
             return
-        item = self.val_set[(0, 0)]
+        item = self.val_set.item(0, 0)
         images = torch.from_numpy(item.image)[None].to(self.ctx.device)
         self.model.eval()
         with torch.no_grad():
@@ -292,14 +344,21 @@ class Trainer:
             sums = dict(zip(sums, vector[:k].tolist(), strict=True))
             counts = dict(zip(counts, vector[k:].tolist(), strict=True))
         means = {name: sums[name] / counts[name] for name in sums if counts[name] > 0}
+        if not means:
+            raise DataError(f"validation gave no loss term: none of the {len(self.val_set)} "
+                            f"validation images trains any of the tasks {list(self.config.tasks)}")
         means["total"] = sum(means.values())
         return means
 
     # ----------------------------------------------------------------- loop
     def run(self) -> list[dict[str, Any]]:
         config, state = self.config, self.state
+        if self.finished:
+            self.close()
+            return state.history
         budget_s = None if config.budget_minutes is None else config.budget_minutes * 60.0
-        out_of_time = False
+        state.finished = False
+        out_of_time = self._agreed(self._budget_used())  # killed after the budget ran out
         try:
             while state.epoch < config.epochs and not out_of_time:
                 batches = epoch_batches(len(self.train_set), config.batch_size, config.seed,
@@ -375,9 +434,10 @@ class Trainer:
                 with atomic_write(self.out / "config.yaml") as stream:
                     stream.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
             self.ctx.barrier()
+            state.finished = True
+            self.save_state()
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.close()
         return state.history
 
     # ----------------------------------------------------------------- multitask
@@ -468,8 +528,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides, args.data)
         trainer = Trainer(config, restart=args.restart, progress=not args.no_progress)
         context = trainer.ctx
+        if trainer.finished:
+            if context.main:
+                print(trainer.finished_message())
+            trainer.close()
+            return 0
         history = trainer.run()
-    except (ConfigError, DataError, FloatingPointError) as exc:
+    except (ConfigError, DataError, FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train: error: {exc}", file=sys.stderr)
         return 1
     finally:

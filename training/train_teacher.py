@@ -22,7 +22,9 @@ on each side), the aligned-face input the paper describes.
 The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt`` (the end
 of training), both teacher classifier files (:func:`training.teachers.save_classifier`) that
 :func:`training.teachers.load_teacher` accepts, ``history.json`` (per epoch: training loss and
-accuracy, validation loss, accuracy, macro F1 and F1 per class) and ``config.yaml``.
+accuracy, validation loss, accuracy, macro F1 and F1 per class) and ``config.yaml``. One
+training at a time owns the run folder (:mod:`training.run_folder`: a second one is refused with
+a line naming the first's process; temporary files of a killed write are removed at the start).
 Randomness (data order, augmentation draws, initial weights) depends only on ``seed``.
 
 Config (YAML, every key optional, ``key=value`` overrides with dotted keys as
@@ -87,6 +89,7 @@ from training.datasets.teacher_data import (
     load_folder,
 )
 from training.metrics import accuracy, macro_f1
+from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
 from training.teachers import (
     ClassifierConfig,
     TeacherClassifier,
@@ -465,7 +468,20 @@ def train_teacher(config: TeacherTrainConfig, progress: bool = True) -> list[dic
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     train_set = TeacherDataset(train_records, config, train=True)
     val_set = TeacherDataset(val_records, config, train=False)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunFolderLock(out)
+    report_removed(lock.acquire())
+    try:
+        return _train(config, model, optimizer, scaler, train_set, val_set, device, amp,
+                      progress)
+    finally:
+        lock.release()
+
+
+def _train(config: TeacherTrainConfig, model: TeacherClassifier,
+           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+           train_set: TeacherDataset, val_set: TeacherDataset, device: torch.device, amp: bool,
+           progress: bool) -> list[dict[str, Any]]:
+    out = Path(config.out)
     with atomic_write(out / "config.yaml") as stream:
         stream.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
 
@@ -556,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_teacher_config(args.config, overrides, args.data)
         train_teacher(config, progress=not args.no_progress)
     except (ConfigError, DataError, ModelFileError, BackboneWeightsError,
-            FloatingPointError) as exc:
+            FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train_teacher: error: {exc}", file=sys.stderr)
         return 1
     print(f"done: {config.out}/best.pt and final.pt")

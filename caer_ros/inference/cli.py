@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from caer_ros import image_file
+from caer_ros.image_file import ImageFileError
 from caer_ros.inference.decode import Detections, labels_over_threshold
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import BACKENDS, Predictor
@@ -107,18 +109,12 @@ def image_paths(paths: list[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(h, w, 3) uint8 BGR; :class:`ImageError` when the file is missing or not an image."""
+    """(h, w, 3) uint8 BGR; :class:`ImageError` when the file is missing, cut short or not an
+    image (:func:`caer_ros.image_file.read_image`)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageError("no such file") from None
-    except OSError as error:
-        raise ImageError(f"cannot be read ({error.strerror or error})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageError("not an image OpenCV can decode (unsupported format, truncated or "
-                         "corrupted)")
-    return image
+        return image_file.read_image(path)
+    except ImageFileError as error:
+        raise ImageError(error.reason) from None
 
 
 def result_json(path: Path, image: np.ndarray, people: Detections, predictor: Predictor,

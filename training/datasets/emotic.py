@@ -10,9 +10,12 @@ person has ``body_bbox`` (``[x1 y1 x2 y2]``, pixels) and:
 - in ``val``/``test``: per-annotator arrays of those, plus the merged ``combined_categories``
   (names) and ``combined_continuous``, which are the ground truth read here.
 
-Images are at ``<root>/emotic/<folder>/<filename>``. Boxes are clipped to the image; people with
-no usable box are skipped and counted in the :class:`LoadReport`. An unknown category name or a
-missing variable/field is an error naming the file and the record.
+Images are at ``<root>/emotic/<folder>/<filename>``. Every record goes through the shared
+validator (:mod:`training.datasets.records`): boxes are clipped to the image; people with no
+usable box or no category, images that cannot be read (or whose annotated size is not a
+number) are skipped, continuous values outside 1..10 left out, a misspelt category name mapped,
+all counted in the :class:`LoadReport`. A category name that matches none, or a missing
+variable/field, is an error naming the file and the record (EMOTIC's own file has neither).
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ import numpy as np
 import scipy.io
 
 from caer_ros.labels import CONTINUOUS, EMOTIC
-from training.datasets.records import ImageRecord, LoadReport, PersonRecord, clip_box, multi_hot
+from training.datasets.records import (
+    ImageRecord,
+    LoadReport,
+    PersonRecord,
+    checked_image_size,
+    clip_box,
+    continuous_values,
+    match_category,
+    multi_hot,
+)
 
 SPLITS = ("train", "val", "test")
 ANNOTATIONS = Path("Annotations") / "Annotations.mat"
@@ -51,11 +63,6 @@ def _as_strings(value: Any) -> list[str]:
     else:
         names = [str(value)]
     return [n.strip() for n in names if n.strip()]
-
-
-def _scalar(value: Any) -> float:
-    values = np.asarray(value, dtype=np.float64).ravel()
-    return float(values[0]) if values.size else float("nan")
 
 
 def _field(struct: Any, name: str, where: str) -> Any:
@@ -93,10 +100,14 @@ def load_emotic(root: str | Path, split: str) -> tuple[list[ImageRecord], LoadRe
         where = f"{where} ({filename})"
         folder = str(_field(entry, "folder", where))
         size = _field(entry, "image_size", where)
-        width = int(_scalar(_field(size, "n_col", f"{where}: image_size")))
-        height = int(_scalar(_field(size, "n_row", f"{where}: image_size")))
-        people = []
+        path = root / "emotic" / folder / filename
         persons = _field(entry, "person", where)
+        found = checked_image_size(path, _field(size, "n_col", f"{where}: image_size"),
+                                   _field(size, "n_row", f"{where}: image_size"), where, report)
+        if found is None:
+            continue
+        width, height = found
+        people = []
         for p, person in enumerate(_as_list(persons) if np.size(persons) else []):
             pwhere = f"{where}, person {p}"
             box, reason = clip_box(_field(person, "body_bbox", pwhere), width, height)
@@ -110,17 +121,21 @@ def load_emotic(root: str | Path, split: str) -> tuple[list[ImageRecord], LoadRe
                 cats = _field(person, "annotations_categories", pwhere)
                 names = _as_strings(_field(_as_list(cats)[0], "categories", pwhere))
                 cont = _as_list(_field(person, "annotations_continuous", pwhere))[0]
-            unknown = [n for n in names if n not in _INDEX]
-            if unknown:
-                raise EmoticFormatError(f"{pwhere}: unknown category name {unknown[0]!r}")
-            continuous = np.array(
-                [_scalar(_field(cont, dim, pwhere)) for dim in CONTINUOUS], dtype=np.float32
-            )
-            indices = sorted({_INDEX[n] for n in names})
-            people.append(PersonRecord(box, multi_hot(indices, len(EMOTIC)), continuous))
-        records.append(
-            ImageRecord(root / "emotic" / folder / filename, width, height, people, split, "emotic")
-        )
+            indices = set()
+            for value in names:
+                name, mapped = match_category(value, EMOTIC)
+                if name is None:
+                    raise EmoticFormatError(f"{pwhere}: unknown category name {value!r}")
+                if mapped:
+                    report.mapped.append(f"{pwhere}: {value!r} -> {name!r}")
+                indices.add(_INDEX[name])
+            if not indices:
+                report.skip(pwhere, "no category")
+                continue
+            continuous = continuous_values([_field(cont, dim, pwhere) for dim in CONTINUOUS],
+                                           pwhere, report)
+            people.append(PersonRecord(box, multi_hot(sorted(indices), len(EMOTIC)), continuous))
+        records.append(ImageRecord(path, width, height, people, split, "emotic"))
         report.images += 1
         report.people += len(people)
     return records, report

@@ -3,9 +3,15 @@
 HECO (Yang et al., 2022) ships ``HECO_Labels.csv``: one row per annotated person with the columns
 ``Image, xmin, ymin, xmax, ymax, Category, Valence, Arousal, Dominance`` (then Self-assurance,
 Catharsis, which are not read here). :func:`load_heco` groups the rows per image. Each person has
-one of the 8 HECO categories (:data:`caer_ros.labels.HECO`); a value that differs from a name only
-in case or surrounding whitespace is mapped and reported, any other value is an error naming its
-row. Rows are numbered as in a spreadsheet: the header is row 1, the first person row 2.
+one of the 8 HECO categories (:data:`caer_ros.labels.HECO`). Every row goes through the shared
+validator (:mod:`training.datasets.records`), so one bad row never blocks the rest: a category
+that differs from a name only in case or surrounding space, or is an unambiguous misspelling
+(the real file's "Happinesst"), is mapped; a row with no or an unknown category, too few
+columns or no usable box is skipped; a valence/arousal/dominance outside 1..10 is left out; an
+image that cannot be read is skipped with its rows. All of it is counted in the
+:class:`LoadReport` and named in its warnings. A file that is not UTF-8 text or lacks a column
+is an error naming it. Rows are numbered as in a spreadsheet: the header is row 1, the first
+person row 2.
 
 HECO has no official split. :func:`heco_partition` reproduces the KA paper's (section 4.1): images
 with one annotated person and images with several are split 70/10/20 separately, then merged.
@@ -16,102 +22,104 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import struct
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from caer_ros.labels import HECO
-from training.datasets.records import ImageRecord, LoadReport, PersonRecord, clip_box, multi_hot
+from training.datasets.records import (
+    ImageRecord,
+    LoadReport,
+    PersonRecord,
+    checked_image_size,
+    clip_box,
+    continuous_values,
+    match_category,
+    multi_hot,
+)
 
 COLUMNS = ("Image", "xmin", "ymin", "xmax", "ymax", "Category", "Valence", "Arousal", "Dominance")
 PARTITION = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 _INDEX = {name: i for i, name in enumerate(HECO)}
-_FOLDED = {name.casefold(): name for name in HECO}
 
 
 class HecoFormatError(ValueError):
     """The label file does not have the structure HECO's has."""
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of a PNG or JPEG from its header; other formats are decoded."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
-            return struct.unpack(">II", head[16:24])
-        if head[:2] == b"\xff\xd8":
-            f.seek(2)
-            while True:
-                marker = f.read(2)
-                if len(marker) < 2 or marker[0] != 0xFF:
-                    break
-                (length,) = struct.unpack(">H", f.read(2))
-                if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
-                    height, width = struct.unpack(">xHH", f.read(5))
-                    return width, height
-                f.seek(length - 2, 1)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise HecoFormatError(f"cannot read image {path}")
-    return image.shape[1], image.shape[0]
-
-
-def _number(text: str) -> float:
+def _number(text: str | None) -> float:
     text = (text or "").strip()
     return float(text) if text else math.nan
+
+
+def _read_rows(csv_path: Path) -> dict[str, list[tuple[int, dict[str, str]]]]:
+    """The CSV's person rows grouped by image, each with its spreadsheet row number."""
+    rows: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise HecoFormatError(f"{csv_path}: missing columns {', '.join(missing)}")
+            reader.fieldnames = header
+            for number, row in enumerate(reader, start=2):
+                rows.setdefault((row["Image"] or "").strip(), []).append((number, row))
+    except UnicodeDecodeError as error:
+        raise HecoFormatError(f"{csv_path}: not UTF-8 text (byte {error.start}: "
+                              f"{error.reason}); save it as UTF-8") from None
+    except csv.Error as error:
+        raise HecoFormatError(f"{csv_path}: not a readable CSV file ({error})") from None
+    return rows
 
 
 def load_heco(csv_path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], LoadReport]:
     """Read ``HECO_Labels.csv``; images are ``images_dir / <Image>``. Split is ``"all"``."""
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     report = LoadReport(source=f"HECO ({csv_path})")
-    rows: dict[str, list[tuple[int, dict[str, str]]]] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise HecoFormatError(f"{csv_path}: missing columns {', '.join(missing)}")
-        reader.fieldnames = header
-        for number, row in enumerate(reader, start=2):
-            rows.setdefault(row["Image"].strip(), []).append((number, row))
-
+    rows = _read_rows(csv_path)
     records = []
     for name, image_rows in rows.items():
         path = images_dir / name
-        if not path.is_file():
+        first = image_rows[0][0]
+        if not name or not path.is_file():
             for number, _ in image_rows:
-                report.skip(f"{csv_path}: row {number} ({name})", "image file missing")
+                report.skip(f"{csv_path}: row {number} ({name})",
+                            "image file missing" if name else "no image name")
             continue
-        width, height = image_size(path)
+        found = checked_image_size(path, None, None, f"{csv_path}: row {first} ({name})", report)
+        if found is None:  # the image is counted as skipped, with why; its rows too
+            for number, _ in image_rows:
+                report.skip(f"{csv_path}: row {number} ({name})", "in a skipped image")
+            continue
+        width, height = found
         people = []
         for number, row in image_rows:
             where = f"{csv_path}: row {number} ({name})"
-            value = row["Category"] or ""
-            category = value if value in _INDEX else _FOLDED.get(value.strip().casefold())
+            if None in row.values():  # DictReader fills the columns a short row lacks with None
+                have = sum(v is not None for k, v in row.items() if k is not None)
+                report.skip(where, f"short row ({have} of {len(row)} columns)")
+                continue
+            value = row["Category"]
+            category, mapped = match_category(value, HECO)
             if category is None:
-                known = ", ".join(HECO)
-                raise HecoFormatError(f"{where}: unknown category {value!r} (known: {known})")
-            if category != value:
+                report.skip(where, f"unknown category {value.strip()!r}" if value.strip()
+                            else "no category")
+                continue
+            if mapped:
                 report.mapped.append(f"{where}: {value!r} -> {category!r}")
             try:
                 box_values = [_number(row[c]) for c in ("xmin", "ymin", "xmax", "ymax")]
-                continuous = [_number(row[c]) for c in ("Valence", "Arousal", "Dominance")]
-            except ValueError as exc:
-                raise HecoFormatError(f"{where}: not a number ({exc})") from None
+            except ValueError:
+                box_values = None
             box, reason = clip_box(box_values, width, height)
             if box is None:
                 report.skip(where, reason)
                 continue
-            people.append(
-                PersonRecord(
-                    box,
-                    multi_hot([_INDEX[category]], len(HECO)),
-                    np.array(continuous, dtype=np.float32),
-                )
-            )
+            continuous = continuous_values([row[c] for c in ("Valence", "Arousal", "Dominance")],
+                                           where, report)
+            people.append(PersonRecord(box, multi_hot([_INDEX[category]], len(HECO)),
+                                       continuous))
         records.append(ImageRecord(path, width, height, people, "all", "heco"))
         report.images += 1
         report.people += len(people)
