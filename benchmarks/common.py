@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from caer_ros.atomic_file import atomic_write
+
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` calls, milliseconds."""
@@ -53,7 +55,6 @@ def write_json(path: str | None, figures: dict[str, object]) -> None:
     if path:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(figures, indent=2) + "\n")
-        os.replace(tmp, target)
+        with atomic_write(target) as stream:
+            stream.write((json.dumps(figures, indent=2) + "\n").encode())
         print(f"figures written to {target}")

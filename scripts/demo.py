@@ -633,9 +633,10 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], title: Sequence[str],
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from caer_ros.atomic_file import atomic_write
+
+    with atomic_write(path) as stream:
+        stream.write((json.dumps(data, indent=2) + "\n").encode())
 
 
 @dataclass

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +64,28 @@ def test_train_writes_usable_model_files(synthetic_dataset, tmp_path):
         assert torch.equal(trained[names[id(p)]], fresh[names[id(p)]])
 
 
+KILL_DURING_WRITE = """
+import io, os, signal, sys, torch
+import training.train as train
+real, calls = torch.save, [0]
+def save(obj, stream, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {write}:
+        buffer = io.BytesIO()
+        real(obj, buffer)
+        stream.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        stream.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # killed halfway through writing last.ckpt
+    return real(obj, stream, *args, **kwargs)
+torch.save = save
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
-    """Killed with SIGKILL mid-run, the same command resumes and ends with the weights of an
-    uninterrupted run, bit for bit."""
+    """Killed with SIGKILL mid-run, halfway through writing its training state, the same
+    command removes the half-written file, resumes from the previous state and ends with the
+    weights of an uninterrupted run, bit for bit."""
     args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
             "epochs=3", "batch_size=4", "checkpoint_every=1", "val_every=3", *TINY]
     whole = tmp_path / "whole"
@@ -75,30 +93,24 @@ def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
                          env=env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
 
-    cut = tmp_path / "cut"
-    process = subprocess.Popen([sys.executable, "-m", "training.train", *args, "--out", str(cut)],
-                               env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    step = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        state = cut / "last.ckpt"
-        if state.exists():
-            try:
-                step = torch.load(state, weights_only=True)["state"]["global_step"]
-            except Exception:  # being replaced right now
-                step = 0
-            if step >= 3:  # mid-epoch 2 (2 steps per epoch)
-                break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    cut = tmp_path / "cut"  # the 4th write of last.ckpt: mid-epoch 2 (2 steps per epoch)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE.format(write=4), *args, "--out", str(cut)],
+        env=env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (cut / "final.pt").exists()
+    left = list(cut.glob(".last.ckpt.*.tmp"))
+    assert len(left) == 1 and left[0].stat().st_size > 0  # the half-written state
+    assert torch.load(cut / "last.ckpt", weights_only=True)["state"]["global_step"] == 3
 
     resumed = subprocess.run([sys.executable, "-m", "training.train", *args, "--out", str(cut)],
                              env=env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout
+    assert "removed 1 temporary file(s) left by an interrupted write" in resumed.stderr
+    assert not list(cut.glob(".*.tmp"))
+    for name in ("best.pt", "final.pt", "last.ckpt"):
+        torch.load(cut / name, weights_only=True)
     a, b = weights(whole / "final.pt"), weights(cut / "final.pt")
     assert a.keys() == b.keys()
     for key in a:
