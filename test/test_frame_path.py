@@ -14,8 +14,8 @@ from std_msgs.msg import Header
 
 from caer_msgs.msg import PersonEmotionArray
 from caer_ros.inference.decode import Detections
+from caer_ros.inference.tracking import IouTracker
 from caer_ros.ros.frame_path import LatestFrame, people_message, track
-from caer_ros.ros.tracking import IouTracker
 
 CATEGORIES = ("Anger", "Happiness", "Sadness")
 

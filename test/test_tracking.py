@@ -1,11 +1,11 @@
-"""IoU tracking and score smoothing (caer_ros/ros/tracking.py)."""
+"""IoU tracking and score smoothing (caer_ros/inference/tracking.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from caer_ros.ros.tracking import IouTracker, iou_matrix
+from caer_ros.inference.tracking import IouTracker, iou_matrix
 
 SCORES = np.array([[0.2, 0.8, 0.5]], dtype=np.float32)
 

@@ -10,5 +10,8 @@ Frame path: ``preprocess`` -> ``graph`` (in the backend) -> ``decode`` -> image 
 - ``predictor``: ``Predictor.from_file(path)``, torch or ONNX Runtime behind one interface.
 - ``export`` / ``onnx_metadata`` / ``onnx_friendly``: the ONNX file (``python -m
   caer_ros.export``), its metadata, and exact rewrites of ops ONNX Runtime runs slowly.
-- ``overlay``: drawing people and labels on an image; ``cli``: ``caer-infer``.
+- ``tracking``: stable person ids and score smoothing across frames (the node's and
+  ``caer-infer``'s on videos and cameras).
+- ``overlay``: drawing people and labels on an image; ``cli``: ``caer-infer`` on images;
+  ``video``: ``caer-infer`` on videos and cameras.
 """

@@ -32,13 +32,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from caer_msgs.msg import PersonEmotionArray
+from caer_ros.inference.tracking import IOU_THRESHOLD, MAX_MISSED, IouTracker
 from caer_ros.ros import params as node_params
 from caer_ros.ros.diagnostics import FrameStats, diagnostic_status
 from caer_ros.ros.frame_path import FrameSettings, LatestFrame, process_frame
 from caer_ros.ros.image_conversion import ImageConversionError
 from caer_ros.ros.params import NodeParams, ParamsError
 from caer_ros.ros.qos import image_qos, incompatible_qos_hint, input_problem
-from caer_ros.ros.tracking import IouTracker
 
 NODE_NAME = "emotion_node"
 PEOPLE_TOPIC = "/people_emotions"
@@ -46,8 +46,6 @@ OVERLAY_TOPIC = "/people_emotions/overlay"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 NO_INPUT_WARN_S = 5.0  # warn about the input topic when nothing arrived for this long
 LOG_THROTTLE_S = 5.0
-IOU_THRESHOLD = 0.3  # tracking: minimum IoU of a box with the person's previous box
-MAX_MISSED = 5  # tracking: frames a person may be missing before their id is dropped
 
 
 class StartupError(RuntimeError):

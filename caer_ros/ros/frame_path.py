@@ -28,8 +28,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from caer_msgs.msg import PersonEmotion, PersonEmotionArray
 from caer_ros.inference.decode import labels_over_threshold
 from caer_ros.inference.overlay import draw_detections
+from caer_ros.inference.tracking import IouTracker, TrackedPeople, track
 from caer_ros.ros.image_conversion import bgr_to_image, to_bgr
-from caer_ros.ros.tracking import IouTracker, TrackedPeople
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,6 @@ def process_frame(msg: Image | CompressedImage, predictor: Any, settings: FrameS
                                              settings.emotion_thresholds, ids=people.ids,
                                              scores=people.scores), msg.header)
     return FrameOutput(result, drawn)
-
-
-def track(tracker: IouTracker | None, detections: Any) -> TrackedPeople:
-    """Track ids and (smoothed) scores; without a tracker, empty ids and the raw scores."""
-    if tracker is not None:
-        return tracker.update(detections.boxes, detections.scores, detections.continuous)
-    return TrackedPeople(ids=[""] * len(detections.boxes),
-                         scores=np.asarray(detections.scores, dtype=np.float32),
-                         continuous=detections.continuous)
 
 
 def people_message(header: Any, categories: tuple[str, ...], detections: Any,

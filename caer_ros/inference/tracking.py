@@ -9,14 +9,21 @@ consecutive frames is dropped.
 Each track smooths its emotion scores (and continuous values) exponentially:
 ``s_t = smoothing * s_{t-1} + (1 - smoothing) * x_t``, with ``s`` = the first observation on
 the frame a track starts; ``smoothing = 0`` publishes the raw scores.
+
+The node (:mod:`caer_ros.ros.frame_path`) and ``caer-infer`` on videos and cameras
+(:mod:`caer_ros.inference.video`) both track through :func:`track` with these defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+IOU_THRESHOLD = 0.3  # minimum IoU of a box with the person's previous box
+MAX_MISSED = 5  # frames a person may be missing before their id is dropped
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,3 +149,14 @@ def _rows(values: np.ndarray, n: int, what: str) -> np.ndarray:
     if values.ndim != 2 or len(values) != n:
         raise ValueError(f"{what} must have shape ({n}, K) for {n} boxes, got {values.shape}")
     return values
+
+
+def track(tracker: IouTracker | None, detections: Any) -> TrackedPeople:
+    """Track ids and (smoothed) scores of one frame's
+    :class:`~caer_ros.inference.decode.Detections`; without a tracker, empty ids and the raw
+    scores."""
+    if tracker is not None:
+        return tracker.update(detections.boxes, detections.scores, detections.continuous)
+    return TrackedPeople(ids=[""] * len(detections.boxes),
+                         scores=np.asarray(detections.scores, dtype=np.float32),
+                         continuous=detections.continuous)
