@@ -1,8 +1,11 @@
-"""``caer-infer``: people and their emotions in image files, without ROS.
+"""``caer-infer``: people and their emotions in image files, videos and cameras, without ROS.
 
     caer-infer PATH... --model M.pt|M.onnx [--out DIR] [--backend torch|onnxruntime]
                [--device cpu|cuda] [--providers P,P] [--fp16] [--threshold T] [--max-people N]
-               [--fusion none|mean]
+               [--fusion none|mean] [--every N] [--max-fps F] [--smoothing S] [--no-tracking]
+    caer-infer --camera N --model M [--out DIR] [--show] ...
+
+Videos and cameras: :mod:`caer_ros.inference.video`.
 
 The JSON fields and the files written are described in :data:`DESCRIPTION` (the ``--help``
 text). The console entry point is ``caer-infer = caer_ros.inference.cli:main``.
@@ -24,11 +27,12 @@ from tqdm import tqdm
 
 from caer_ros import image_file
 from caer_ros.image_file import ImageFileError
-from caer_ros.inference.decode import Detections, labels_over_threshold
+from caer_ros.inference.decode import Detections
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import BACKENDS, Predictor
+from caer_ros.inference.results import people_json
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
-from caer_ros.labels import CONTINUOUS
+from caer_ros.inference.video import VideoOptions, is_video, run_source
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.inference_settings import FUSIONS
 
@@ -36,9 +40,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 PROGRESS_FROM = 5  # show a progress bar from this many images on
 
 DESCRIPTION = """\
-People and their emotions in image files, with a caer_ros model (.pt or .onnx).
+People and their emotions in image files, videos and cameras, with a caer_ros model (.pt or
+.onnx).
 
-Each PATH is an image file or a directory (its images, not recursive). Per image, one JSON
+Each PATH is an image file, a video file (any container and codec OpenCV's FFmpeg reads: .mp4,
+.mkv, .avi, .mov, .webm, ...) or a directory (its images, not recursive). Per image, one JSON
 object: "file", "image_size" {width, height}, "model", "backend", "category_set", and
 "people" (highest detection score first), each with "box" [x1, y1, x2, y2] in image pixels,
 "detection_score", "scores" {category: score}, "labels" (the categories at or above their
@@ -49,7 +55,21 @@ Without --out the objects go to stdout, one per line (JSON Lines), and nothing i
 With --out DIR: DIR/<name>.json and an overlay DIR/<name>.png (boxes, detection scores, top
 labels) per image. An image that cannot be read is reported on stderr with its name and the
 others are still processed; the exit status is then 1 (2 for a bad model or arguments).
+
+Videos and --camera N (a V4L2 device, until Ctrl-C): people are tracked and their scores
+smoothed as emotion_node does. Per processed frame one JSON line: "source", "frame" (index in
+the video, from 0), "time_s" (time in the video; since start for a camera) and "people", each
+as above plus "id" (the track id; left out with --no-tracking), scores smoothed. With --out DIR:
+DIR/<name>.jsonl and DIR/<name>.mp4 (the processed frames annotated with boxes, ids and top
+labels, as the node's overlay); without it the lines go to stdout. <name> is the video's
+stem or camera<N>. --every N and --max-fps F thin out the frames. Ctrl-C stops cleanly: the
+files keep every frame processed so far (exit status 130). A file that is not a video, or a
+video that ends before its frame count, is reported with its name (exit status 1); the frames
+processed are kept.
 """
+
+
+INTERRUPTED = 130  # exit status after Ctrl-C, as a shell gives
 
 
 class ImageError(Exception):
@@ -60,7 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="caer-infer", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="image files, video files or directories")
+    parser.add_argument("--camera", type=int, metavar="N",
+                        help="read the V4L2 camera /dev/videoN until Ctrl-C")
     parser.add_argument("--model", required=True,
                         help="model file: .pt (torch) or .onnx (ONNX Runtime)")
     parser.add_argument("--out", metavar="DIR",
@@ -85,6 +108,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "person-centric head (on a crop of the person), BENet Table 4; "
                              "needs a person-centric head, and for an ONNX file an export with "
                              "--fusion mean (default: the model's setting)")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="videos and cameras: process every N-th frame (default 1: all)")
+    parser.add_argument("--max-fps", type=float, metavar="F",
+                        help="videos and cameras: at most F frames per second (of video time)")
+    parser.add_argument("--smoothing", type=float, default=0.0, metavar="S",
+                        help="videos and cameras: exponential smoothing of a tracked person's "
+                             "scores, 0 <= S < 1, as the node's parameter (default 0: off)")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="videos and cameras: no track ids, raw scores")
+    parser.add_argument("--show", action="store_true",
+                        help="videos and cameras: show the annotated frames in a window (needs "
+                             "a display and OpenCV with GUI support)")
     add_setting_arguments(parser, "; an ONNX file fixes it at export")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the backend set-up")
     args = parser.parse_args(argv)
@@ -92,6 +127,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.max_people is not None and args.max_people < 0:
         parser.error(f"--max-people must be >= 0, got {args.max_people}")
+    if not args.paths and args.camera is None:
+        parser.error("give image or video paths, or --camera N")
+    if args.camera is not None and args.camera < 0:
+        parser.error(f"--camera must be a device number >= 0, got {args.camera}")
+    if args.every < 1:
+        parser.error(f"--every must be >= 1, got {args.every}")
+    if args.max_fps is not None and not (math.isfinite(args.max_fps) and args.max_fps > 0):
+        parser.error(f"--max-fps must be > 0, got {args.max_fps}")
+    if not 0.0 <= args.smoothing < 1.0:
+        parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
     return args
 
 
@@ -120,33 +165,16 @@ def read_image(path: Path) -> np.ndarray:
 def result_json(path: Path, image: np.ndarray, people: Detections, predictor: Predictor,
                 model: str) -> dict[str, Any]:
     """The JSON object of one image (see the module docstring)."""
-    categories = predictor.categories
-    labels = labels_over_threshold(people.scores, categories, predictor.emotion_thresholds)
-    persons = []
-    for n in range(len(people)):
-        continuous = [None] * 3 if people.continuous is None else \
-            [_number(v) for v in people.continuous[n][:3]]
-        persons.append({
-            "box": [round(float(v), 2) for v in people.boxes[n]],
-            "detection_score": _number(people.detection_scores[n]),
-            "scores": {name: _number(v) for name, v in zip(categories, people.scores[n],
-                                                            strict=True)},
-            "labels": labels[n],
-            **dict(zip(CONTINUOUS, continuous, strict=True)),
-        })
     return {
         "file": str(path),
         "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
         "model": model,
         "backend": predictor.backend,
         "category_set": predictor.category_set,
-        "people": persons,
+        "people": people_json(people.boxes, people.detection_scores, people.scores,
+                              people.continuous, predictor.categories,
+                              predictor.emotion_thresholds),
     }
-
-
-def _number(value: Any) -> float | None:
-    value = float(value)
-    return round(value, 5) if math.isfinite(value) else None
 
 
 def _output_names(paths: list[Path]) -> list[str]:
@@ -181,7 +209,48 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"error: cannot create {out}: {error.strerror or error}", file=sys.stderr)
             return 2
-    paths = image_paths(args.paths)
+    found = image_paths(args.paths)
+    videos = [p for p in found if is_video(p)]
+    images = [p for p in found if not is_video(p)]
+    try:
+        failed = run_images(images, predictor, args, out)
+        code = run_videos(videos, predictor, args, out)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    return code if code else (1 if failed else 0)
+
+
+def run_videos(videos: list[Path], predictor: Predictor, args: argparse.Namespace,
+               out: Path | None) -> int:
+    """Every video, then the camera; the exit status (module docstring)."""
+    options = VideoOptions(every=args.every, max_fps=args.max_fps, threshold=args.threshold,
+                           max_people=args.max_people, tracking=not args.no_tracking,
+                           smoothing=args.smoothing, show=args.show)
+    sources: list[tuple[Path | int, str]] = list(
+        zip(videos, _output_names(videos), strict=True))
+    if args.camera is not None:
+        sources.append((args.camera, f"camera{args.camera}"))
+    status = 0
+    for source, name in sources:
+        label = f"camera {source}" if isinstance(source, int) else str(source)
+        result = run_source(source, predictor, options, out, name, progress=True)
+        if result.problem:
+            print(f"error: {label}: {result.problem}", file=sys.stderr)
+            status = max(status, 1)
+        kept = ", ".join(str(p) for p in result.files)
+        print(f"{label}: {result.processed} of {result.read} frames processed"
+              + (f" -> {kept}" if kept else ""), file=sys.stderr)
+        if result.interrupted:
+            print(f"interrupted: the files keep the {result.processed} frames processed",
+                  file=sys.stderr)
+            return INTERRUPTED
+    return status
+
+
+def run_images(paths: list[Path], predictor: Predictor, args: argparse.Namespace,
+               out: Path | None) -> int:
+    """Every image (module docstring); the number that failed."""
     failed = 0
     bar = tqdm(list(zip(paths, _output_names(paths), strict=True)), unit="image",
                file=sys.stderr, disable=len(paths) < PROGRESS_FROM)
@@ -209,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"error: {path}: {error.strerror or error}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(paths)} image(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
