@@ -26,16 +26,21 @@ def ros_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def small_model_files(tmp_path_factory):
-    """(model file .pt, its ONNX export) of the small test model (test/helpers/small_model.py),
-    written once per session by the real code."""
+def small_model_pt(tmp_path_factory):
+    """The small test model (test/helpers/small_model.py) as a .pt model file, written once per
+    session by the real code (a second or so; its ONNX export takes longer)."""
     from helpers.small_model import write_small_model
 
+    return write_small_model(tmp_path_factory.mktemp("small_model") / "small.pt")
+
+
+@pytest.fixture(scope="session")
+def small_model_files(small_model_pt):
+    """(model file .pt, its ONNX export, beside it) of the small test model, written once per
+    session by the real code."""
     from caer_ros.inference.export import export_onnx
 
-    directory = tmp_path_factory.mktemp("small_model")
-    pt = write_small_model(directory / "small.pt")
-    return pt, export_onnx(pt, directory / "small.onnx")
+    return small_model_pt, export_onnx(small_model_pt, small_model_pt.parent / "small.onnx")
 
 
 @pytest.fixture(scope="session")

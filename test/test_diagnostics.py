@@ -55,8 +55,9 @@ def test_status_levels_and_values():
     stats.received()
     stats.processed(0.1)
     status = diagnostic_status("n", "torch:cpu", "/cam", stats.window(), enabled=False)
-    assert status.level == DiagnosticStatus.OK and status.message == "paused (~/enable)"
+    assert status.level == DiagnosticStatus.OK and status.message == "active: paused (~/enable)"
     values = {kv.key: kv.value for kv in status.values}
+    assert values["lifecycle_state"] == "active" and values["enabled"] == "false"
     assert values["backend"] == "torch:cpu" and status.hardware_id == "torch:cpu"
     assert values["frames_received"] == "1" and values["latency_ms"] == "100.0"
     for key in ("input_rate_hz", "processing_rate_hz", "frames_dropped", "frames_bad"):
@@ -64,3 +65,25 @@ def test_status_levels_and_values():
     stats.failed()
     status = diagnostic_status("n", "b", "/cam", stats.window(), enabled=True)
     assert status.level == DiagnosticStatus.WARN and "1 bad or failed frames" in status.message
+
+
+def test_status_names_the_lifecycle_state():
+    stats = FrameStats()  # no input ever: a warning only while active, the one state that reads
+    window = stats.window()
+    for state, message in (("unconfigured", "unconfigured: no model loaded"),
+                           ("inactive", "inactive: not processing"),
+                           ("finalized", "finalized: shut down")):
+        status = diagnostic_status("n", "", "/cam", window, enabled=True, state=state)
+        assert status.level == DiagnosticStatus.OK and status.message == message, state
+        assert {kv.key: kv.value for kv in status.values}["lifecycle_state"] == state
+    status = diagnostic_status("n", "b", "/cam", window, enabled=True, state="active")
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message.startswith("active: running; no image on /cam")
+    # A failed configure is an error while the node stays unconfigured.
+    status = diagnostic_status("n", "", "", window, enabled=True, state="unconfigured",
+                               error="cannot load model /m.onnx: no such file")
+    assert status.level == DiagnosticStatus.ERROR
+    assert status.message == ("unconfigured: no model loaded; configure failed: cannot load "
+                              "model /m.onnx: no such file")
+    with pytest.raises(ValueError, match="configuring"):
+        diagnostic_status("n", "", "", window, enabled=True, state="configuring")

@@ -38,6 +38,7 @@ def test_yaml_defaults_are_the_project_defaults():
     assert values["backend"] == "onnxruntime"
     assert values["model_path"] == "models/emotion.onnx"
     assert values["qos_reliability"] == "best_effort"
+    assert values["autostart"] is True  # a plain node unless asked: as before lifecycle
 
 
 def test_defaults_validate():
@@ -68,7 +69,34 @@ def test_node_declares_exactly_the_yaml_values(ros_env):
         rclpy.shutdown(context=context)
 
 
-def test_only_runtime_parameters_can_change(ros_env):
+def test_when_each_parameter_may_change():
+    """[runtime] ones always; autostart never; the others only while unconfigured (configure
+    reads them): the rule the node's set-parameters callback applies (change_error)."""
+    from caer_ros.ros.params import START_ONLY, change_error
+
+    changes = {"detection_threshold": 0.4, "emotion_threshold": [0.2, 0.3, 0.4],
+               "max_people": 3, "smoothing": 0.5, "max_rate_hz": 2.0}
+    assert set(changes) == DYNAMIC and START_ONLY == {"autostart"}
+    for name, value in changes.items():
+        assert change_error(name, value, configured=True) is None, name
+        assert change_error(name, value, configured=False) is None, name
+    static = {"model_path": "/m/other.onnx", "backend": "torch", "image_transport": "compressed",
+              "qos_reliability": "reliable", "tracking": False, "category_set": "heco"}
+    for name, value in static.items():
+        error = change_error(name, value, configured=True)
+        assert error.startswith(f"{name}: read-only while the node is configured"), error
+        assert "cleanup" in error
+        assert change_error(name, value, configured=False) is None, name
+    for configured in (True, False):
+        assert "read-only" in change_error("autostart", False, configured)
+        # A bad value is refused with its own message in any state.
+        assert change_error("model_path", "", configured).startswith("model_path: must be")
+        assert change_error("max_people", 0, configured).startswith("max_people: must be")
+
+
+def test_node_refuses_changing_autostart(ros_env):
+    """Declared read-only on a real node: ROS refuses it before any callback; the others are
+    left to the node's callback (test above; the node: test/test_lifecycle_node.py)."""
     import rclpy
     from rclpy.parameter import Parameter
 
@@ -77,14 +105,11 @@ def test_only_runtime_parameters_can_change(ros_env):
     try:
         node = rclpy.create_node("emotion_node", context=context)
         node_params.declare(node)
-        for name in ("backend", "model_path", "image_transport", "qos_reliability", "tracking"):
-            (result,) = node.set_parameters([Parameter(name, value="x")])
-            assert not result.successful and "read-only" in result.reason, name
-        changes = {"detection_threshold": 0.4, "emotion_threshold": [0.2, 0.3, 0.4],
-                   "max_people": 3, "smoothing": 0.5, "max_rate_hz": 2.0}
-        assert set(changes) == DYNAMIC
-        results = node.set_parameters([Parameter(k, value=v) for k, v in changes.items()])
-        assert all(r.successful for r in results)
+        (result,) = node.set_parameters([Parameter("autostart", value=False)])
+        assert not result.successful and "read-only" in result.reason
+        (result,) = node.set_parameters([Parameter("model_path", value="/m/other.onnx")])
+        assert result.successful
+        assert node_params.read(node)["model_path"] == "/m/other.onnx"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
@@ -105,6 +130,7 @@ BAD_VALUES = [
     ("publish_overlay", 1), ("tracking", "true"),
     ("smoothing", 1.0), ("smoothing", -0.1), ("smoothing", 2),
     ("max_rate_hz", -1.0), ("max_rate_hz", math.inf), ("max_rate_hz", [5.0]),
+    ("autostart", "true"), ("autostart", 1),
 ]
 
 

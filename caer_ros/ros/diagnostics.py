@@ -3,8 +3,9 @@
 :class:`FrameStats` is shared by the subscription callback (received, dropped) and the worker
 thread (processed with latency, bad); :meth:`FrameStats.window` gives the totals and the
 rates since the previous call, which :func:`diagnostic_status` turns into one
-``diagnostic_msgs/DiagnosticStatus``. Latency is arrival of the message to publication of
-its result (conversion, inference, tracking, message building).
+``diagnostic_msgs/DiagnosticStatus``, naming the node's lifecycle state too. Latency is arrival
+of the message to publication of its result (conversion, inference, tracking, message
+building).
 """
 
 from __future__ import annotations
@@ -94,19 +95,36 @@ class FrameStats:
         )
 
 
+LIFECYCLE_STATES = ("unconfigured", "inactive", "active", "finalized")
+
+
 def diagnostic_status(name: str, backend: str, input_topic: str, stats: StatsWindow,
-                      enabled: bool, no_input_after_s: float = 5.0) -> DiagnosticStatus:
-    """One status: OK, or WARN with the reason (no input, bad frames); values for each count."""
+                      enabled: bool, no_input_after_s: float = 5.0, state: str = "active",
+                      error: str = "") -> DiagnosticStatus:
+    """One status: the lifecycle ``state`` (and, while active, running or paused), OK or WARN
+    with the reason (no input while active, bad frames), ERROR with ``error`` (why the last
+    configure failed, while unconfigured); values for each count."""
+    if state not in LIFECYCLE_STATES:
+        raise ValueError(f"unknown lifecycle state {state!r}")
     problems = []
-    if stats.seconds_since_input > no_input_after_s:
+    if state == "active" and stats.seconds_since_input > no_input_after_s:
         problems.append(f"no image on {input_topic} for {no_input_after_s:.0f} s")
     if stats.new_bad:
         problems.append(f"{stats.new_bad} bad or failed frames")
+    if error and state == "unconfigured":
+        problems.append(f"configure failed: {error}")
     status = DiagnosticStatus(name=name, hardware_id=backend)
-    status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-    state = "running" if enabled else "paused (~/enable)"
-    status.message = "; ".join([state, *problems])
+    status.level = (DiagnosticStatus.ERROR if error and state == "unconfigured" else
+                    DiagnosticStatus.WARN if problems else DiagnosticStatus.OK)
+    doing = {
+        "active": "running" if enabled else "paused (~/enable)",
+        "inactive": "not processing",
+        "unconfigured": "no model loaded",
+        "finalized": "shut down",
+    }[state]
+    status.message = "; ".join([f"{state}: {doing}", *problems])
     values = {
+        "lifecycle_state": state,
         "backend": backend,
         "input_topic": input_topic,
         "enabled": str(enabled).lower(),

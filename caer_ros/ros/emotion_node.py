@@ -5,14 +5,41 @@ Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImag
 ``/people_emotions/overlay`` (bgr8 Image, with ``publish_overlay``) and ``/diagnostics``;
 serves ``~/enable`` (std_srvs/SetBool) to pause and resume. Parameters: config/emotion.yaml.
 
-Threads: the executor (main thread) runs the subscription callback, which only puts the
-newest message into a one-slot box, plus the service, parameter callbacks and timers. One
-worker thread takes frames from the box and runs the frame path
-(:func:`caer_ros.ros.frame_path.process_frame`), then publishes. Frames replaced in the box
-before the worker took them are counted as dropped.
+Lifecycle: a managed node (``rclpy.lifecycle``; ``ros2 lifecycle set /emotion_node
+configure|activate|deactivate|cleanup|shutdown``, or a lifecycle manager):
 
-Exit status: 0 after SIGINT/SIGTERM, 1 when the parameters or the model file are unusable
-(one line on stderr naming the problem).
+- unconfigured: parameters declared, no model. Every parameter but ``autostart`` may change.
+- configure: reads and validates the parameters, loads the model (category set, thresholds,
+  tracker), creates the output publishers. A bad parameter or model fails the transition, with
+  one error line naming the reason (also on /diagnostics): the node stays unconfigured and
+  alive, so fix the parameter (``ros2 param set``) and configure again.
+- activate: subscribes to the image topic, starts the worker thread, enables the publishers.
+- deactivate: unsubscribes and joins the worker; the model stays loaded; nothing is published.
+  Only the ``[runtime]`` parameters may change while inactive or active.
+- cleanup: drops the model and the output publishers (back to unconfigured).
+- shutdown (from any state): as deactivate and cleanup; the process then idles (finalized)
+  until SIGINT/SIGTERM.
+
+``/diagnostics`` is published every second in every state and names it.
+
+``autostart`` (parameter, default true): the node configures and activates itself at start,
+so ``emotion_node`` and the launch file behave as a plain node; false: it waits unconfigured.
+
+``~/enable`` is a pause switch inside the active state: ``data: false`` while active pauses
+(the node stays active; frames are ignored, nothing is published; diagnostics say "active:
+paused"), ``data: true`` resumes. ``data: true`` while inactive activates the node; while
+unconfigured it is refused (success false: configure first). ``data: false`` while not active
+has nothing to pause (success true). Every activation starts unpaused.
+
+Threads: the executor (main thread) runs the subscription callback, which only puts the
+newest message into a one-slot box, plus the services (enable, lifecycle transitions),
+parameter callbacks and timers. While active, one worker thread takes frames from the box and
+runs the frame path (:func:`caer_ros.ros.frame_path.process_frame`), then publishes;
+deactivating joins it before the transition completes. Frames replaced in the box before the
+worker took them are counted as dropped.
+
+Exit status: 0 after SIGINT/SIGTERM, 1 when, with ``autostart``, the parameters or the model
+file are unusable (one line on stderr naming the problem) or ``autostart`` is not a boolean.
 """
 
 from __future__ import annotations
@@ -27,7 +54,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
@@ -66,65 +93,180 @@ def load_predictor(params: NodeParams) -> Any:
             from None
 
 
-class EmotionNode(Node):
-    """The node; :meth:`start` begins processing, :meth:`stop` joins the worker thread."""
+class EmotionNode(LifecycleNode):
+    """The managed node (module docstring); :meth:`start` is autostart's configure and
+    activate, :meth:`stop` joins the worker thread at the end of the process."""
 
     def __init__(self, predictor_factory=load_predictor) -> None:
         super().__init__(NODE_NAME)
-        try:
-            self.params = NodeParams.from_values(node_params.declare(self))
-        except ParamsError as err:
-            raise StartupError(f"bad parameters: {err}") from None
-        self.predictor = predictor_factory(self.params)
-        if self.params.category_set:
-            try:
-                self.predictor.use_category_set(self.params.category_set)
-            except ValueError as err:
-                raise StartupError(f"category_set: {err}") from None
-        self.categories = tuple(self.predictor.categories)
-        try:
-            self.settings = self._frame_settings(self.params)
-        except ValueError as err:
-            raise StartupError(str(err)) from None
-        self.tracker = (IouTracker(IOU_THRESHOLD, MAX_MISSED, self.params.smoothing)
-                        if self.params.tracking else None)
+        autostart, error = node_params.check("autostart", node_params.declare(self)["autostart"])
+        if error:
+            raise StartupError(f"bad parameters: {error}")
+        self.autostart: bool = autostart
+        self._predictor_factory = predictor_factory
+        self.state = "unconfigured"  # of the lifecycle: unconfigured, inactive, active, finalized
+        self.configure_error = ""  # why the last configure failed ("" after a success)
+        self._log_configure_error = True  # autostart reports it on stderr instead
+        self.params: NodeParams | None = None
+        self.predictor: Any = None
+        self.categories: tuple[str, ...] = ()
+        self.settings: FrameSettings | None = None
+        self.tracker: IouTracker | None = None
+        self.input_topic, self.input_type = "", Image
+        self.people_pub: Any = None
+        self.overlay_pub: Any = None
+        self.image_sub: Any = None
+
         self.stats = FrameStats()
         self.frames = LatestFrame()
         self.enabled = True
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="emotion_worker", daemon=True)
+        self._worker: threading.Thread | None = None
         self._last_input_warning = ("", 0.0)
-
-        self.input_topic, self.input_type = self._input()
-        self.image_sub = self.create_subscription(
-            self.input_type, self.input_topic, self._on_image,
-            image_qos(self.params.qos_reliability),
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
-        )
-        self.people_pub = self.create_publisher(PersonEmotionArray, PEOPLE_TOPIC, 10)
-        self.overlay_pub = (self.create_publisher(Image, OVERLAY_TOPIC, 2)
-                            if self.params.publish_overlay else None)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(NO_INPUT_WARN_S, self._check_input)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+
+    # ------------------------------------------------------------------ process start and end
+
+    def start(self) -> None:
+        """autostart: configure and activate now; StartupError (the reason) when either fails."""
+        self._log_configure_error = False  # main prints the one line
+        try:
+            configured = self.trigger_configure()
+        finally:
+            self._log_configure_error = True
+        if configured != TransitionCallbackReturn.SUCCESS:
+            raise StartupError(self.configure_error or "configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError("activate failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End of the process: stop processing (no transition: the context may be gone)."""
+        self._stop_processing(timeout)
+
+    # ------------------------------------------------------------------ lifecycle transitions
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Read and validate the parameters, load the model; FAILURE (stay unconfigured) with
+        the reason in :attr:`configure_error` when they are unusable."""
+        try:
+            self._configure()
+        except Exception as err:  # StartupError; anything else is a bug, reported the same way
+            reason = str(err) if isinstance(err, StartupError) else \
+                f"{type(err).__name__}: {err}"
+            self._release()
+            self.configure_error = reason
+            if self._log_configure_error:
+                self.get_logger().error(f"configure failed: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
+        self.state = "inactive"
         self.get_logger().info(
-            f"model {node_params.resolve_model_path(self.params.model_path)} "
+            f"configured: model {node_params.resolve_model_path(self.params.model_path)} "
             f"({self.predictor.backend}, {len(self.categories)} categories); input "
             f"{self.input_topic} ({self.params.image_transport}, {self.params.qos_reliability}); "
             f"output {PEOPLE_TOPIC}" + (f", {OVERLAY_TOPIC}" if self.overlay_pub else ""))
+        return TransitionCallbackReturn.SUCCESS
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Enable the publishers, subscribe, start the worker; unpaused."""
+        result = super().on_activate(state)  # the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self.enabled = True
+        self.frames.clear()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(self._stop,),
+                                        name="emotion_worker", daemon=True)
+        self.image_sub = self.create_subscription(
+            self.input_type, self.input_topic, self._on_image,
+            image_qos(self.params.qos_reliability),
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
+        )
         self._worker.start()
+        self.state = "active"
+        self.get_logger().info(f"active: processing frames from {self.input_topic}")
+        return TransitionCallbackReturn.SUCCESS
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Unsubscribe and join the worker, then disable the publishers; the model stays."""
+        self._stop_processing()
+        result = super().on_deactivate(state)
+        self.state = "inactive"
+        self.get_logger().info("inactive: not processing (model kept)")
+        return result
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Drop the model and the output publishers: back to unconfigured."""
+        result = super().on_cleanup(state)
+        self._release()
+        self.state = "unconfigured"
+        self.get_logger().info("unconfigured: model unloaded")
+        return result
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """From any state: stop processing and drop everything (finalized)."""
+        self._release()
+        self.state = "finalized"
+        self.get_logger().info("finalized: shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """A transition raised (a bug): drop everything and go back to unconfigured."""
+        self._release()
+        self.state = "unconfigured"
+        self.get_logger().error(f"a transition from {state.label} raised; back to unconfigured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        """Everything the frame path needs, from the parameters as they are now."""
+        try:
+            params = NodeParams.from_values(node_params.read(self))
+        except ParamsError as err:
+            raise StartupError(f"bad parameters: {err}") from None
+        predictor = self._predictor_factory(params)
+        if params.category_set:
+            try:
+                predictor.use_category_set(params.category_set)
+            except ValueError as err:
+                raise StartupError(f"category_set: {err}") from None
+        try:
+            settings = frame_settings(params, predictor)
+        except ValueError as err:
+            raise StartupError(str(err)) from None
+        self.params, self.predictor, self.settings = params, predictor, settings
+        self.categories = tuple(predictor.categories)
+        self.tracker = (IouTracker(IOU_THRESHOLD, MAX_MISSED, params.smoothing)
+                        if params.tracking else None)
+        self.input_topic, self.input_type = self._input(params)
+        self.people_pub = self.create_lifecycle_publisher(PersonEmotionArray, PEOPLE_TOPIC, 10)
+        self.overlay_pub = (self.create_lifecycle_publisher(Image, OVERLAY_TOPIC, 2)
+                            if params.publish_overlay else None)
+
+    def _stop_processing(self, timeout: float = 10.0) -> None:
+        """Unsubscribe, stop and join the worker, forget a waiting frame."""
+        if self.image_sub is not None:
+            self.destroy_subscription(self.image_sub)
+            self.image_sub = None
         self._stop.set()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout)
+        self._worker = None
+        self.frames.clear()
+
+    def _release(self) -> None:
+        """Stop processing, destroy the output publishers, drop the model."""
+        self._stop_processing()
+        for publisher in (self.people_pub, self.overlay_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self.people_pub = self.overlay_pub = None
+        self.params = self.predictor = self.settings = self.tracker = None
+        self.categories = ()
 
     # ------------------------------------------------------------------ receive (executor)
 
@@ -136,22 +278,24 @@ class EmotionNode(Node):
 
     # ------------------------------------------------------------------ frame path (worker)
 
-    def _work(self) -> None:
+    def _work(self, stop: threading.Event) -> None:
         """Worker thread: wait for the rate limit, take the newest frame, process, publish."""
         last_start = -float("inf")
-        while not self._stop.is_set():
+        while not stop.is_set():
             rate = self.params.max_rate_hz
-            if rate > 0 and self._stop.wait(max(0.0, last_start + 1.0 / rate - time.monotonic())):
+            if rate > 0 and stop.wait(max(0.0, last_start + 1.0 / rate - time.monotonic())):
                 break
             item = self.frames.take(timeout=0.1)
-            if item is None:
+            if item is None or stop.is_set():
                 continue
             last_start = time.monotonic()
-            self._process(*item)
+            self._process(*item, stop)
 
-    def _process(self, msg: Image | CompressedImage, arrived: float) -> None:
+    def _process(self, msg: Image | CompressedImage, arrived: float,
+                 stop: threading.Event) -> None:
         """One frame: process_frame, then publish; a bad frame is logged and skipped."""
-        overlay = self.overlay_pub is not None and self.overlay_pub.get_subscription_count() > 0
+        people_pub, overlay_pub = self.people_pub, self.overlay_pub
+        overlay = overlay_pub is not None and overlay_pub.get_subscription_count() > 0
         try:
             output = process_frame(msg, self.predictor, self.settings, self.tracker, overlay)
         except ImageConversionError as err:
@@ -160,42 +304,56 @@ class EmotionNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         except Exception as err:  # never let one frame stop the node
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             self.stats.failed()
             self.get_logger().error(f"frame from {self.input_topic} failed: "
                                     f"{type(err).__name__}: {err}",
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
-        if self._stop.is_set() or not self.context.ok():
+        if stop.is_set() or not self.context.ok():
             return
-        self.people_pub.publish(output.people)
+        people_pub.publish(output.people)  # lifecycle publishers: only while active
         if output.overlay is not None:
-            self.overlay_pub.publish(output.overlay)
+            overlay_pub.publish(output.overlay)
         self.stats.processed(time.monotonic() - arrived)
 
     # ------------------------------------------------------------------ services, timers
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
-        self.enabled = bool(request.data)
-        if not self.enabled:
-            self.frames.clear()
+        """Pause/resume while active; true also activates an inactive node (module docstring)."""
         response.success = True
-        response.message = "processing" if self.enabled else "paused"
-        self.get_logger().info(f"~/enable: {response.message}")
+        if request.data and self.state == "inactive":
+            activated = self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            response.success = activated
+            response.message = "activated: processing" if activated else "activate failed"
+        elif request.data and self.state != "active":
+            response.success = False
+            response.message = (f"{self.state}: no model loaded; configure first (ros2 "
+                                f"lifecycle set {self.get_fully_qualified_name()} configure)")
+        elif self.state == "active":
+            self.enabled = bool(request.data)
+            if not self.enabled:
+                self.frames.clear()
+            response.message = "processing" if self.enabled else "paused"
+        else:
+            response.message = f"{self.state}: not processing, nothing to pause"
+        self.get_logger().info(f"~/enable {str(request.data).lower()}: {response.message}")
         return response
 
     def _publish_diagnostics(self) -> None:
-        status = diagnostic_status(f"{self.get_name()}: people emotions", self.predictor.backend,
+        backend = self.predictor.backend if self.predictor is not None else ""
+        status = diagnostic_status(f"{self.get_name()}: people emotions", backend,
                                    self.input_topic, self.stats.window(), self.enabled,
-                                   NO_INPUT_WARN_S)
+                                   NO_INPUT_WARN_S, self.state, self.configure_error)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
     def _check_input(self) -> None:
-        """Every 5 s without input: say why (no publisher, wrong type, QoS mismatch)."""
-        if self.stats.seconds_since_input() < NO_INPUT_WARN_S:
+        """Every 5 s without input while active: say why (no publisher, wrong type, QoS
+        mismatch)."""
+        if self.state != "active" or self.stats.seconds_since_input() < NO_INPUT_WARN_S:
             return
         problem = input_problem(self.input_topic, _type_name(self.input_type),
                                 self.params.qos_reliability,
@@ -204,6 +362,8 @@ class EmotionNode(Node):
             self._warn_input(problem)
 
     def _on_incompatible_qos(self, info: Any) -> None:
+        if self.params is None:
+            return
         policy = getattr(info.last_policy_kind, "name", str(info.last_policy_kind))
         self._warn_input(incompatible_qos_hint(self.input_topic, policy,
                                                self.params.qos_reliability))
@@ -219,11 +379,14 @@ class EmotionNode(Node):
     # ------------------------------------------------------------------ parameters
 
     def _validate_parameters(self, changed: list[Any]) -> SetParametersResult:
-        """Reject bad values (with the reason) before ROS stores them."""
+        """Reject bad values, and static parameters while configured, with the reason,
+        before ROS stores them."""
+        configured = self.state in ("inactive", "active")
         errors = []
         for parameter in changed:
-            value, error = node_params.check(parameter.name, parameter.value)
-            if error is None and parameter.name == "emotion_threshold":
+            error = node_params.change_error(parameter.name, parameter.value, configured)
+            if error is None and configured and parameter.name == "emotion_threshold":
+                value, _ = node_params.check(parameter.name, parameter.value)
                 try:
                     node_params.emotion_thresholds(value, self.categories,
                                                    self.predictor.emotion_thresholds)
@@ -234,34 +397,43 @@ class EmotionNode(Node):
         return SetParametersResult(successful=not errors, reason="; ".join(errors))
 
     def _apply_parameters(self, changed: list[Any]) -> None:
-        """Use the new values from the next frame on (the worker reads them per frame)."""
+        """Configured: use the new values from the next frame on (the worker reads them per
+        frame). Unconfigured: nothing to do, the next configure reads them."""
+        if self.params is None:
+            self.get_logger().info("parameters changed, used at the next configure: " +
+                                   ", ".join(f"{p.name}={p.value!r}" for p in changed))
+            return
         values = {p.name: p.value for p in changed if p.name in node_params.DYNAMIC}
         if not values:
             return
         self.params = self.params.replace(**values)
-        self.settings = self._frame_settings(self.params)
+        self.settings = frame_settings(self.params, self.predictor)
         if self.tracker is not None:
             self.tracker.smoothing = self.params.smoothing
         self.get_logger().info("parameters changed: " + ", ".join(
             f"{name}={getattr(self.params, name)!r}" for name in values))
 
-    def _frame_settings(self, params: NodeParams) -> FrameSettings:
-        detection = params.detection_threshold
-        if detection < 0:
-            detection = float(self.predictor.detection_threshold)
-        thresholds = node_params.emotion_thresholds(params.emotion_threshold, self.categories,
-                                                    self.predictor.emotion_thresholds)
-        return FrameSettings(detection, thresholds, params.max_people)
-
-    def _input(self) -> tuple[str, type]:
+    def _input(self, params: NodeParams) -> tuple[str, type]:
         """Input topic and type. ``image/compressed`` follows a remap of ``image`` unless it
         is remapped itself (image_transport's convention)."""
-        if self.params.image_transport == "raw":
+        if params.image_transport == "raw":
             return self.resolve_topic_name("image"), Image
         name = "image/compressed"
         if self.resolve_topic_name(name) != self.resolve_topic_name(name, only_expand=True):
             return self.resolve_topic_name(name), CompressedImage
         return self.resolve_topic_name("image") + "/compressed", CompressedImage
+
+
+def frame_settings(params: NodeParams, predictor: Any) -> FrameSettings:
+    """Thresholds and limits of the frame path: ``params`` against the model's defaults
+    (after its category set was chosen). Raises ValueError."""
+    detection = params.detection_threshold
+    if detection < 0:
+        detection = float(predictor.detection_threshold)
+    thresholds = node_params.emotion_thresholds(params.emotion_threshold,
+                                                tuple(predictor.categories),
+                                                predictor.emotion_thresholds)
+    return FrameSettings(detection, thresholds, params.max_people)
 
 
 def _type_name(msg_type: type) -> str:
@@ -271,13 +443,19 @@ def _type_name(msg_type: type) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``emotion_node``: run until SIGINT/SIGTERM; 1 when it cannot start."""
+    """Console script ``emotion_node``: run until SIGINT/SIGTERM; 1 when autostart cannot
+    configure (or activate) the node."""
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = EmotionNode()
-        node.start()
+        if node.autostart:
+            node.start()
+        else:
+            node.get_logger().info("unconfigured (autostart false): waiting for "
+                                   f"ros2 lifecycle set {node.get_fully_qualified_name()} "
+                                   "configure")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

@@ -2,9 +2,11 @@
 
 :class:`NodeParams` is the single source of the defaults: the node declares exactly these
 fields (:func:`declare`) and ``config/emotion.yaml`` repeats them (a test compares the two).
-:func:`check` validates one value and returns one message per bad value; the node uses it at
-start-up and in its set-parameters callback, where only the :data:`DYNAMIC` parameters may
-change (the others are declared read-only).
+:func:`check` validates one value and returns one message per bad value; the node uses it when
+it configures itself and in its set-parameters callback (:func:`change_error`). When each
+parameter may change: the :data:`DYNAMIC` ones at any time (used from the next frame on);
+:data:`START_ONLY` (``autostart``) never, it is declared read-only; every other one only while
+the node is unconfigured, since configuring reads them (model, backend, input).
 
 ROS hands over typed values: every parameter is declared with dynamic typing so that ``5``
 for a float parameter is accepted (as ``5.0``) and a wrong type gets our message, not an
@@ -28,8 +30,8 @@ _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 _PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
 
 
-def _doc(text: str, dynamic: bool = False) -> dict[str, Any]:
-    return {"doc": text, "dynamic": dynamic}
+def _doc(text: str, dynamic: bool = False, start_only: bool = False) -> dict[str, Any]:
+    return {"doc": text, "dynamic": dynamic, "start_only": start_only}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ class NodeParams:
     max_rate_hz: float = field(default=0.0, metadata=_doc(
         "Process at most this many frames per second (> 0); 0: as fast as possible.",
         dynamic=True))
+    autostart: bool = field(default=True, metadata=_doc(
+        "Configure and activate at start, so the node processes frames at once; false: wait "
+        "unconfigured for a lifecycle manager (ros2 lifecycle set /emotion_node configure).",
+        start_only=True))
 
     def __post_init__(self) -> None:
         errors = []
@@ -108,6 +114,7 @@ class ParamsError(ValueError):
 
 
 DYNAMIC = frozenset(f.name for f in fields(NodeParams) if f.metadata["dynamic"])
+START_ONLY = frozenset(f.name for f in fields(NodeParams) if f.metadata["start_only"])
 
 
 def defaults() -> dict[str, Any]:
@@ -117,15 +124,36 @@ def defaults() -> dict[str, Any]:
 
 
 def declare(node: Any) -> dict[str, Any]:
-    """Declare every parameter on an rclpy ``node``; returns the values it then holds."""
+    """Declare every parameter on an rclpy ``node`` (:data:`START_ONLY` ones read-only);
+    returns the values it then holds."""
     from rcl_interfaces.msg import ParameterDescriptor
 
     values = defaults()
     for f in fields(NodeParams):
         node.declare_parameter(f.name, values[f.name], ParameterDescriptor(
             description=f.metadata["doc"], dynamic_typing=True,
-            read_only=not f.metadata["dynamic"]))
-    return {f.name: node.get_parameter(f.name).value for f in fields(NodeParams)}
+            read_only=f.metadata["start_only"]))
+    return read(node)
+
+
+def read(node: Any) -> dict[str, Any]:
+    """The values ``node`` holds now (a parameter unset at run time: its default)."""
+    values = defaults()
+    return {name: node.get_parameter(name).value if node.has_parameter(name) else default
+            for name, default in values.items()}
+
+
+def change_error(name: str, value: Any, configured: bool) -> str | None:
+    """Why ``name`` may not become ``value`` now (None: it may); ``configured``: the node
+    holds a model (inactive or active), so only :data:`DYNAMIC` parameters may change."""
+    if name in START_ONLY:
+        return f"{name}: read-only, it is used only when the node starts"
+    _, error = check(name, value)
+    if error is None and configured and name not in DYNAMIC:
+        error = (f"{name}: read-only while the node is configured; it can change while the "
+                 f"node is unconfigured (ros2 lifecycle set /emotion_node cleanup) and is "
+                 f"used at the next configure")
+    return error
 
 
 def check(name: str, value: Any) -> tuple[Any, str | None]:
@@ -287,4 +315,5 @@ _CHECKS = {
     "tracking": _boolean,
     "smoothing": _smoothing,
     "max_rate_hz": _max_rate_hz,
+    "autostart": _boolean,
 }

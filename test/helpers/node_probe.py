@@ -1,5 +1,6 @@
 """Drive a running emotion_node from a test: start it as the launch file does, publish camera
-frames, collect its answers (people, overlay, diagnostics), call its enable service.
+frames, collect its answers (people, overlay, diagnostics), call its enable service and its
+lifecycle services (change_state, get_state).
 
 :func:`start_node` runs the ``emotion_node`` console script with the params file and the
 launch file's remapping (its output goes to a log file: a pipe nobody reads would block it).
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -33,6 +36,12 @@ CONFIG = REPO / "config" / "emotion.yaml"
 CAMERA_TOPIC = "/camera/image_raw"
 PEOPLE_TOPIC = "/people_emotions"
 OVERLAY_TOPIC = "/people_emotions/overlay"
+TRANSITIONS = {
+    "configure": Transition.TRANSITION_CONFIGURE,
+    "activate": Transition.TRANSITION_ACTIVATE,
+    "deactivate": Transition.TRANSITION_DEACTIVATE,
+    "cleanup": Transition.TRANSITION_CLEANUP,
+}
 
 
 def node_command(*ros_args: str) -> list[str]:
@@ -96,6 +105,9 @@ class NodeProbe:
         self.enable_client = self.node.create_client(SetBool, "/emotion_node/enable")
         self.parameters_client = self.node.create_client(SetParameters,
                                                          "/emotion_node/set_parameters")
+        self.change_state_client = self.node.create_client(ChangeState,
+                                                           "/emotion_node/change_state")
+        self.get_state_client = self.node.create_client(GetState, "/emotion_node/get_state")
         self._next_stamp = 1000
 
     def close(self) -> None:
@@ -169,6 +181,27 @@ class NodeProbe:
         future = self.parameters_client.call_async(request)
         self.spin_until(future.done, timeout)
         return future.result().results[0] if future.done() else None
+
+    def _call(self, client, request, timeout: float):
+        """The response of ``client`` to ``request`` (None: no service or no reply in time)."""
+        deadline = time.monotonic() + timeout
+        if not self.spin_until(client.service_is_ready, timeout):
+            return None
+        future = client.call_async(request)
+        self.spin_until(future.done, max(0.0, deadline - time.monotonic()))
+        return future.result() if future.done() else None
+
+    def change_state(self, transition: str, timeout: float = 30.0) -> bool | None:
+        """Trigger a lifecycle ``transition`` (configure, activate, deactivate, cleanup) on the
+        node: its success (None: no reply)."""
+        request = ChangeState.Request(transition=Transition(id=TRANSITIONS[transition]))
+        response = self._call(self.change_state_client, request, timeout)
+        return None if response is None else response.success
+
+    def lifecycle_state(self, timeout: float = 10.0) -> str | None:
+        """The node's lifecycle state label (unconfigured, inactive, active; None: no reply)."""
+        response = self._call(self.get_state_client, GetState.Request(), timeout)
+        return None if response is None else response.current_state.label
 
     def latest_diagnostics(self) -> dict[str, str]:
         """The key/values of the newest /diagnostics status received so far ({} when none)."""
