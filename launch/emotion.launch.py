@@ -5,8 +5,10 @@
 
 Arguments: ``image_topic`` (camera topic; with image_transport compressed the node reads
 ``<image_topic>/compressed``), ``params_file`` (default: the installed config/emotion.yaml,
-whose values equal the node's defaults) and ``model_path`` (overrides the params file's when
-non-empty).
+whose values equal the node's defaults), ``model_path`` (overrides the params file's when
+non-empty) and ``autostart`` (true or false, overrides the params file's when non-empty;
+false: the node waits unconfigured for ``ros2 lifecycle set /emotion_node configure`` or a
+lifecycle manager).
 """
 
 import os
@@ -21,9 +23,14 @@ from launch_ros.actions import Node
 def _emotion_node(context):
     image_topic = LaunchConfiguration("image_topic").perform(context)
     model_path = LaunchConfiguration("model_path").perform(context)
+    autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
+    if autostart not in ("", "true", "false"):
+        raise ValueError(f"autostart: must be true or false, got {autostart!r}")
     parameters = [LaunchConfiguration("params_file").perform(context)]
     if model_path:
         parameters.append({"model_path": model_path})
+    if autostart:
+        parameters.append({"autostart": autostart == "true"})
     return [
         Node(
             package="caer_ros",
@@ -56,6 +63,11 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "model_path", default_value="",
             description="Model file; overrides the params file's model_path when not empty.",
+        ),
+        DeclareLaunchArgument(
+            "autostart", default_value="",
+            description="true: configure and activate at start; false: wait unconfigured for a "
+                        "lifecycle manager; empty: the params file's autostart (true).",
         ),
         OpaqueFunction(function=_emotion_node),
     ])

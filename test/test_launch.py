@@ -55,10 +55,12 @@ def test_launch_file_starts_the_emotion_node_console_script():
 def test_launch_arguments_and_remappings():
     tree = ast.parse(LAUNCH.read_text())
     declared = {ast.literal_eval(c.args[0]): c for c in _calls(tree, "DeclareLaunchArgument")}
-    assert set(declared) == {"image_topic", "params_file", "model_path"}
+    assert set(declared) == {"image_topic", "params_file", "model_path", "autostart"}
     assert ast.literal_eval(_keyword(declared["image_topic"], "default_value")) == \
         "/camera/image_raw"
+    # Empty: the params file's value (a launch default never overrides the params file).
     assert ast.literal_eval(_keyword(declared["model_path"], "default_value")) == ""
+    assert ast.literal_eval(_keyword(declared["autostart"], "default_value")) == ""
     default_params = ast.unparse(_keyword(declared["params_file"], "default_value"))
     assert "default_params" in default_params
     assert "get_package_share_directory" in LAUNCH.read_text()
@@ -75,7 +77,7 @@ def test_parameters_set_by_the_launch_file_exist():
     tree = ast.parse(LAUNCH.read_text())
     names = {ast.literal_eval(key) for d in ast.walk(tree) if isinstance(d, ast.Dict)
              for key in d.keys}
-    assert names == {"model_path"}
+    assert names == {"model_path", "autostart"}
     yaml_names = set(yaml.safe_load(CONFIG.read_text())["emotion_node"]["ros__parameters"])
     assert names <= yaml_names
     assert names <= set(node_params.defaults())
@@ -100,7 +102,7 @@ def test_launch_description_loads_where_launch_is_installed(tmp_path, monkeypatc
     description = module.generate_launch_description()
     assert isinstance(description, launch.LaunchDescription)
     arguments = {a.name: a for a in description.get_launch_arguments()}
-    assert set(arguments) == {"image_topic", "params_file", "model_path"}
+    assert set(arguments) == {"image_topic", "params_file", "model_path", "autostart"}
     context = launch.LaunchContext()
     for action in description.entities:
         action.visit(context)

@@ -41,6 +41,12 @@ def test_command_matches_the_launch_file():
     assert {DEFAULT_IMAGE_TOPIC, NODE_NAME, "image", "image/compressed", "/compressed"} <= strings
 
 
+def test_autostart_as_the_launch_argument_sets_it():
+    assert _pairs(emotion_node_command(autostart=False), "-p") == ["autostart:=false"]
+    assert _pairs(emotion_node_command(autostart=True), "-p") == ["autostart:=true"]
+    assert "autostart" in LAUNCH.read_text()
+
+
 def test_no_model_path_means_the_params_file_one():
     command = emotion_node_command()
     assert "-p" not in command
