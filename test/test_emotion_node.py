@@ -1,4 +1,5 @@
-"""emotion_node start-up failures: exit status 1 and one line on stderr naming the problem.
+"""emotion_node start-up failures (with autostart, the default): exit status 1 and one line on
+stderr naming the problem.
 
 The node runs as its own process, started the way the launch file starts it (params file,
 remapping). Frames in, people out with a real model: test/test_emotion_node_frames.py.
@@ -57,3 +58,12 @@ def test_bad_parameters_exit_1_with_one_message_each(ros_env):
     for part in ("backend: must be one of onnxruntime, torch, got 'tensorflow'",
                  "smoothing: must be in [0, 1)", "qos_reliability: must be one of"):
         assert part in lines[0], part
+
+
+def test_bad_autostart_exits_1_naming_it(ros_env):
+    """autostart decides whether to configure at all: a bad value stops the start."""
+    result = _run_node(ros_env, "-p", "autostart:=maybe")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["emotion_node: bad parameters: autostart: must be true or false, "
+                     "got 'maybe'"], result.stderr

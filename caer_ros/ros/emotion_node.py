@@ -15,12 +15,13 @@ configure|activate|deactivate|cleanup|shutdown``, or a lifecycle manager):
   alive, so fix the parameter (``ros2 param set``) and configure again.
 - activate: subscribes to the image topic, starts the worker thread, enables the publishers.
 - deactivate: unsubscribes and joins the worker; the model stays loaded; nothing is published.
-  Only the ``[runtime]`` parameters may change while inactive or active.
 - cleanup: drops the model and the output publishers (back to unconfigured).
 - shutdown (from any state): as deactivate and cleanup; the process then idles (finalized)
   until SIGINT/SIGTERM.
 
-``/diagnostics`` is published every second in every state and names it.
+Parameters: the ``[runtime]`` ones may change in any state; the others only while unconfigured
+(the next configure reads them); ``autostart`` never. ``/diagnostics`` is published every
+second in every state and names it.
 
 ``autostart`` (parameter, default true): the node configures and activates itself at start,
 so ``emotion_node`` and the launch file behave as a plain node; false: it waits unconfigured.
@@ -327,10 +328,13 @@ class EmotionNode(LifecycleNode):
             activated = self.trigger_activate() == TransitionCallbackReturn.SUCCESS
             response.success = activated
             response.message = "activated: processing" if activated else "activate failed"
-        elif request.data and self.state != "active":
+        elif request.data and self.state == "unconfigured":
             response.success = False
             response.message = (f"{self.state}: no model loaded; configure first (ros2 "
                                 f"lifecycle set {self.get_fully_qualified_name()} configure)")
+        elif request.data and self.state != "active":
+            response.success = False
+            response.message = f"{self.state}: the node was shut down"
         elif self.state == "active":
             self.enabled = bool(request.data)
             if not self.enabled:
