@@ -34,7 +34,7 @@ Usage::
         [--arms full,context_only,person_only] [--threads N] [--quick] [key=value ...]
 
 ``key=value`` are training-config overrides applied to every arm (``optim.lr=2e-3``).
-``--quick`` is a smoke run (30 images, 10 s of training per arm, one thread): it checks the
+``--quick`` is a smoke run (30 images, 3 s of training per arm, one thread): it checks the
 whole path, its figures mean nothing.
 """
 
@@ -282,7 +282,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.arms:
         parser.error(f"--arms: unknown {unknown}; known: {','.join(ARMS)}")
     if args.quick:  # one thread: a smoke run next to other jobs stays fast (see --threads)
-        args.images, args.budget_minutes = 30, 1 / 6
+        args.images, args.budget_minutes = 30, 0.05
         args.threads = args.threads or 1
         args.overrides = ["batch_size=4", "val_every=1000", *args.overrides]
     return args

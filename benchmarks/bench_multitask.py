@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training-config overrides for every run")
     args = parser.parse_intermixed_args(argv)
     if args.quick:
-        args.images, args.budget_minutes, args.threads = 40, 0.1, 1
+        args.images, args.budget_minutes, args.threads = 40, 0.05, 1
         args.size = 64
         args.overrides = ["model.input_size=[64,64]", "val_every=1", "batch_size=8",
                           *args.overrides]

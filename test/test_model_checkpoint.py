@@ -216,4 +216,5 @@ def test_files_from_before_head_layout_read_as_shared_heads(tmp_path):
     torch.save(data, path)
     loaded, info = load_model_file(path)
     assert info.config.head_layout == "shared"
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())

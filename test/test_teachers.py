@@ -132,8 +132,9 @@ def test_load_pretrained_backbone_and_head_by_official_names(tmp_path):
     model = build_classifier(small_config(), seed=6)
     report = load_pretrained(model, tmp_path / "imagenet.pth")
     assert report.backbone == len(source.backbone.state_dict())
+    loaded = model.backbone.state_dict()
     for key, value in source.backbone.state_dict().items():
-        assert torch.equal(model.backbone.state_dict()[key], value)
+        assert torch.equal(loaded[key], value)
     head = model.head.state_dict()
     assert torch.equal(head["incre_modules.0.0.conv1.weight"],
                        source.head.state_dict()["incre_modules.0.0.conv1.weight"])

@@ -204,8 +204,9 @@ def test_init_backbone_starts_from_another_models_backbone(synthetic_dataset, tm
     config = load_config(SMOKE, [*TINY, f"init_backbone={path}", f"out={tmp_path / 'run'}"],
                          synthetic_dataset)
     trainer = Trainer(config, progress=False)
+    loaded = trainer.model.backbone.state_dict()
     for name, value in source.backbone.state_dict().items():
-        assert torch.equal(trainer.model.backbone.state_dict()[name], value), name
+        assert torch.equal(loaded[name], value), name
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     code = main(["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out",
