@@ -88,15 +88,16 @@ def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
     weights of an uninterrupted run, bit for bit."""
     args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
             "epochs=3", "batch_size=4", "checkpoint_every=1", "val_every=3", *TINY]
-    whole = tmp_path / "whole"
-    run = subprocess.run([sys.executable, "-m", "training.train", *args, "--out", str(whole)],
-                         env=env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-
+    whole = tmp_path / "whole"  # uninterrupted, beside the killed run (one thread each)
+    run = subprocess.Popen([sys.executable, "-m", "training.train", *args, "--out", str(whole)],
+                           env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
     cut = tmp_path / "cut"  # the 4th write of last.ckpt: mid-epoch 2 (2 steps per epoch)
     killed = subprocess.run(
         [sys.executable, "-c", KILL_DURING_WRITE.format(write=4), *args, "--out", str(cut)],
         env=env(), capture_output=True, text=True, timeout=600)
+    _, whole_err = run.communicate(timeout=600)
+    assert run.returncode == 0, whole_err[-2000:]
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (cut / "final.pt").exists()
     left = list(cut.glob(".last.ckpt.*.tmp"))
