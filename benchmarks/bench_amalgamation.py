@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.images, args.teacher_images, args.size = 40, 40, 64
         args.budget_minutes, args.teacher_minutes = 0.05, 0.03
         args.overrides = ["batch_size=4", "val_every=1000", "model.input_size=[64, 64]",
-                          *args.overrides]
+                          "calibrate=false", *args.overrides]
         args.teacher_overrides = ["batch_size=8"]
     return args
 

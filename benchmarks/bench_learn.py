@@ -284,7 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:  # one thread: a smoke run next to other jobs stays fast (see --threads)
         args.images, args.budget_minutes = 30, 0.05
         args.threads = args.threads or 1
-        args.overrides = ["batch_size=4", "val_every=1000", *args.overrides]
+        args.overrides = ["batch_size=4", "val_every=1000", "calibrate=false", *args.overrides]
     return args
 
 

@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.images, args.budget_minutes, args.threads = 40, 0.05, 1
         args.size = 64
         args.overrides = ["model.input_size=[64,64]", "val_every=1", "batch_size=8",
-                          *args.overrides]
+                          "calibrate=false", *args.overrides]
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
