@@ -29,7 +29,7 @@ import numpy as np
 _JPEG = b"\xff\xd8"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _EOI = b"\xff\xd9"
-_TAIL = 1 << 16  # bytes of the file's end searched first for the closing marker
+_TAIL = 4096  # bytes of the file's end searched first for the closing marker
 # start-of-frame markers (all but DHT C4, JPG C8, DAC CC) carry the image size
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -149,11 +149,16 @@ def _jpeg(stream: BinaryIO, size: int) -> ImageInfo:
             raise _Broken("malformed JPEG header: a segment length below 2")
         if kind == 0xDA:  # start of scan: the compressed image data follows
             break
-        segment = _exactly(stream, length - 2, "header")
         if kind in _SOF:
+            segment = _exactly(stream, length - 2, "header")
             if len(segment) < 5:
                 raise _Broken("malformed JPEG frame header")
             height, width = struct.unpack(">xHH", segment[:5])
+        else:  # skipped unread (EXIF and its thumbnail, ICC profiles, tables)
+            end = stream.tell() + length - 2
+            if end > size:
+                raise _Broken("JPEG cut short in its header")
+            stream.seek(end)
     if not width or not height:
         raise _Broken("JPEG without a frame header giving its size")
     scan = stream.tell()

@@ -72,7 +72,10 @@ class RunFolderLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # at interpreter exit; the kernel drops the lock anyway
+            pass
 
 
 def _read_holder(fd: int) -> str:
