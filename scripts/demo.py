@@ -528,11 +528,9 @@ def play(camera: Camera, frames: list[Frame], rate_hz: float, node: subprocess.P
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    from caer_ros.inference.boxes import iou_matrix
+
+    return float(iou_matrix(np.asarray(a), np.asarray(b))[0, 0])
 
 
 def match_truth(boxes: Sequence[Sequence[float]],

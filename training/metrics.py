@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from caer_ros.inference.boxes import iou_matrix as box_iou
+
 LOG = logging.getLogger(__name__)
 
 #: The ten COCO IoU thresholds .50:.05:.95, as the decimal values (``np.linspace`` would give
@@ -442,17 +444,7 @@ def iou_matrix(a, b) -> np.ndarray:
     Boxes are x1, y1, x2, y2 (continuous coordinates, no +1). Boxes that only touch have IoU 0;
     two empty boxes have IoU 0. Returns (N, M) float64.
     """
-    a, b = _boxes(a), _boxes(b)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(bottom_right - top_left, 0.0, None)
-    intersection = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.divide(
-        intersection, union, out=np.zeros_like(intersection), where=union > 0
-    )
+    return box_iou(_boxes(a), _boxes(b))
 
 
 # --- input checks ----------------------------------------------------------------------------

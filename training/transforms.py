@@ -49,6 +49,8 @@ from numbers import Real
 import cv2
 import numpy as np
 
+from caer_ros.inference.boxes import areas as box_areas
+from caer_ros.inference.boxes import intersections
 from caer_ros.inference.preprocess import PAD_RGB
 
 Fill = tuple[int, int, int] | float
@@ -104,10 +106,6 @@ def _clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(boxes.astype(np.float64), 0.0, limit)
 
 
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    return np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
-
-
 def _pixel_window(box: np.ndarray, height: int, width: int) -> tuple[slice, slice]:
     """Rows and columns of the pixels that ``box`` touches, clipped to the image."""
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -131,12 +129,8 @@ def eligible_subjects(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     positive clipped area, ``area(box_i & box_j) <= 0.5 * area(box_j)``.
     """
     b = _clip_boxes(np.asarray(boxes).reshape(-1, 4), height, width)
-    areas = _areas(b)
-    ix1 = np.maximum(b[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(b[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(b[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(b[:, None, 3], b[None, :, 3])
-    inter = np.maximum(ix2 - ix1, 0.0) * np.maximum(iy2 - iy1, 0.0)  # [i, j]
+    areas = box_areas(b)
+    inter = intersections(b, b)  # [i, j]
     contains = (inter > 0.5 * areas[None, :]) & (areas[None, :] > 0)
     np.fill_diagonal(contains, False)
     return (areas > 0) & ~contains.any(axis=1)
@@ -177,7 +171,7 @@ def mask_all_subjects(sample: Sample, rng: np.random.Generator, max_cover: float
     if len(sample) == 0:
         return None
     height, width = sample.image.shape[:2]
-    covered = float(_areas(_clip_boxes(sample.boxes, height, width)).sum())
+    covered = float(box_areas(_clip_boxes(sample.boxes, height, width)).sum())
     if covered > max_cover * height * width * (1 + 1e-9):  # 1e-9: 40 % exactly is allowed
         return None
     image = sample.image.copy()
@@ -387,7 +381,7 @@ def geometric(image: np.ndarray, boxes: np.ndarray, config: AugmentConfig,
     clipped = _clip_boxes(np.asarray(boxes).reshape(-1, 4), height, width)
     mapped = _clip_boxes(map_boxes(clipped, matrix), height, width) if flip or warp else clipped
     sides = np.minimum(mapped[:, 2] - mapped[:, 0], mapped[:, 3] - mapped[:, 1])
-    keep = (_areas(clipped) > 0) & (sides >= config.min_box_side if warp else sides > 0)
+    keep = (box_areas(clipped) > 0) & (sides >= config.min_box_side if warp else sides > 0)
     return out, mapped.astype(np.asarray(boxes).dtype), keep, matrix
 
 
