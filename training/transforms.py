@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from caer_ros.inference.boxes import areas as box_areas
-from caer_ros.inference.boxes import intersections
+from caer_ros.inference.boxes import intersections, subject_crop
 from caer_ros.inference.preprocess import PAD_RGB
 
 Fill = tuple[int, int, int] | float
@@ -152,9 +152,7 @@ def extract_subject(sample: Sample, rng: np.random.Generator, margin: float = 0.
         return None
     i = int(candidates[rng.integers(len(candidates))])
     x1, y1, x2, y2 = _clip_boxes(sample.boxes[i:i + 1], height, width)[0]
-    mx, my = margin * (x2 - x1), margin * (y2 - y1)
-    c0, r0 = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))
-    c1, r1 = min(width, math.ceil(x2 + mx)), min(height, math.ceil(y2 + my))
+    r0, r1, c0, c1 = subject_crop((x1, y1, x2, y2), height, width, margin)
     box = np.array([[x1 - c0, y1 - r0, x2 - c0, y2 - r0]], dtype=sample.boxes.dtype)
     return Sample(sample.image[r0:r1, c0:c1].copy(), box, sample.labels[i:i + 1].copy(),
                   sample.continuous[i:i + 1].copy())

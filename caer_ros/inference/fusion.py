@@ -4,11 +4,12 @@ heads at inference, the mean of the bottom-up and person-centric outputs was bes
 
 Steps, for the people a frame's bottom-up pass found (or the boxes the evaluator gives):
 
-1. :func:`subject_crop` - the crop the person-centric head was trained on (training's
-   *ExtractSubject*, BENet section 3.3): the person's box clipped to the image, enlarged by
-   :data:`SUBJECT_MARGIN` of its width and height on each side, clipped to the image again and
-   rounded outward to whole image pixels. A degenerate box (no width or height, or wholly
-   outside the image) still gets a crop of at least one pixel.
+1. :func:`~caer_ros.inference.boxes.subject_crop` - the crop the person-centric head was
+   trained on (training's *ExtractSubject*, BENet section 3.3, the same function): the
+   person's box clipped to the image, enlarged by ``SUBJECT_MARGIN`` of its width and height
+   on each side, clipped to the image again and rounded outward to whole image pixels. A
+   degenerate box (no width or height, or wholly outside the image) still gets a crop of at
+   least one pixel.
 2. :func:`crop_batch` - each crop letterboxed and normalised exactly like a whole frame
    (:func:`~caer_ros.inference.preprocess.preprocess`), all crops as one batch. The predictor
    runs it through the same inference graph, whose ``pc_scores.<set>`` outputs (graph step 6,
@@ -22,33 +23,14 @@ Steps, for the people a frame's bottom-up pass found (or the boxes the evaluator
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
+from caer_ros.inference.boxes import subject_crop
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.graph import PC_SCORES
 from caer_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-
-SUBJECT_MARGIN = 0.1  # ExtractSubject's margin: 10 % of the box width / height on each side
-
-
-def subject_crop(box: Sequence[float] | np.ndarray, height: int, width: int,
-                 margin: float = SUBJECT_MARGIN) -> tuple[int, int, int, int]:
-    """Image rows and columns ``(r0, r1, c0, c1)`` (ends exclusive) of the crop around
-    ``box`` (x1, y1, x2, y2 in pixels of a ``height`` x ``width`` image), step 1 above.
-
-    The margin is taken from the box clipped to the image, as in training. At least one pixel:
-    a crop that would be empty is widened to the pixel at (or nearest to) the box.
-    """
-    limit = np.array([width, height, width, height], dtype=np.float64)
-    x1, y1, x2, y2 = np.clip(np.asarray(box, dtype=np.float64).reshape(4), 0.0, limit)
-    mx, my = margin * max(x2 - x1, 0.0), margin * max(y2 - y1, 0.0)
-    c0, r0 = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))
-    c1, r1 = min(width, math.ceil(x2 + mx)), min(height, math.ceil(y2 + my))
-    c0, r0 = min(c0, width - 1), min(r0, height - 1)
-    return r0, max(r1, r0 + 1), c0, max(c1, c0 + 1)
 
 
 def crop_batch(
