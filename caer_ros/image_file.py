@@ -69,12 +69,8 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
         with open(path, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             return _inspect(stream, size, path)
-    except FileNotFoundError:
-        raise ImageFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageFileError(path, "a folder, not an image file") from None
     except OSError as error:
-        raise ImageFileError(path, f"cannot be read ({error.strerror or error})") from None
+        raise _unreadable(path, error) from None
 
 
 def read_image(path: str | os.PathLike, rgb: bool = False) -> np.ndarray:
@@ -85,17 +81,21 @@ def read_image(path: str | os.PathLike, rgb: bool = False) -> np.ndarray:
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageFileError(path, "a folder, not an image file") from None
     except OSError as error:
-        raise ImageFileError(path, f"cannot be read ({error.strerror or error})") from None
+        raise _unreadable(path, error) from None
     _inspect(io.BytesIO(data.tobytes()), int(data.size), path, decode=False)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # turned upright by its EXIF orientation
     if image is None or image.size == 0:
         raise ImageFileError(path, _UNDECODABLE)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
+
+
+def _unreadable(path: str | os.PathLike, error: OSError) -> ImageFileError:
+    if isinstance(error, FileNotFoundError):
+        return ImageFileError(path, "no such file")
+    if isinstance(error, IsADirectoryError):
+        return ImageFileError(path, "a folder, not an image file")
+    return ImageFileError(path, f"cannot be read ({error.strerror or error})")
 
 
 def _inspect(stream: BinaryIO, size: int, path: str | os.PathLike, decode: bool = True

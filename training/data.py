@@ -34,6 +34,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -223,10 +224,7 @@ def make_collate(input_size: tuple[int, int], strides: Sequence[int] = STRIDES):
     """A ``collate_fn`` building :class:`Batch` (targets drawn in the loader workers)."""
     height, width = input_size
 
-    def collate(items: list[Item | Failed]) -> Batch | Failed:
-        failed = [item for item in items if isinstance(item, Failed)]
-        if failed:
-            return failed[0]
+    def collate(items: list[Item]) -> Batch:
         boxes = [item.boxes for item in items]
         targets = [build_targets(boxes, [None] * len(items), s, (height // s, width // s))
                    for s in strides]
@@ -266,18 +264,32 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, rank: int 
 
 def loader(dataset: CaerDataset, batches: list[list[tuple[int, int]]], workers: int,
            pin_memory: bool = False) -> Iterator[Batch]:
-    """Iterate ``batches`` (from :func:`epoch_batches`) through a DataLoader; a sample that
-    cannot be made raises :class:`DataError` here, in this process."""
+    """Iterate ``batches`` (from :func:`epoch_batches`) through a DataLoader
+    (:func:`checked_loader`)."""
+    return checked_loader(dataset, batches, workers, make_collate(dataset.input_size),
+                          pin_memory)
+
+
+def checked_loader(dataset: torch.utils.data.Dataset, batches: list[list[tuple[int, int]]],
+                   workers: int, collate: Any = None, pin_memory: bool = False
+                   ) -> Iterator[Any]:
+    """Batches of ``dataset`` (whose items may be :class:`Failed`), collated by ``collate``
+    (default: torch's). A failed item raises :class:`DataError` with its message here, in this
+    process, not wrapped in a loader worker's traceback. Used by every training loop."""
     if not batches:
         return iter(())
-    return _checked(torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers,
-        collate_fn=make_collate(dataset.input_size), pin_memory=pin_memory,
-        persistent_workers=False))
+    collate = collate or torch.utils.data.default_collate
 
+    def collate_checked(items: list[Any]) -> Any:
+        failed = [item for item in items if isinstance(item, Failed)]
+        return failed[0] if failed else collate(items)
 
-def _checked(batches: Iterator[Batch | Failed]) -> Iterator[Batch]:
-    for batch in batches:
-        if isinstance(batch, Failed):
-            raise DataError(batch.message)
-        yield batch
+    def checked(batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            if isinstance(batch, Failed):
+                raise DataError(batch.message)
+            yield batch
+
+    return checked(torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_checked,
+        pin_memory=pin_memory, persistent_workers=False))

@@ -78,7 +78,7 @@ from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
 from caer_ros.model.weights import BackboneWeightsError
 from training.config import ConfigError, apply_override, read_yaml_config
-from training.data import DataError, epoch_batches, read_rgb
+from training.data import DataError, Failed, checked_loader, epoch_batches, read_rgb
 from training.datasets.teacher_data import (
     ClassLoadReport,
     LabelledImage,
@@ -356,10 +356,10 @@ def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: 
 
 
 class TeacherDataset(torch.utils.data.Dataset):
-    """Records -> ``(image (3, H, W) float32 normalised, label, error)``, indexed by
+    """Records -> ``(image (3, H, W) float32 normalised, label)``, indexed by
     ``(epoch, index)``; every random draw comes from ``(seed, epoch, index)``. An unreadable
-    image gives an item whose ``error`` names it (the loop stops with it: a message, not a
-    worker traceback)."""
+    image gives a :class:`~training.data.Failed` item naming it
+    (:func:`~training.data.checked_loader` stops with its message, not a worker traceback)."""
 
     def __init__(self, records: Sequence[LabelledImage], config: TeacherTrainConfig,
                  train: bool) -> None:
@@ -389,27 +389,22 @@ class TeacherDataset(torch.utils.data.Dataset):
                                         rng, fill)
         return canvas
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int, str]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, int] | Failed:
         epoch, index = key
-        label = self.records[index].label
         try:
             canvas = self.image(epoch, index)
         except DataError as exc:
-            return np.zeros((3, *self.input_size), np.float32), label, str(exc)
-        return normalize(canvas, self.mean, self.std)[0], label, ""
+            return Failed(str(exc))
+        return normalize(canvas, self.mean, self.std)[0], self.records[index].label
 
 
 def _loader(dataset: TeacherDataset, batches: list[list[tuple[int, int]]], workers: int,
             pin: bool) -> Any:
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                       pin_memory=pin)
+    return checked_loader(dataset, batches, workers, pin_memory=pin)
 
 
-def _checked(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels, errors = batch
-    failed = [e for e in errors if e]
-    if failed:
-        raise DataError(failed[0])
+def _to(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch
     return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
@@ -436,7 +431,7 @@ def evaluate(model: TeacherClassifier, dataset: TeacherDataset, config: TeacherT
         for batch in tqdm(_loader(dataset, batches, config.workers, device.type == "cuda"),
                           total=len(batches), desc="validation", unit="batch", leave=False,
                           disable=not progress):
-            images, targets = _checked(batch, device)
+            images, targets = _to(batch, device)
             logits.append(model(images).float().cpu())
             labels.append(targets.cpu())
     scores, truth = torch.cat(logits), torch.cat(labels)
@@ -503,7 +498,7 @@ def _train(config: TeacherTrainConfig, model: TeacherClassifier,
                    total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not progress, dynamic_ncols=True)
         for batch in bar:
-            images, labels = _checked(batch, device)
+            images, labels = _to(batch, device)
             with torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext():
                 logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)

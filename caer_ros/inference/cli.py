@@ -233,13 +233,12 @@ def run_videos(videos: list[Path], predictor: Predictor, args: argparse.Namespac
         sources.append((args.camera, f"camera{args.camera}"))
     status = 0
     for source, name in sources:
-        label = f"camera {source}" if isinstance(source, int) else str(source)
         result = run_source(source, predictor, options, out, name, progress=True)
         if result.problem:
-            print(f"error: {label}: {result.problem}", file=sys.stderr)
+            print(f"error: {result.source}: {result.problem}", file=sys.stderr)
             status = max(status, 1)
         kept = ", ".join(str(p) for p in result.files)
-        print(f"{label}: {result.processed} of {result.read} frames processed"
+        print(f"{result.source}: {result.processed} of {result.read} frames processed"
               + (f" -> {kept}" if kept else ""), file=sys.stderr)
         if result.interrupted:
             print(f"interrupted: the files keep the {result.processed} frames processed",

@@ -65,9 +65,9 @@ class VideoOptions:
 
 @dataclass
 class SourceResult:
-    """What happened to one source."""
+    """What happened to one source (``source``: its path, or ``camera N``)."""
 
-    name: str
+    source: str
     read: int = 0  # frames read from the source
     processed: int = 0  # frames processed (= lines written = frames in the output video)
     interrupted: bool = False
@@ -209,8 +209,7 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
                name: str, progress: bool = True) -> SourceResult:
     """Process one video file or camera (module docstring); never raises for the source's
     own problems (they are in ``problem``); KeyboardInterrupt ends it cleanly."""
-    label = f"camera {source}" if isinstance(source, int) else str(source)
-    result = SourceResult(name)
+    result = SourceResult(f"camera {source}" if isinstance(source, int) else str(source))
     try:
         capture, fps, count = open_capture(source)
     except VideoError as error:
@@ -255,7 +254,7 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
                 drawn = draw_detections(image, detections, categories, thresholds,
                                         ids=people.ids if tracker is not None else None,
                                         scores=people.scores)
-            outputs.write(frame_json(label, index, time_s, detections, people, categories,
+            outputs.write(frame_json(result.source, index, time_s, detections, people, categories,
                                      thresholds, tracker is not None), drawn)
             result.processed += 1
             bar.set_postfix(processed=result.processed, people=len(people.ids))
