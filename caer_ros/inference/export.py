@@ -15,8 +15,10 @@ categories and inference settings go into the ONNX ``metadata_props``
 Steps: load the model file, rewrite the operations ONNX Runtime runs slowly
 (:mod:`caer_ros.inference.onnx_friendly`, exact equivalents), trace and convert, add the
 metadata, run ``onnx.checker``, run the result once in ONNX Runtime against the original torch
-graph (``verify``), then write the file atomically (a temporary file beside the target, then
-``os.replace``): a failed export leaves no file.
+graph (``verify``), with ``--int8`` quantize it (:mod:`caer_ros.inference.quantize`,
+calibrated on the user's images, recorded in the metadata as ``meta["int8"]``), then write the
+file atomically (a temporary file beside the target, then ``os.replace``): a failed export
+leaves no file.
 """
 
 from __future__ import annotations
@@ -40,8 +42,22 @@ import torch
 from caer_ros import __version__
 from caer_ros.atomic_file import atomic_write
 from caer_ros.inference import onnx_metadata
-from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph
+from caer_ros.inference.graph import (
+    CONTINUOUS_SUMS,
+    EMOTION_SUMS,
+    GRAPH_SETTINGS,
+    HEATMAP,
+    PC_SCORES,
+    InferenceGraph,
+)
 from caer_ros.inference.onnx_friendly import onnx_friendly
+from caer_ros.inference.quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    calibration_batches,
+    calibration_set,
+    int8_record,
+    quantize,
+)
 from caer_ros.inference.setting_args import add_setting_arguments
 from caer_ros.model.checkpoint import ModelFileError, load_model_file
 from caer_ros.model.inference_settings import FUSIONS, InferenceSettings
@@ -68,10 +84,21 @@ class ExportSummary:
     settings: InferenceSettings
     max_difference: float | None  # ONNX Runtime vs torch on a random input; None: not verified
     seconds: float
+    int8: dict[str, Any] | None = None  # meta["int8"] of a quantized file (quantize.int8_record)
+    # int8 only: largest |int8 - float32| of the heatmap and the emotion probabilities on the
+    # first calibration image (a report, not a check: int8 is meant to differ a little).
+    int8_difference: float | None = None
 
     def describe(self) -> str:
         checked = "not verified" if self.max_difference is None else \
             f"ONNX Runtime matches torch (max |diff| {self.max_difference:.1e})"
+        if self.int8 is not None:
+            checked += (f"; int8, calibrated on {self.int8['calibration_images']} images of "
+                        f"{self.int8['calibration_source']} ({self.int8['float32_nodes']} "
+                        f"post-processing nodes kept in float32)")
+            if self.int8_difference is not None:
+                checked += (f", max |int8 - float32| of the probabilities on a calibration "
+                            f"image {self.int8_difference:.3f}")
         return (f"wrote {self.path}: {self.bytes / 1e6:.1f} MB, opset {self.opset}, input "
                 f"{self.batch}x3x{self.input_size[0]}x{self.input_size[1]}, outputs at stride "
                 f"{self.stride} ({', '.join(self.outputs)}), {_graph_settings(self.settings)}; "
@@ -96,6 +123,8 @@ def export_with_summary(
     fuse_sizes: str | None = None,
     dynamic_batch: bool = False,
     verify: bool = True,
+    int8_calibration: str | os.PathLike | None = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     progress: Callable[[str], None] | None = None,
 ) -> ExportSummary:
     """Export the model file ``model_path`` to the ONNX file ``out``; what was written.
@@ -104,13 +133,15 @@ def export_with_summary(
     ``fuse_sizes``, ``flip_test`` and ``fusion`` replace the model file's settings (they are
     fixed in the graph);
     ``dynamic_batch`` makes the batch dimension dynamic (default: 1); ``verify``
-    runs the result in ONNX Runtime against torch; ``progress`` receives progress lines.
+    runs the result in ONNX Runtime against torch; ``int8_calibration`` (a folder of images
+    or an EMOTIC-layout dataset) quantizes the graph to int8, calibrated on
+    ``calibration_images`` of its images (:mod:`caer_ros.inference.quantize`); ``progress``
+    receives progress lines.
     Raises :class:`~caer_ros.model.checkpoint.ModelFileError` for a bad model file, ValueError
-    for bad arguments, :class:`ExportError` when conversion or checks fail, OSError when
+    for bad arguments (:class:`~caer_ros.inference.quantize.CalibrationError` for a bad
+    calibration set), :class:`ExportError` when conversion or checks fail, OSError when
     writing fails.
     """
-    import onnx  # only the export needs the onnx package
-
     say = progress or (lambda _message: None)
     start = time.perf_counter()
     model, info = load_model_file(model_path)
@@ -123,6 +154,10 @@ def export_with_summary(
                      if value is not None}
     settings = dataclasses.replace(info.inference, **graph_changes)
     settings.check_against(config)
+    calibration = None
+    if int8_calibration is not None:  # a bad calibration set fails before the long work
+        calibration = calibration_set(int8_calibration, calibration_images)
+        say(calibration.describe())
     graph = InferenceGraph(model, settings).eval()
     exported = InferenceGraph(onnx_friendly(model), settings).eval()
     height, width = config.input_size
@@ -133,6 +168,37 @@ def export_with_summary(
 
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     proto = _convert(exported, example, opset, dynamic_batch)
+    data = _finished(proto, config, settings, meta)
+    say(f"converted and checked ({len(data) / 1e6:.1f} MB)")
+    difference = None
+    if verify:
+        difference = _verify(graph, data, example)
+        say(f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
+    record, int8_difference = None, None
+    if calibration is not None:
+        float_data = data
+        quantized, kept = quantize(data, config, calibration, say)
+        record = int8_record(calibration, kept)
+        data = _finished(quantized, config, settings, {**meta, "int8": record})
+        first = next(calibration_batches(calibration.paths[:1], config))
+        int8_difference = _probability_difference(float_data, data, graph.output_names, first)
+        say(f"int8 graph checked ({len(data) / 1e6:.1f} MB): max |int8 - float32| of the "
+            f"probabilities on a calibration image {int8_difference:.3f}")
+    path = _write_atomically(Path(out), data)
+    graph_info = onnx_metadata.graph_info(config, settings)
+    return ExportSummary(str(path), len(data), opset, "B" if dynamic_batch else "1",
+                         config.input_size, graph_info.outputs,
+                         graph_info.stride, settings, difference, time.perf_counter() - start,
+                         record, int8_difference)
+
+
+def _finished(proto: Any, config: Any, settings: InferenceSettings,
+              meta: dict[str, Any]) -> bytes:
+    """``proto`` with the caer_ros metadata (any earlier metadata replaced) and producer,
+    checked by ``onnx.checker``, serialised."""
+    import onnx
+
+    del proto.metadata_props[:]
     for key, value in onnx_metadata.encode(config, settings, meta).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -142,17 +208,36 @@ def export_with_summary(
     except onnx.checker.ValidationError as error:
         raise ExportError(f"onnx.checker rejects the exported graph: {_first_line(error)}") \
             from None
-    data = proto.SerializeToString()
-    say(f"converted and checked ({len(data) / 1e6:.1f} MB)")
-    difference = None
-    if verify:
-        difference = _verify(graph, data, example)
-        say(f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
-    path = _write_atomically(Path(out), data)
-    graph_info = onnx_metadata.graph_info(config, settings)
-    return ExportSummary(str(path), len(data), opset, "B" if dynamic_batch else "1",
-                         config.input_size, graph_info.outputs,
-                         graph_info.stride, settings, difference, time.perf_counter() - start)
+    return proto.SerializeToString()
+
+
+def _session(data: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _probability_difference(float_data: bytes, int8_data: bytes, names: list[str],
+                            batch: np.ndarray) -> float:
+    """Largest |int8 - float32| over the heatmap and the per-pixel emotion probabilities
+    (rows of the prefix sums differenced back) on ``batch``."""
+    feed = {onnx_metadata.INPUT_NAME: batch}
+    reference, quantized = (dict(zip(names, _session(d).run(names, feed), strict=True))
+                            for d in (float_data, int8_data))
+    worst = 0.0
+    for name in names:
+        if name == HEATMAP or name.startswith(PC_SCORES):
+            a, b = reference[name], quantized[name]
+        elif name.startswith(EMOTION_SUMS) or name == CONTINUOUS_SUMS:
+            a, b = np.diff(reference[name], axis=2), np.diff(quantized[name], axis=2)
+        else:
+            continue
+        worst = max(worst, float(np.abs(a - b).max(initial=0.0)))
+    if not np.isfinite(worst):
+        raise ExportError("the int8 graph gives non-finite outputs")
+    return worst
 
 
 def _convert(graph: InferenceGraph, example: torch.Tensor, opset: int,
@@ -199,14 +284,9 @@ def _native_output_discarded() -> Iterator[None]:
 
 def _verify(graph: InferenceGraph, data: bytes, example: torch.Tensor) -> float:
     """Run the serialised model in ONNX Runtime (CPU) and compare every output with torch."""
-    import onnxruntime as ort
-
     with torch.inference_mode():
         expected = graph.outputs(example)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    got = session.run(graph.output_names, {onnx_metadata.INPUT_NAME: example.numpy()})
+    got = _session(data).run(graph.output_names, {onnx_metadata.INPUT_NAME: example.numpy()})
     worst = 0.0
     for name, value in zip(graph.output_names, got, strict=True):
         reference = expected[name].numpy()
@@ -267,7 +347,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "ONNX Runtime sessions start much slower)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the ONNX Runtime vs torch comparison")
-    return parser.parse_args(argv)
+    parser.add_argument("--int8", action="store_true",
+                        help="quantize to int8 (static, ONNX Runtime's tools), calibrated on "
+                             "--calibration; faster on CPUs, most with VNNI (README: "
+                             "Choosing a speed)")
+    parser.add_argument("--calibration", metavar="DIR_OR_DATASET",
+                        help="with --int8: a folder of your own images (subfolders too) or a "
+                             "dataset in the EMOTIC layout")
+    parser.add_argument("--calibration-images", type=int, metavar="N",
+                        default=DEFAULT_CALIBRATION_IMAGES,
+                        help=f"with --int8: images used for calibration, evenly spaced over "
+                             f"the set (default {DEFAULT_CALIBRATION_IMAGES})")
+    args = parser.parse_args(argv)
+    if args.int8 and not args.calibration:
+        parser.error("--int8 needs --calibration DIR_OR_DATASET (images like the camera's)")
+    if args.calibration and not args.int8:
+        parser.error("--calibration is for --int8")
+    if args.calibration_images < 1:
+        parser.error(f"--calibration-images must be at least 1, got {args.calibration_images}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             fuse_scales=args.fuse_scales, flip_test=args.flip_test, fusion=args.fusion,
             fuse_sizes=args.fuse_sizes,
             dynamic_batch=args.dynamic_batch, verify=args.verify,
+            int8_calibration=args.calibration if args.int8 else None,
+            calibration_images=args.calibration_images,
             progress=lambda message: print(message, flush=True),
         )
     except ModelFileError as error:

@@ -6,7 +6,9 @@ Its steps (each a small function here):
 
 1. :func:`map_outputs` - BENet's detection and emotion-map heads only (the person-centric and
    background classifiers serve training, BENet section 2.3; the person-centric one also
-   serves BU+PC fusion, step 6).
+   serves BU+PC fusion, step 6). With ``fuse_scales`` off, the *fast head mode*: the heads'
+   1/2-resolution branches (deconvolutions and their blocks, about a third of BENet's FLOPs)
+   are not computed at all, and everything is read from the 1/4 outputs.
 2. :func:`activate` - sigmoid of the heatmap, emotion and continuous logits; box sizes from map
    pixels to network-input pixels (size * stride) -> :class:`ScoreMaps`.
 3. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
@@ -94,9 +96,10 @@ def output_names(config: ModelConfig, settings: InferenceSettings | None = None)
 # --------------------------------------------------------------------------- steps
 
 
-def map_outputs(model: BENet, images: Tensor) -> BENetOutput:
-    """BENet's map outputs (detection and emotion heads) without the classification heads."""
-    return model(images, classifiers=False)
+def map_outputs(model: BENet, images: Tensor, half: bool = True) -> BENetOutput:
+    """BENet's map outputs (detection and emotion heads) without the classification heads;
+    ``half=False``: without the 1/2-resolution branches too (the fast head mode)."""
+    return model(images, classifiers=False, half=half)
 
 
 def person_centric_scores(model: BENet, output: BENetOutput) -> dict[str, Tensor]:
@@ -291,7 +294,8 @@ class InferenceGraph(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         batch = images.shape[0]
         flip = self.settings.flip_test
-        raw = map_outputs(self.model, torch.cat([images, images.flip(-1)]) if flip else images)
+        raw = map_outputs(self.model, torch.cat([images, images.flip(-1)]) if flip else images,
+                          half=self.settings.fuse_scales)
         every = raw.flat()
         if flip:
             output = {k: v[:batch] for k, v in every.items()}

@@ -148,6 +148,8 @@ class Predictor:
             raise ModelFileError(path, "a PyTorch model file needs the torch backend (or export "
                                        "it with python -m caer_ros.export for onnxruntime)")
         runner, info = OnnxRunner.open(path, device, providers, fp16)
+        if info.meta.get("int8"):  # quantized by caer_ros.export --int8
+            runner.name += ":int8"
         chosen = chosen_settings(info)
         changed = [name for name in GRAPH_SETTINGS
                    if getattr(chosen, name) != getattr(info.inference, name)]

@@ -20,8 +20,9 @@ def add_setting_arguments(parser: argparse.ArgumentParser, note: str = "") -> No
     """``--fuse-scales/--no-fuse-scales``, ``--fuse-sizes``, ``--flip-test/--no-flip-test``;
     ``note`` is appended to each help text (e.g. that an ONNX graph fixes them)."""
     parser.add_argument("--fuse-scales", action=argparse.BooleanOptionalAction, default=None,
-                        help="average the 1/4 and 1/2 outputs (default: the model file's "
-                             f"setting){note}")
+                        help="average the 1/4 and 1/2 outputs; --no-fuse-scales is the fast "
+                             "head mode: the 1/2-resolution branches are not computed "
+                             f"(default: the model file's setting){note}")
     parser.add_argument("--fuse-sizes", choices=SIZE_SOURCES, default=None,
                         help="fused box sizes: mean of both scales, or quarter: the 1/4 sizes "
                              "alone, as BENet's public code (default: the model file's "

@@ -98,11 +98,13 @@ class MapHead(nn.Module):
                 nn.init.normal_(layer[-1].weight, std=OUTPUT_WEIGHT_STD)
                 nn.init.zeros_(layer[-1].bias)
 
-    def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
+    def forward(self, x: Tensor, half: bool = True) -> list[dict[str, Tensor]]:
+        """One dict per resolution; with ``half=False`` the 1/2 branch is not computed (the
+        1/4 outputs are the same either way)."""
         y = self.quarter_blocks(x)
         quarter = {name: layer(y) for name, layer in self.quarter_outputs.items()}
         scales = [quarter]
-        if self.deconv is not None and self.half_blocks is not None \
+        if half and self.deconv is not None and self.half_blocks is not None \
                 and self.half_outputs is not None:
             z = self.deconv(torch.cat([x, *quarter.values()], dim=1))
             z = self.half_blocks(z)
@@ -132,8 +134,8 @@ class SplitMapHead(nn.Module):
             name: nn.ModuleList(nn.Conv2d(n_in, n_out, 1) for _ in range(num_scales))
             for name, (_, n_in, n_out) in (mixed or {}).items()})
 
-    def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
-        per_stack = [stack(x) for stack in self.stacks.values()]
+    def forward(self, x: Tensor, half: bool = True) -> list[dict[str, Tensor]]:
+        per_stack = [stack(x, half) for stack in self.stacks.values()]
         scales: list[dict[str, Tensor]] = []
         for index in range(len(per_stack[0])):
             maps = {name: t for outputs in per_stack for name, t in outputs[index].items()}

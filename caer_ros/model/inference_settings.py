@@ -11,8 +11,9 @@
 - ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both): the sigmoid of
   each scale's maps, the 1/4 maps upsampled bilinearly to the 1/2 grid; ``fuse_sizes`` says
   where the fused box sizes come from: ``mean`` of both scales, or ``quarter``, the 1/4 sizes
-  alone (upsampled), as BENet's public code does. ``flip_test``: also run the horizontally
-  flipped image and average (maps mirrored back).
+  alone (upsampled), as BENet's public code does. ``fuse_scales`` false is the *fast head
+  mode*: the 1/2-resolution branches are not computed at all (README, "Choosing a speed").
+  ``flip_test``: also run the horizontally flipped image and average (maps mirrored back).
 - ``fusion``: ``none`` reads each person's emotion scores from the bottom-up emotion maps
   alone; ``mean`` also runs the person-centric head on each person's crop and averages the two
   scores (BENet section 4.3, Table 4: BU+PC was the best). Needs a model with a person-centric

@@ -67,12 +67,15 @@ class BENet(nn.Module):
                 widths, sets, config.classifier_expansion, config.classifier_channels,
                 attention, layout)
 
-    def forward(self, images: Tensor, classifiers: bool = True) -> BENetOutput:
+    def forward(self, images: Tensor, classifiers: bool = True,
+                half: bool = True) -> BENetOutput:
         """All heads; with ``classifiers=False`` the person-centric and background heads are
-        skipped (inference needs only the maps)."""
+        skipped (inference needs only the maps); with ``half=False`` the 1/2-resolution
+        branches of the map heads are skipped (the fast head mode: about a third of BENet's
+        FLOPs; the 1/4 outputs are unchanged) and ``half`` is None."""
         features = self.backbone(images)
-        detection = self.detection(features[0])
-        emotion = self.emotion(features[0])
+        detection = self.detection(features[0], half)
+        emotion = self.emotion(features[0], half)
         scales = []
         for stride, det, emo in zip((4, 2)[:len(detection)], detection, emotion, strict=True):
             scales.append(ScaleOutput(
