@@ -120,3 +120,38 @@ def test_bench_multitask_quick(tmp_path):
     assert teacher in figures["arms"]["distill"]["arm_overrides"][0]
     assert figures["arms"]["base"]["arm_overrides"] == []
     assert _number(figures["arms"]["teacher"]["macro_f1_heco"])
+
+
+def _has_gpu() -> bool:
+    import onnxruntime
+    import torch
+
+    gpu_providers = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    return torch.cuda.is_available() or bool(gpu_providers & set(
+        onnxruntime.get_available_providers()))
+
+
+def test_bench_gpu_quick(tmp_path):
+    """Without a CUDA device (CI) it skips at once, exit 0, no model built; with one, every
+    figure is there (a number, or None with its reason)."""
+    figures = _run("bench_gpu.py", tmp_path / "gpu.json", 600, dict(os.environ))
+    if not _has_gpu():
+        assert set(figures) == {"machine", "skipped", "providers_available"}
+        assert figures["skipped"].startswith("no CUDA device")
+        return
+    assert "skipped" not in figures
+    assert set(figures["providers_loaded"]) == {"CUDAExecutionProvider",
+                                                "TensorrtExecutionProvider"}
+    assert set(figures["fps"]) == {"torch_fp32", "torch_fp16", "ort_cuda", "ort_tensorrt_fp16"}
+    for name, value in figures["fps"].items():
+        assert _number(value) or f"fps.{name}" in figures["not_run"], (name, value)
+    for name in ("cuda_fp32", "tensorrt_fp16"):
+        assert _number(figures[f"{name}_max_diff"]) or f"parity.{name}" in figures["not_run"]
+        assert isinstance(figures[f"{name}_same_people"], (bool, type(None)))
+    cache = figures["tensorrt_cache"]
+    if cache is None:
+        assert "tensorrt_cache" in figures["not_run"]
+    else:
+        assert set(cache) >= {"files", "cold_start_s", "warm_start_s", "works"}
+    assert set(figures["targets"]) == {"cuda_fp32_max_diff", "tensorrt_fp16_max_diff",
+                                       "tensorrt_fp16_same_people", "tensorrt_cache.works"}

@@ -114,14 +114,14 @@ def test_calibration_takes_readable_images_spread_over_the_set(tmp_path):
 
 @pytest.fixture(scope="module")
 def int8_pair(tmp_path_factory):
-    """A tiny BENet with CBAM attention (as ``benet``) and both scales, trained for 20 s on
-    synthetic scenes in the bench_learn setup (enough for heatmap peaks at the people),
+    """A tiny BENet with CBAM attention (as ``benet``) and both scales, trained for 40 steps
+    (~20 s) on synthetic scenes in the bench_learn setup (enough for heatmap peaks at the people),
     exported in float32 and in int8 calibrated on its dataset (EMOTIC layout)."""
     out = tmp_path_factory.mktemp("int8")
     data = out / "data"
     generate(data, images=40, seed=3, size=64)
     config = load_config(BENCH_LEARN, ["model.input_size=[64,64]", "model.attention=true",
-                                       "model.half_resolution=true", "budget_minutes=0.33",
+                                       "model.half_resolution=true", "epochs=40",
                                        "val_every=1000", "calibrate=false",
                                        f"out={out / 'run'}"], data)
     Trainer(config, restart=True, progress=False).run()
@@ -175,8 +175,10 @@ def test_int8_finds_the_same_people_with_close_scores(int8_pair):
     error of about 0.5 % of the range per layer that partly averages out over the layers;
     through the sigmoid (slope <= 0.25) logit errors of ~0.1-0.2 move probabilities by
     <= 0.05 (:data:`SCORE_TOLERANCE`). People: every person float32 finds clearly above the
-    threshold (by :data:`DETECTION_MARGIN`) is found by int8 at the same place (IoU >= 0.7),
-    and int8 finds nobody that float32 scores clearly below it.
+    threshold (by :data:`DETECTION_MARGIN`) is found by int8 at the same place (IoU >= 0.5,
+    PD AP's own criterion: on 64x64 inputs a box moved by one 2-pixel cell or a size off by
+    a pixel already costs 0.1-0.2 of IoU), and int8 finds nobody that float32 scores clearly
+    below it.
     """
     _, fp32, int8, _, _, data = int8_pair
     exact, rounded = Predictor.from_file(fp32), Predictor.from_file(int8)
@@ -194,11 +196,13 @@ def test_int8_finds_the_same_people_with_close_scores(int8_pair):
         low = exact.predict(image, detection_threshold=threshold - DETECTION_MARGIN)
         high = exact.predict(image, detection_threshold=threshold + DETECTION_MARGIN)
         found = rounded.predict(image, detection_threshold=threshold)
+        where = f"{record.path.name}: float32 {high.boxes.round(1)} int8 {found.boxes.round(1)}"
         if len(high):
-            assert len(found), record.path
-            assert (iou_matrix(high.boxes, found.boxes).max(axis=1) >= 0.7).all(), record.path
+            assert len(found), where
+            assert (iou_matrix(high.boxes, found.boxes).max(axis=1) >= 0.5).all(), where
         if len(found):
-            assert len(low) and (iou_matrix(found.boxes, low.boxes).max(axis=1) >= 0.7).all()
+            assert len(low) and (iou_matrix(found.boxes, low.boxes).max(axis=1) >= 0.5).all(), \
+                where
         compared += len(high)
     differences = np.concatenate(differences)
     assert differences.max() <= SCORE_TOLERANCE
