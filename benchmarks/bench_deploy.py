@@ -24,8 +24,9 @@ with the evaluator (the node's Predictor code path): ER mAP, PD AP, OER (x100) p
 each setting's drop against ``ort_fp32`` in points (positive = worse). The int8 graphs are
 calibrated on ``--calibration-images`` images of the training data (EMOTIC layout).
 
-Where the float32 time goes: ONNX Runtime's profiler on ``ort_fp32`` (``benet``): time per
-operator type and the share spent in the CBAM attention blocks (nodes under ``attention_block``).
+Where the time goes: ONNX Runtime's profiler on ``ort_fp32`` and ``ort_int8`` (``benet``):
+time per operator type and the share spent in the CBAM attention blocks (nodes under
+``attention_block``). The speed model's files stay in ``--out``/speed.
 
 JSON keys: ``int8_speedup``, ``fast_speedup``, ``best_speedup``, ``best_setting`` (the fastest
 setting within 1.0 point of ``ort_fp32`` on ER mAP and PD AP), ``int8_er_drop``,
@@ -38,8 +39,9 @@ Usage::
     python benchmarks/bench_deploy.py [--json PATH] [--runs 5] [--size 512]
         [--budget-minutes 8] [--calibration-images 16] [--out DIR] [--quick]
 
-``--quick`` is a smoke run (the small model alone, 64x64, seconds of training): its figures
-mean nothing.
+``--quick`` is a smoke run (the small model alone, 64x64, 40 training steps; its files in
+``--out``: ``runs/full/final.pt``, ``ort_fp32.onnx``, ``ort_int8.onnx``, ``fast.onnx``,
+``int8_fast.onnx``, the data in ``data/full``): its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ EXPORTS = {"ort_fp32": {}, "ort_int8": {"int8": True}, "fast": {"fuse_scales": F
 PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
           "rocket.jpg")
 QUALITY_OVERRIDES = ("model.half_resolution=true", "model.attention=true")
+# --quick: 40 scenes of 64 px, 40 steps (~20 s): the heatmap has peaks at the people, enough
+# for the int8 tests (test/test_deploy_modes.py) that read this run's files.
+QUICK_DATA = ("--images", "40", "--size", "64")
+QUICK_TRAINING = ("model.input_size=[64,64]", "epochs=40", "val_every=1000", "calibrate=false")
 MAX_DROP = 1.0  # points of ER mAP and PD AP a setting may lose against ort_fp32
 TARGETS = {"int8_speedup": ">= 1.4", "fast_speedup": ">= 1.25", "best_speedup": ">= 2.0",
            "int8_er_drop": "<= 1.0", "int8_pd_drop": "<= 1.0", "best_er_drop": "<= 1.0",
@@ -103,15 +109,16 @@ def export_settings(pt_path: Path, folder: Path, calibration: Path, images: int,
     """The model file and its four ONNX exports: setting name -> file."""
     files = {"torch_eager": pt_path}
     for name, options in EXPORTS.items():
-        started = time.perf_counter()
         summary = export_with_summary(
             pt_path, folder / f"{name}.onnx", verify=verify,
             fuse_scales=options.get("fuse_scales"),
             int8_calibration=calibration if options.get("int8") else None,
-            calibration_images=images)
+            calibration_images=images,
+            progress=(lambda line, name=name: say(f"[export] {name}: {line}"))
+            if options.get("int8")
+            else None)
         files[name] = Path(summary.path)
-        say(f"[export] {name}: {summary.bytes / 1e6:.1f} MB in "
-            f"{time.perf_counter() - started:.0f} s")
+        say(f"[export] {name}: {summary.describe()}")
     return files
 
 
@@ -228,10 +235,9 @@ def quality(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, Path
     learn = learn_args(["--out", str(args.out), "--budget-minutes", str(args.budget_minutes),
                         "--seed", str(args.seed), "--arms", "full",
                         "--checkpoint", "final" if args.quick else "best",
-                        *(["--quick"] if args.quick else []),
                         *(["--no-progress"] if not args.progress else []),
-                        *QUALITY_OVERRIDES, *(["model.input_size=[64,64]"] if args.quick
-                                              else [])])
+                        *(QUICK_DATA if args.quick else []),
+                        *QUALITY_OVERRIDES, *(QUICK_TRAINING if args.quick else [])])
     if learn.threads:
         torch.set_num_threads(learn.threads)
     say(f"[quality] {learn.images} synthetic scenes of {learn.size} px -> {args.out / 'data'}")
@@ -345,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="no progress bars")
     args = parser.parse_args(argv)
     if args.quick:
-        args.runs, args.calibration_images = 2, 2
+        args.runs, args.calibration_images = 2, 6
     return args
 
 
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["quality"], small_files = quality(args)
     image = photo(args.size, args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.out / "speed"
+        folder.mkdir(parents=True, exist_ok=True)
         if args.quick:  # the small model stands in for benet
             pt_path, files = small_files["torch_eager"], small_files
             config = read_model_file(pt_path)[0].config
@@ -366,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"[speed] {args.preset} at {args.size}x{args.size}: exporting the settings "
                 f"(int8 calibrated on {len(PHOTOS)} photos)")
             pt_path = speed_model(args, folder)
-            files = export_settings(pt_path, folder, photo_folder(folder / "photos"),
+            files = export_settings(pt_path, folder, photo_folder(Path(tmp) / "photos"),
                                     len(PHOTOS), verify=False)
         figures["speed_model"] = {"preset": args.preset if not args.quick else "quality model",
                                   "size": args.size}
@@ -376,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["ceiling"] = ceiling
         figures["ceiling_gflops"] = ceiling["best"]
         figures["speed"] = speed_rows(timed(files, image, args.runs), gflops, ceiling["best"])
-        say("[profile] ONNX Runtime float32")
-        figures["ort_profile"] = ort_profile(files["ort_fp32"], image)
+        say("[profile] ONNX Runtime float32 and int8")
+        figures["ort_profile"] = {name: ort_profile(files[name], image)
+                                  for name in ("ort_fp32", "ort_int8")}
     figures.update(headline(figures["speed"], figures["quality"]["rows"]))
     figures["targets"] = TARGETS
     figures["targets_met"] = met(figures)

@@ -14,15 +14,12 @@ import torch
 from helpers.small_model import small_model
 
 from caer_ros.inference.boxes import iou_matrix
-from caer_ros.inference.export import export_with_summary, main
+from caer_ros.inference.export import main
 from caer_ros.inference.graph import InferenceGraph, activate, column_sums, output_names
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.quantize import CalibrationError, calibration_set, float_nodes
 from caer_ros.model import InferenceSettings, read_model_file
-from training.config import load_config
 from training.datasets.emotic import load_emotic
-from training.datasets.synthetic import generate
-from training.train import Trainer
 
 ROOT = Path(__file__).parent.parent
 BENCH_LEARN = ROOT / "training" / "configs" / "bench_learn.yaml"
@@ -53,16 +50,6 @@ def test_fast_mode_equals_the_quarter_branch_of_the_full_model():
     for name, value in expected.items():
         assert torch.equal(got[name], value), name
     assert fast.stride == 4
-
-
-def test_fast_mode_export_has_no_half_resolution_branch(int8_pair, tmp_path):
-    import onnx
-
-    model, full = int8_pair[:2]
-    summary = export_with_summary(model, tmp_path / "fast.onnx", fuse_scales=False)
-    operators = {node.op_type for node in onnx.load(summary.path).graph.node}
-    assert "ConvTranspose" not in operators and summary.stride == 4
-    assert "ConvTranspose" in {node.op_type for node in onnx.load(str(full)).graph.node}
 
 
 # --------------------------------------------------------------------------- calibration set
@@ -113,37 +100,54 @@ def test_calibration_takes_readable_images_spread_over_the_set(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def int8_pair(tmp_path_factory):
-    """A tiny BENet with CBAM attention (as ``benet``) and both scales, trained for 40 steps
-    (~20 s) on synthetic scenes in the bench_learn setup (enough for heatmap peaks at the people),
-    exported in float32 and in int8 calibrated on its dataset (EMOTIC layout)."""
-    out = tmp_path_factory.mktemp("int8")
-    data = out / "data"
-    generate(data, images=40, seed=3, size=64)
-    config = load_config(BENCH_LEARN, ["model.input_size=[64,64]", "model.attention=true",
-                                       "model.half_resolution=true", "epochs=40",
-                                       "val_every=1000", "calibrate=false",
-                                       f"out={out / 'run'}"], data)
-    Trainer(config, restart=True, progress=False).run()
-    model = out / "run" / "final.pt"
-    lines: list[str] = []
-    fp32 = export_with_summary(model, out / "fp32.onnx")
-    int8 = export_with_summary(model, out / "int8.onnx", int8_calibration=data,
-                               calibration_images=6, progress=lines.append)
-    return model, Path(fp32.path), Path(int8.path), int8, lines, data
+def deploy_quick(tmp_path_factory):
+    """``benchmarks/bench_deploy.py --quick``: a tiny BENet with CBAM attention (as ``benet``)
+    and both scales, trained for 40 steps on synthetic scenes in the bench_learn setup (enough
+    for heatmap peaks at the people), exported as every setting (int8 calibrated on its
+    dataset, EMOTIC layout), each evaluated. Its files serve the int8 tests below."""
+    out = tmp_path_factory.mktemp("deploy")
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_deploy.py"), "--quick",
+                          "--no-progress", "--out", str(out), "--json", str(out / "deploy.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads((out / "deploy.json").read_text())
+    return out, figures, run.stdout
 
 
-def test_int8_export_records_its_calibration(int8_pair):
-    model, fp32, int8, summary, lines, data = int8_pair
-    assert any(line.startswith("calibrating: image 6/6") for line in lines)
-    source_config = read_model_file(model)[0].config
+def test_bench_deploy_quick_gives_every_figure(deploy_quick):
+    _, figures, stdout = deploy_quick
+    for key in ("int8_speedup", "fast_speedup", "best_speedup", "int8_er_drop", "int8_pd_drop",
+                "best_er_drop", "best_pd_drop", "ceiling_gflops", "ceiling_fraction",
+                "ort_speedup", "targets_met"):
+        assert key in figures, key
+    assert set(figures["speed"]) == set(figures["quality"]["rows"]) == {
+        "torch_eager", "ort_fp32", "ort_int8", "fast", "int8_fast"}
+    assert figures["ceiling_gflops"] > 0
+    for profile in figures["ort_profile"].values():
+        assert profile["by_op"] and 0 < profile["attention_share"] < 1
+    assert "calibrating: image 6/6" in stdout and "int8, calibrated on 6 images" in stdout
+    assert "setting" in stdout and "int8_fast" in stdout.splitlines()[-1]
+
+
+def test_fast_mode_export_has_no_half_resolution_branch(deploy_quick):
+    import onnx
+
+    out = deploy_quick[0]
+    operators = {name: {node.op_type for node in onnx.load(str(out / f"{name}.onnx")).graph.node}
+                 for name in ("fast", "ort_fp32")}
+    assert "ConvTranspose" not in operators["fast"]
+    assert "ConvTranspose" in operators["ort_fp32"]
+
+
+def test_int8_export_records_its_calibration(deploy_quick):
+    out = deploy_quick[0]
+    fp32, int8 = out / "ort_fp32.onnx", out / "ort_int8.onnx"
+    source_config = read_model_file(out / "runs" / "full" / "final.pt")[0].config
     predictor = Predictor.from_file(int8)
     record = predictor.meta["int8"]
-    assert record == summary.int8
     assert record["calibration_images"] == 6 and record["weights"].startswith("int8")
-    assert record["calibration_source"] == data.name and record["float32_nodes"] > 0
+    assert record["calibration_source"] == "full" and record["float32_nodes"] > 0
     assert predictor.config == source_config and predictor.backend.endswith(":int8")
-    assert "int8, calibrated on 6 images" in summary.describe()
     assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights (+ QDQ nodes)
     assert "int8" not in Predictor.from_file(fp32).meta
     # The metadata is the file's own: ONNX Runtime alone reads it.
@@ -154,11 +158,10 @@ def test_int8_export_records_its_calibration(int8_pair):
     assert json.loads(meta["caer_ros.meta"])["int8"] == record
 
 
-def test_int8_keeps_the_post_processing_in_float32(int8_pair):
+def test_int8_keeps_the_post_processing_in_float32(deploy_quick):
     import onnx
 
-    int8 = int8_pair[2]
-    proto = onnx.load(str(int8))
+    proto = onnx.load(str(deploy_quick[0] / "ort_int8.onnx"))
     produced = {out: node for node in proto.graph.node for out in node.output}
     for output in proto.graph.output:  # every graph output is computed in float32
         node = produced[output.name]
@@ -168,7 +171,7 @@ def test_int8_keeps_the_post_processing_in_float32(int8_pair):
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators
 
 
-def test_int8_finds_the_same_people_with_close_scores(int8_pair):
+def test_int8_finds_the_same_people_with_close_scores(deploy_quick):
     """int8 against float32 on every synthetic scene (train, val, test: 40 images).
 
     Tolerance: activations are rounded to 256 levels of each tensor's calibrated range, an
@@ -180,8 +183,10 @@ def test_int8_finds_the_same_people_with_close_scores(int8_pair):
     a pixel already costs 0.1-0.2 of IoU), and int8 finds nobody that float32 scores clearly
     below it.
     """
-    _, fp32, int8, _, _, data = int8_pair
-    exact, rounded = Predictor.from_file(fp32), Predictor.from_file(int8)
+    out = deploy_quick[0]
+    data = out / "data" / "full"
+    exact = Predictor.from_file(out / "ort_fp32.onnx")
+    rounded = Predictor.from_file(out / "ort_int8.onnx")
     threshold = 0.3
     records = [r for split in ("train", "val", "test")
                for r in load_emotic(data, split)[0]]
