@@ -20,6 +20,7 @@ from caer_ros.inference.decode import (
     extract_scores,
     find_people,
     labels_over_threshold,
+    peak_cells,
     peak_nms,
     read_people,
     read_scores,
@@ -304,6 +305,20 @@ def test_top_peaks_order_cap_and_threshold():
     np.testing.assert_allclose(scores, [0.9, 0.6, 0.6])
     assert len(top_peaks(heat, 0)[0]) == 0
     assert scores.dtype == np.float32
+
+
+def test_peak_cells_is_top_peaks_of_peak_nms():
+    rng = np.random.default_rng(5)
+    for shape in ((7, 9), (64, 48)):
+        heat = rng.random(shape).astype(np.float32)
+        heat[heat < 0.3] = 0.0  # zero cells and plateaus of equal values
+        heat[2, 2:5] = 0.95
+        for kernel in (1, 3, 5):
+            for k, threshold in ((3, 0.0), (40, 0.0), (40, 0.6), (0, 0.0)):
+                expected = top_peaks(peak_nms(heat, kernel), k, threshold)
+                got = peak_cells(heat, kernel, k, threshold)
+                for a, b in zip(got, expected, strict=True):
+                    np.testing.assert_array_equal(a, b)
 
 
 def test_cell_centre_convention_round_trips():

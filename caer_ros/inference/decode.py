@@ -179,6 +179,25 @@ def top_peaks(peaks: np.ndarray, k: int, threshold: float = 0.0
     """
     flat = peaks.reshape(-1)
     candidates = np.flatnonzero(flat >= threshold if threshold > 0 else flat > 0)
+    return _highest(flat, candidates, k, peaks.shape[1])
+
+
+def peak_cells(heatmap: np.ndarray, kernel: int, k: int, threshold: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`top_peaks` of :func:`peak_nms` of an (h, w) map in one pass (the suppressed map
+    is never written): what :func:`find_people` runs on every frame."""
+    heat = np.ascontiguousarray(heatmap, dtype=np.float32)
+    flat = heat.reshape(-1)
+    keep = flat >= threshold if threshold > 0 else flat > 0
+    if kernel > 1:
+        keep &= (cv2.dilate(heat, np.ones((kernel, kernel), np.uint8)) == heat).reshape(-1)
+    return _highest(flat, np.flatnonzero(keep), k, heat.shape[1])
+
+
+def _highest(flat: np.ndarray, candidates: np.ndarray, k: int, width: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` highest of ``flat[candidates]``: scores descending (ties in raster order),
+    rows, cols of a map ``width`` wide."""
     values = flat[candidates]
     if k <= 0:
         candidates, values = candidates[:0], values[:0]
@@ -186,7 +205,7 @@ def top_peaks(peaks: np.ndarray, k: int, threshold: float = 0.0
         part = np.argpartition(-values, k - 1)[:k]
         candidates, values = candidates[part], values[part]
     order = np.lexsort((candidates, -values))
-    rows, cols = np.divmod(candidates[order], peaks.shape[1])
+    rows, cols = np.divmod(candidates[order], width)
     return values[order].astype(np.float32), rows, cols
 
 
@@ -363,8 +382,7 @@ def find_people(
     primary = _primary_set(maps, primary_set)
     people = []
     for b in range(maps.batch):
-        peaks = peak_nms(maps.heatmap[b, 0], settings.peak_kernel)
-        scores, rows, cols = top_peaks(peaks, k, threshold)
+        scores, rows, cols = peak_cells(maps.heatmap[b, 0], settings.peak_kernel, k, threshold)
         boxes = peak_boxes(maps.size[b], rows, cols, maps.stride)
         one = maps.image(b)
         emotions, continuous = read_people(one, boxes[None], settings.extraction)
