@@ -21,10 +21,12 @@ sigmoid, the scale fusion, the prefix sums of the emotion maps, the classifier
 probabilities) and those last convolutions themselves, so the logits and the scores published
 are not rounded to 256 levels; only the network's inner layers run in int8.
 
-On CPUs with AVX-512 VNNI or AVX-VNNI int8 convolutions are several times faster than
-float32; on AVX2 cores without VNNI (this project's machines) about 1.4x, and on ``benet``,
-whose ~70 attention blocks run element-wise ops between the convolutions, the conversions
-between int8 and float32 eat most of that (README, "Choosing a speed", measured).
+Measured on this project's AVX2 cores without VNNI (README, "Choosing a speed"): on
+``benet`` the int8 convolutions run 1.9x faster than the float32 ones, but its ~70 CBAM
+attention blocks, element-wise work between the convolutions, cost about 3x their float32
+time in int8, so the whole graph is no faster. ONNX Runtime's int8 kernels use VNNI where the
+CPU has it (AVX-512 VNNI, AVX-VNNI), which gains more: measure there with
+``benchmarks/bench_deploy.py``.
 """
 
 from __future__ import annotations
