@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_inference import person_sized_boxes
+from bench_inference import untrained_model_file
 from bench_learn import make_data, run_arm
 from bench_learn import parse_args as learn_args
 from common import machine, median_ms, photo, write_json
@@ -69,11 +69,7 @@ from caer_ros.image_file import read_image
 from caer_ros.inference.export import export_with_summary
 from caer_ros.inference.predictor import Predictor, physical_cores
 from caer_ros.model import (
-    InferenceSettings,
-    ModelConfig,
-    build_model,
     read_model_file,
-    save_model_file,
 )
 from caer_ros.model.checkpoint import load_model_file
 from training.datasets.emotic import load_emotic
@@ -239,12 +235,9 @@ def quality(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, Path
                         *(["--no-progress"] if not args.progress else []),
                         *(QUICK_DATA if args.quick else []),
                         *QUALITY_OVERRIDES, *(QUICK_TRAINING if args.quick else [])])
-    if learn.threads:
-        torch.set_num_threads(learn.threads)
     say(f"[quality] {learn.images} synthetic scenes of {learn.size} px -> {args.out / 'data'}")
     data = make_data(args.out, learn.images, learn.seed, learn.size, ["full"])["full"]
     trained = run_arm("full", data, learn)
-    torch.set_num_threads(physical_cores())
     model = Path(trained["model"])
     files = export_settings(model, args.out, data, args.calibration_images,
                             verify=not args.quick)
@@ -313,14 +306,6 @@ def table(figures: dict[str, object]) -> str:
                      for r in rows)
 
 
-def speed_model(args: argparse.Namespace, folder: Path) -> Path:
-    """The untrained exact ``benet`` at ``--size`` as a model file."""
-    config = ModelConfig(backbone=args.preset, input_size=(args.size, args.size))
-    model = build_model(config, seed=0).eval()
-    person_sized_boxes(model)
-    return save_model_file(folder / "speed.pt", model, InferenceSettings.for_model(config))
-
-
 def photo_folder(folder: Path) -> Path:
     """The scikit-image photos (real scenes, shipped in its wheel) copied to ``folder``."""
     from skimage import data
@@ -366,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     image = photo(args.size, args.size)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out / "speed"
-        folder.mkdir(parents=True, exist_ok=True)
         if args.quick:  # the small model stands in for benet
             pt_path, files = small_files["torch_eager"], small_files
             config = read_model_file(pt_path)[0].config
@@ -374,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             say(f"[speed] {args.preset} at {args.size}x{args.size}: exporting the settings "
                 f"(int8 calibrated on {len(PHOTOS)} photos)")
-            pt_path = speed_model(args, folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            pt_path, _ = untrained_model_file(args.preset, args.size, folder)
             files = export_settings(pt_path, folder, photo_folder(Path(tmp) / "photos"),
                                     len(PHOTOS), verify=False)
         figures["speed_model"] = {"preset": args.preset if not args.quick else "quality model",

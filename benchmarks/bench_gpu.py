@@ -227,10 +227,9 @@ def engine_cache(onnx_path: Path, cache: Path, size: int) -> dict[str, object]:
 
 def measure(args: argparse.Namespace, torch_cuda: bool, available: list[str],
             report: Figures) -> None:
-    from bench_inference import person_sized_boxes
+    from bench_inference import untrained_model_file
 
     from caer_ros.inference.export import export_onnx
-    from caer_ros.model import InferenceSettings, ModelConfig, build_model, save_model_file
 
     figures = report.figures
     image = photo(args.size, args.size)  # the input's aspect: no letterbox border
@@ -238,11 +237,7 @@ def measure(args: argparse.Namespace, torch_cuda: bool, available: list[str],
         ("torch_fp32", "torch_fp16", "ort_cuda", "ort_tensorrt_fp16"))
     figures["fps"] = fps_figures
     with tempfile.TemporaryDirectory() as tmp:
-        config = ModelConfig(backbone=args.preset, input_size=(args.size, args.size))
-        model = build_model(config, seed=0).eval()
-        person_sized_boxes(model)
-        pt_path = save_model_file(Path(tmp) / "bench.pt", model,
-                                  InferenceSettings.for_model(config))
+        pt_path, _ = untrained_model_file(args.preset, args.size, Path(tmp))
         onnx_path = export_onnx(pt_path, Path(tmp) / "bench.onnx")
         cpu = Predictor.from_file(onnx_path, providers=[CPU_PROVIDER])
 

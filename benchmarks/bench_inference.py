@@ -97,6 +97,16 @@ def person_sized_boxes(model, pixels: float = 96.0) -> None:
             layers["size"][-1].bias.fill_(pixels / stride)  # map pixels
 
 
+def untrained_model_file(preset: str, size: int, folder: Path) -> tuple[Path, torch.nn.Module]:
+    """An untrained (seed 0) BENet on ``preset`` at ``size`` x ``size`` with person-sized boxes
+    (:func:`person_sized_boxes`), saved as ``folder``/bench.pt; the file and the model."""
+    config = ModelConfig(backbone=preset, input_size=(size, size))
+    model = build_model(config, seed=0).eval()
+    person_sized_boxes(model)
+    path = save_model_file(folder / "bench.pt", model, InferenceSettings.for_model(config))
+    return path, model
+
+
 def person_boxes(n: int, width: int, height: int) -> np.ndarray:
     """``n`` person-shaped boxes spread over the image (x1, y1, x2, y2)."""
     cols = int(np.ceil(np.sqrt(n)))
@@ -145,11 +155,7 @@ def main() -> None:
     # A photo of the input's aspect: no letterbox border, where peaks would not count as people.
     image = photo(args.size, args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        config = ModelConfig(backbone=args.preset, input_size=(args.size, args.size))
-        model = build_model(config, seed=0).eval()
-        person_sized_boxes(model)
-        pt_path = save_model_file(Path(tmp) / "bench.pt", model,
-                                  InferenceSettings.for_model(config))
+        pt_path, model = untrained_model_file(args.preset, args.size, Path(tmp))
         onnx_path = export_onnx(pt_path, Path(tmp) / "bench.onnx")
         predictors = {"torch": Predictor.from_file(pt_path, backend="torch"),
                       "onnxruntime": Predictor.from_file(onnx_path, backend="onnxruntime")}

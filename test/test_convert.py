@@ -8,7 +8,6 @@ command line and compared with the public model's outputs stored in the fixtures
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import pickle
@@ -212,19 +211,10 @@ def test_bad_files_get_one_line_and_exit_2_with_nothing_written(public_states, t
 # --------------------------------------------------------------------------- node
 
 
-def _image_msg(bgr: np.ndarray):
-    from sensor_msgs.msg import Image
-
-    height, width, _ = bgr.shape
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(bgr).tobytes())
-    return Image(height=height, width=width, encoding="bgr8", step=width * 3, data=data)
-
-
 @pytest.mark.parametrize("category_set", ["", "heco"])
 def test_converted_model_answers_in_emotion_node(converted_heco, tmp_path, category_set):
     import cv2
-    from helpers.node_probe import NodeProbe, start_node, stop_node
+    from helpers.node_probe import NodeProbe, image_msg, start_node, stop_node
     from skimage import data
 
     path, _ = converted_heco
@@ -241,7 +231,7 @@ def test_converted_model_answers_in_emotion_node(converted_heco, tmp_path, categ
     try:
         assert probe.wait_for_node(process, "raw", 60.0), log.read_text()
         frame = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-        msg = probe.stamp(_image_msg(frame), frame_id="camera")
+        msg = probe.stamp(image_msg(frame), frame_id="camera")
         answer, _ = probe.answer(msg, 60.0, process)
         assert answer is not None, log.read_text()[-3000:]
         names = HECO if category_set == "heco" else EMOTIC

@@ -213,3 +213,53 @@ def test_int8_finds_the_same_people_with_close_scores(deploy_quick):
     assert differences.max() <= SCORE_TOLERANCE
     assert np.median(differences) <= SCORE_TOLERANCE / 5
     assert compared > 0  # people were found and compared
+
+
+def test_int8_export_runs_in_the_node_and_caer_infer(deploy_quick, tmp_path):
+    """The int8 file is an ordinary export: emotion_node (real rclpy, generated messages) and
+    caer-infer load it by path and give the predictor's people."""
+    import os
+    import random
+    import signal
+
+    import cv2
+    from helpers.node_probe import NodeProbe, image_msg, start_node, stop_node
+
+    from caer_ros.inference import cli
+
+    out = deploy_quick[0]
+    model = out / "ort_int8.onnx"
+    predictor = Predictor.from_file(model)
+    records = load_emotic(out / "data" / "full", "test")[0]
+    images = {r.path: cv2.imread(str(r.path), cv2.IMREAD_COLOR) for r in records}
+    path, frame = max(images.items(), key=lambda item: len(predictor.predict(item[1])))
+    expected = predictor.predict(frame)
+    assert len(expected), "nobody found on any test scene: the checks would be void"
+
+    assert cli.main([str(path), "--model", str(model), "--out", str(tmp_path / "infer")]) == 0
+    written = json.loads(next((tmp_path / "infer").glob("*.json")).read_text())
+    assert len(written["people"]) == len(expected)
+
+    domain = random.SystemRandom().randint(1, 100)
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "node.log"
+    process = start_node(env, log, "-p", f"model_path:={model}",
+                         "-p", "qos_reliability:=reliable")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        probe = NodeProbe(domain, reliable=True)
+    try:
+        assert probe.wait_for_node(process, "raw", 60.0), log.read_text()
+        msg = probe.stamp(image_msg(frame), frame_id="camera")
+        answer, _ = probe.answer(msg, 60.0, process)
+        assert answer is not None, log.read_text()[-3000:]
+        assert answer.header == msg.header
+        assert len(answer.people) == len(expected)
+        got = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in answer.people])
+        np.testing.assert_allclose(got, expected.boxes, atol=1e-3)
+        np.testing.assert_allclose([p.scores for p in answer.people], expected.scores,
+                                   atol=1e-5)
+    finally:
+        probe.close()
+        stop_node(process, signal.SIGINT)

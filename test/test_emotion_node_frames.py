@@ -24,7 +24,6 @@ tested on the tracker itself (test/test_tracking.py), where the boxes are chosen
 
 from __future__ import annotations
 
-import array
 import os
 import random
 import signal
@@ -35,7 +34,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from helpers.node_probe import NodeProbe, stamp_key, start_node, stop_node
+from helpers.node_probe import NodeProbe, image_msg, stamp_key, start_node, stop_node
 from helpers.small_model import small_config
 from sensor_msgs.msg import CompressedImage, Image
 from skimage import data
@@ -87,22 +86,6 @@ def synthetic_scene(width: int, height: int, people: int, seed: int) -> np.ndarr
         cv2.ellipse(image, (int(cx), int(top + head)), (int(head * 0.75), int(head)), 0, 0,
                     360, skin, -1)
     return image
-
-
-def image_msg(bgr: np.ndarray, encoding: str = "bgr8", padding: int = 0) -> Image:
-    """A sensor_msgs/Image of ``bgr`` in ``encoding`` (bgr8, rgb8, mono8), rows padded."""
-    if encoding == "rgb8":
-        pixels = bgr[..., ::-1]
-    elif encoding == "mono8":
-        pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None]
-    else:
-        pixels = bgr
-    height, width, channels = pixels.shape
-    rows = np.zeros((height, width * channels + padding), np.uint8)
-    rows[:, :width * channels] = pixels.reshape(height, -1)
-    buffer = array.array("B")
-    buffer.frombytes(rows.tobytes())
-    return Image(height=height, width=width, encoding=encoding, step=rows.shape[1], data=buffer)
 
 
 def compressed_msg(bgr: np.ndarray, fmt: str) -> CompressedImage:

@@ -114,8 +114,9 @@ def calibration_set(source: str | os.PathLike, count: int = DEFAULT_CALIBRATION_
                                f"got {count!r}")
     files, layout = image_files(source)
     step = len(files) / min(count, len(files))
-    order = [int(i * step) for i in range(min(count, len(files)))]
-    order += [i for i in range(len(files)) if i not in set(order)]  # fallbacks, in order
+    spread = [int(i * step) for i in range(min(count, len(files)))]
+    taken = set(spread)
+    order = spread + [i for i in range(len(files)) if i not in taken]  # fallbacks, in order
     chosen: list[Path] = []
     unreadable: list[str] = []
     for index in order:

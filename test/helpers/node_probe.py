@@ -10,12 +10,15 @@ module can talk to several nodes on different domains.
 
 from __future__ import annotations
 
+import array
 import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -218,3 +221,19 @@ class NodeProbe:
         if not self.spin_until(lambda: bool(later()), timeout):
             return None
         return {kv.key: kv.value for kv in later()[0].status[0].values}
+
+
+def image_msg(bgr: np.ndarray, encoding: str = "bgr8", padding: int = 0) -> Image:
+    """A sensor_msgs/Image of ``bgr`` in ``encoding`` (bgr8, rgb8, mono8), rows padded."""
+    if encoding == "rgb8":
+        pixels = bgr[..., ::-1]
+    elif encoding == "mono8":
+        pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None]
+    else:
+        pixels = bgr
+    height, width, channels = pixels.shape
+    rows = np.zeros((height, width * channels + padding), np.uint8)
+    rows[:, :width * channels] = pixels.reshape(height, -1)
+    buffer = array.array("B")
+    buffer.frombytes(rows.tobytes())
+    return Image(height=height, width=width, encoding=encoding, step=rows.shape[1], data=buffer)
