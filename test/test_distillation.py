@@ -14,8 +14,8 @@ from caer_ros.model.checkpoint import save_model_file
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training.config import ConfigError, DistillConfig, load_config
-from training.distillation import distillation_terms, soft_label_loss
-from training.multitask import TaskDiscriminator, emotion_task, task_scores
+from training.distillation import DistillationExtra, distillation_terms, soft_label_loss
+from training.multitask import TaskDiscriminator, emotion_task
 from training.train import Trainer
 
 MIXED = ["model.categories=[emotic,heco]", "data.train=[emotic,heco]",
@@ -34,7 +34,8 @@ def test_soft_label_loss_by_hand():
     assert soft_label_loss(s, t, "ce", temperature).item() == pytest.approx(expected, rel=1e-6)
     q = 1 / (1 + np.exp(-t.numpy() / 2))
     p = 1 / (1 + np.exp(-s.numpy() / 2))
-    expected = -(q * np.log(p) + (1 - q) * np.log(1 - p)).sum() * 4
+    # sigmoid sets: scaled by T, not T^2 (see training.distillation)
+    expected = -(q * np.log(p) + (1 - q) * np.log(1 - p)).sum() * 2
     assert soft_label_loss(s, t, "bce", temperature).item() == pytest.approx(expected, rel=1e-6)
     # the student that equals its teacher is at the minimum: zero gradient
     for kind in ("ce", "bce"):
@@ -110,14 +111,11 @@ def test_discriminator_reverses_and_scales_the_backbone_gradient():
         torch.testing.assert_close(got, plain)
 
 
-def test_emotion_tasks_and_scores():
+def test_emotion_tasks():
     assert emotion_task("bu.q.emotic") == "emotic"
     assert emotion_task("pc.heco") == "heco"
     assert emotion_task("cont.h") == "continuous"
     assert emotion_task("det.q") is None
-    scores = task_scores({"bu.q.emotic": 1.0, "bu.h.emotic": 0.5, "pc.heco": 2.0, "det.q": 9.0,
-                          "total": 12.5}, ["emotic", "heco"])
-    assert scores == {"emotic": -1.5, "heco": -2.0}
 
 
 # ----------------------------------------------------------------------------- config
@@ -130,6 +128,24 @@ def _teacher(tmp_path, categories, continuous=True):
     path = tmp_path / "teacher.pt"
     save_model_file(path, model, InferenceSettings.for_model(config))
     return path
+
+
+def test_a_partial_teacher_distils_its_own_tasks_and_alpha_alone_has_no_teacher(tmp_path):
+    """A HECO-only teacher teaches HECO and the continuous head, not EMOTIC; alpha weighs the
+    supervision of every student task either way; ``teacher: null`` keeps alpha alone (the
+    control arm): no teacher, no distillation term."""
+    device = torch.device("cpu")
+    heco_only = _teacher(tmp_path, "[heco]")
+    extra = DistillationExtra(load_config(SMOKE, [*TINY, *MIXED,
+                                                  f"distill={{teacher: {heco_only}}}"]), device)
+    assert extra.tasks == ["heco", "continuous"]
+    assert extra.supervised_factors() == {"emotic": 10.0, "heco": 10.0, "continuous": 10.0}
+    assert extra.config.temperature == 1.0  # no temperature unless configured
+    alone = DistillationExtra(load_config(SMOKE, [*TINY, *MIXED,
+                                                  "distill={teacher: null, alpha: 4.0}"]), device)
+    assert alone.teacher is None and alone.tasks == []
+    assert alone.supervised_factors() == {"emotic": 4.0, "heco": 4.0, "continuous": 4.0}
+    assert alone.terms(None, torch.zeros(1, 3, 64, 64), None) == {}
 
 
 def test_config_errors(synthetic_dataset, tmp_path):
@@ -156,10 +172,12 @@ def test_config_errors(synthetic_dataset, tmp_path):
 
 def test_trainer_with_distillation_discriminator_and_adaptive_weights(synthetic_dataset,
                                                                        tmp_path):
-    """Student on EMOTIC + HECO with a HECO-only teacher (plus continuous), a ramped task
-    discriminator and adaptive gamma: the terms appear, alpha and gamma weigh the right terms,
-    the teacher stays frozen, and the run resumes from last.ckpt with its extras."""
-    teacher = _teacher(tmp_path, "[heco]")
+    """Student on EMOTIC + HECO with Algorithm 1's teacher (every task: both sets and the
+    continuous head), a ramped task discriminator and adaptive gamma: the teacher's scores are
+    distilled in both directions (EMOTIC onto HECO images, HECO onto EMOTIC images), alpha
+    weighs every supervised emotion term and gamma every term of its task, the teacher stays
+    frozen, and the run resumes from last.ckpt with its extras."""
+    teacher = _teacher(tmp_path, "[emotic,heco]")
     before = torch.load(teacher, weights_only=True)["state_dict"]
     out = tmp_path / "run"
     overrides = [*TINY, *MIXED, "tasks=[bu,det]", "batch_size=4", "epochs=2",
@@ -167,14 +185,15 @@ def test_trainer_with_distillation_discriminator_and_adaptive_weights(synthetic_
                  "discriminator={delta: 1.0, schedule: ramp, hidden: 16}",
                  "task_weights=adaptive", f"out={out}"]
     trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
-    assert trainer.term_weights["bu.q.heco"] == 3.0  # alpha: the teacher covers heco
+    assert trainer.term_weights["bu.q.heco"] == 3.0  # alpha: every supervised emotion task
+    assert trainer.term_weights["bu.q.emotic"] == 3.0
     assert trainer.term_weights["cont.q"] == 3.0  # ... and the continuous head
-    assert trainer.term_weights["bu.q.emotic"] == 1.0
     assert trainer.term_weights["det.q"] == 1.0
     history = trainer.run()
-    train_terms = set(history[0]["train"])
-    assert {"kd.q.heco", "kd.q.heco.labelled", "kd.q.continuous", "disc.task"} <= train_terms
-    assert "kd.q.emotic" not in train_terms  # the teacher has no EMOTIC maps
+    train = history[0]["train"]
+    assert {"kd.q.heco", "kd.q.heco.labelled", "kd.q.emotic", "kd.q.emotic.labelled",
+            "kd.q.continuous", "disc.task"} <= set(train)
+    assert train["kd.q.emotic"] > 0 and train["kd.q.heco"] > 0  # both directions taught
     assert all(math.isfinite(v) for v in history[0]["train"].values())
     assert "disc.task" not in history[0]["val"]  # adversarial terms do not pick best.pt
     weights = history[-1]["task_weights"]

@@ -250,31 +250,35 @@ def test_an_oracle_scores_100_everywhere(records):
         assert f1 == pytest.approx(100.0) if index in present else math.isnan(f1)
 
 
-def test_a_heco_oracle_gets_macro_f1_100_and_the_full_abaw_score(data):
-    """HECO is single-label: macro F1 and accuracy; with an exact continuous head the ABAW
-    score is 100 x mean CCC (1) + macro F1 (100)."""
+def test_a_heco_oracle_gets_full_f1_on_every_present_class_and_the_abaw_score(data):
+    """HECO is single-label: macro F1 and accuracy. The macro F1 averages all 8 classes, as
+    ABAW does: an oracle gets 100 on every class present in the data and 0 (its F1 undefined,
+    reported NaN) on the others. With an exact continuous head the ABAW score is
+    100 x mean CCC (1) + macro F1."""
     heco, _ = load_split(data, "heco", "train")
     result = evaluate(OraclePredictor(heco, continuous=True), heco, progress=False)
+    present = {i for r in heco for p in r.people for i in p.category_indices}
+    assert 1 < len(present) < 8  # some HECO classes are missing from this small set
+    macro = 100.0 * len(present) / 8
     assert result.category_set == "heco" and result.single_label is True
-    assert result.macro_f1 == pytest.approx(100.0)
+    assert result.macro_f1 == pytest.approx(macro)
     assert result.accuracy == pytest.approx(100.0)
     assert result.mean_f1 is None and result.f1_thresholds is None
     assert result.ccc == pytest.approx({"valence": 1.0, "arousal": 1.0, "dominance": 1.0})
-    assert result.abaw_parts == pytest.approx({"ccc_mean": 100.0, "macro_f1": 100.0})
-    assert result.abaw_score == pytest.approx(200.0)
-    present = {i for r in heco for p in r.people for i in p.category_indices}
+    assert result.abaw_parts == pytest.approx({"ccc_mean": 100.0, "macro_f1": macro})
+    assert result.abaw_score == pytest.approx(100.0 + macro)
     for index, f1 in enumerate(result.per_category_f1.values()):
         assert f1 == pytest.approx(100.0) if index in present else math.isnan(f1)
 
     document = json.loads(json.dumps(result.to_json(), allow_nan=False))
     _check_f1_keys(document, single_label=True, parts={"ccc_mean", "macro_f1"})
-    assert document["abaw_score"] == pytest.approx(200.0)
+    assert document["abaw_score"] == pytest.approx(100.0 + macro)
     assert document["ccc_mean"] == pytest.approx(1.0)  # CCC itself stays -1..1
     rows = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1]
             for line in format_summary(result).splitlines() if line.startswith("  ")}
-    assert rows["macro F1 (single-label, argmax)"] == "100.00"
+    assert rows["macro F1 (single-label, argmax)"] == f"{macro:.2f}"
     assert rows["accuracy (single-label, argmax)"] == "100.00"
-    assert rows["ABAW score (ccc_mean + macro_f1)"] == "200.00"
+    assert rows["ABAW score (ccc_mean + macro_f1)"] == f"{100.0 + macro:.2f}"
 
 
 def test_boxes_in_the_wrong_frame_lose_detection_ap(records):

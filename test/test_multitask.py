@@ -81,5 +81,21 @@ def test_task_weights_grow_as_exp_half_n():
     copy = TaskWeights(["va", "expr"])
     copy.load_state_dict(weights.state_dict())
     assert copy.weights() == weights.weights()
-    with pytest.raises(KeyError, match="expr"):
-        weights.update({"va": 1.0})
+    weights.update({"va": 0.3})  # no expr score this time (no usable person): count kept
+    assert weights.stale == {"va": 1, "expr": 0}
+
+
+def test_task_weights_are_capped_at_the_papers_patience():
+    """Counts stop at the patience (5: the paper stops there), so gamma never passes
+    exp(2.5) ~ 12.2 however long a task stalls (it overflowed float32 past n ~ 178)."""
+    weights = TaskWeights(["emotic", "heco"])
+    weights.update({"emotic": 0.5, "heco": 0.5})
+    for _ in range(300):
+        got = weights.update({"emotic": 0.4, "heco": 0.6 if not weights.stale["heco"] else 0.1})
+    assert weights.stale == {"emotic": 5, "heco": 5}
+    assert got == pytest.approx({"emotic": math.exp(2.5), "heco": math.exp(2.5)})
+    assert weights.exhausted
+    weights.update({"emotic": 0.9, "heco": 0.1})
+    assert not weights.exhausted and weights.weights()["emotic"] == 1.0
+    with pytest.raises(ValueError, match="patience"):
+        TaskWeights(["emotic"], patience=0)

@@ -23,9 +23,12 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   ``inference.extraction``.
 - ``optim``: Adam (``lr`` 1e-3, ``weight_decay``; ``name: sgd``: SGD with ``momentum``);
   ``emotion_loss``: per category set, ``focal``
-  (BENet eq. 5), ``bce`` (KA eq. 1) or ``ce`` (KA eq. 2, one label per person).
+  (BENet eq. 5), ``bce`` (KA eq. 1) or ``ce`` (KA eq. 2, one label per person). It also sets
+  how the set is scored (``model.scores``, stored in the model files): ``ce`` sets with a
+  softmax over the set, the others with a sigmoid per category.
 - run: ``epochs``, ``batch_size`` (the global batch, split over DDP processes), ``workers``,
-  ``seed``, ``out``, ``budget_minutes`` (stop once training has run this long), ``val_every``,
+  ``seed``, ``out``, ``budget_minutes`` (stop once training has run this long), ``max_steps``
+  (stop after this many optimiser steps: equal steps for compared runs), ``val_every``,
   ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``.
 - ``inference``: :class:`~caer_ros.model.inference_settings.InferenceSettings` fields stored in
   the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
@@ -36,7 +39,10 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   ``distill`` (:class:`DistillConfig`: soft labels from a trained teacher model file, mostly
   where labels are missing), ``discriminator`` (:class:`DiscriminatorConfig`: a task
   discriminator behind a gradient reversal layer on the shared backbone features) and
-  ``task_weights`` (``fixed``, or ``adaptive``: gamma_i = exp(0.5 n_i) per emotion task).
+  ``task_weights`` (``fixed``, or ``adaptive``: gamma_i = exp(0.5 n_i) per emotion task, n_i
+  the validations without improvement of the task's metric, :mod:`training.task_metrics`,
+  capped at ``task_patience``; ``early_stop``: end the run once every task reached it, the
+  paper's stop).
 - knowledge amalgamation (papers/knowledge-amalgamation-single-shot-caer.txt):
   ``amalgamation`` (:class:`training.amalgamation.AmalgamationConfig` fields: the teachers and
   the common feature space) and ``init_backbone`` (a weights file the student's backbone starts
@@ -123,16 +129,20 @@ class OptimConfig:
 class DistillConfig:
     """Knowledge distillation with soft labels (ABAW-KD, eq. 8-10 and 13).
 
-    ``teacher``: a caer_ros model file (a trained BENet, e.g. on another label set); the student
-    learns its outputs, scaled by ``temperature``, for every category set (and the continuous
-    head) the teacher has. ``alpha`` weighs the supervised loss of a task the teacher also
-    covers (``gamma_i (alpha L^S_i + L^D_i)``); ``beta`` the distillation loss on people with no
-    label for that task (``beta gamma_j L^D_j``); ``labelled``: also distil on labelled people
-    (eq. 13's ``L^D_i``); false uses the teacher only where labels are missing.
+    ``teacher``: a caer_ros model file (Algorithm 1's teacher: a BENet trained on every task
+    with the supervised losses); the student learns its outputs for every category set (and
+    the continuous head) the teacher has, in both directions (EMOTIC scores on HECO images,
+    HECO scores on EMOTIC images). ``alpha`` weighs the supervised loss of *every* emotion task
+    (``gamma_i (alpha L^S_i + L^D_i)``); ``beta`` the distillation loss on people with no label
+    for that task (``beta gamma_j L^D_j``); ``labelled``: also distil on labelled people (eq.
+    13's ``L^D_i``); false uses the teacher only where labels are missing. ``teacher: null``
+    keeps alpha alone, without a teacher: the control that tells distillation from the
+    reweighting alpha brings. ``temperature``: 1 (none; the paper uses none: its ``t_img = 2``
+    is two seconds of frames) unless set; see :mod:`training.distillation`.
     """
 
-    teacher: str = ""
-    temperature: float = 2.0
+    teacher: str | None = ""
+    temperature: float = 1.0
     alpha: float = 10.0
     beta: float = 0.9
     labelled: bool = True
@@ -171,6 +181,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"
     budget_minutes: float | None = None
+    max_steps: int | None = None
     val_every: int = 1
     checkpoint_every: int = 0
     log_every: int = 10
@@ -181,6 +192,8 @@ class TrainConfig:
     distill: DistillConfig | None = None
     discriminator: DiscriminatorConfig | None = None
     task_weights: str = "fixed"
+    task_patience: int = 5
+    early_stop: bool = False
     amalgamation: dict[str, Any] | None = None
     init_backbone: str | None = None
 
@@ -278,6 +291,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{where}{exc}") from None
 
 
+def _scored(model: ModelConfig, losses: dict[str, str], raw_model: dict[str, Any]
+            ) -> ModelConfig:
+    """``model`` with each category set scored as its loss trains it (``ModelConfig.scores``):
+    ``ce`` (softmax cross-entropy) -> ``softmax``, the sigmoid losses -> ``sigmoid``. A
+    ``model.scores`` written in the config must agree."""
+    derived = {name: "softmax" if losses.get(name) == "ce" else "sigmoid"
+               for name in model.categories}
+    for name, kind in (raw_model.get("scores") or {}).items():
+        if kind != derived[name]:
+            raise ConfigError(
+                f"model.scores.{name} is {kind!r}, but emotion_loss.{name} "
+                f"({losses.get(name, 'focal')}) trains {derived[name]} scores; leave "
+                f"model.scores out: it follows emotion_loss")
+    return dataclasses.replace(model, scores=derived)
+
+
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     """Check and convert a raw config dict (see the module docstring)."""
     allowed = {f.name for f in fields(TrainConfig)}
@@ -318,6 +347,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"emotion_loss.{set_name} must be one of {EMOTION_LOSSES}, "
                               f"got {loss!r}")
     values["emotion_loss"] = dict(losses)
+    values["model"] = _scored(values["model"], values["emotion_loss"], raw.get("model") or {})
     reading = raw.get("bu_reading", "center")
     inference = {"extraction": reading if reading in BU_READINGS else "center",
                  **_mapping(raw.get("inference") or {}, "inference")}
@@ -355,6 +385,12 @@ def _check_run(c: TrainConfig) -> None:
         ("max_cover", _number(c.max_cover) and 0 < c.max_cover <= 1, "a number in (0, 1]"),
         ("budget_minutes", c.budget_minutes is None
          or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
+        ("max_steps", c.max_steps is None or (isinstance(c.max_steps, int)
+                                              and not isinstance(c.max_steps, bool)
+                                              and c.max_steps >= 1), "an integer >= 1 or null"),
+        ("task_patience", isinstance(c.task_patience, int)
+         and not isinstance(c.task_patience, bool) and c.task_patience >= 1, "an integer >= 1"),
+        ("early_stop", isinstance(c.early_stop, bool), "true or false"),
         ("amp", isinstance(c.amp, bool), "true or false"),
         ("calibrate", isinstance(c.calibrate, bool), "true or false"),
         ("continuous_loss", c.continuous_loss in ("ccc", "l2"), "ccc or l2"),
@@ -393,6 +429,9 @@ def _check_run(c: TrainConfig) -> None:
         raise ConfigError("data.root must be a folder path")
     if c.task_weights not in ("fixed", "adaptive"):
         raise ConfigError(f"task_weights must be fixed or adaptive, got {c.task_weights!r}")
+    if c.early_stop and c.task_weights != "adaptive":
+        raise ConfigError("early_stop needs task_weights: adaptive (it stops when every task "
+                          "went task_patience validations without improving)")
     if c.init_backbone is not None and not (isinstance(c.init_backbone, str) and c.init_backbone):
         raise ConfigError("init_backbone must be a weights file path or null")
     _check_multitask(c)
@@ -402,8 +441,8 @@ def _check_multitask(c: TrainConfig) -> None:
     d = c.distill
     if d is not None:
         checks = [
-            ("teacher", isinstance(d.teacher, str) and bool(d.teacher),
-             "the path of a trained caer_ros model file"),
+            ("teacher", d.teacher is None or (isinstance(d.teacher, str) and bool(d.teacher)),
+             "the path of a trained caer_ros model file, or null (alpha alone)"),
             ("temperature", _number(d.temperature) and d.temperature > 0, "a number > 0"),
             ("alpha", _number(d.alpha) and d.alpha >= 0, "a number >= 0"),
             ("beta", _number(d.beta) and d.beta >= 0, "a number >= 0"),
@@ -412,7 +451,7 @@ def _check_multitask(c: TrainConfig) -> None:
         for name, ok, what in checks:
             if not ok:
                 raise ConfigError(f"distill.{name} must be {what}")
-        if "bu" not in c.tasks:
+        if "bu" not in c.tasks and d.teacher is not None:
             raise ConfigError("distill needs the bu task (it distils the emotion maps)")
     g = c.discriminator
     if g is not None:

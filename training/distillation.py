@@ -8,21 +8,32 @@ supervised losses, then a *student* on eq. 13::
 Here a *task* is a category set of the model (``emotic``: EMOTIC's 26, ``heco``: HECO's 8) or
 the continuous head (``continuous``: valence, arousal, dominance), and a sample of the mixed
 EMOTIC + HECO data is labelled for its own set only. The teacher is any trained caer_ros model
-file (Algorithm 1's first stage is ``python -m training.train`` with the teacher's config, e.g.
-HECO only); the student is trained with a ``distill`` config section (:class:`DistillConfig`):
+file. Algorithm 1's first stage trains it on *every* task with the supervised losses
+(``python -m training.train`` with the student's own config, without ``distill``), so it fills
+the missing labels in both directions: EMOTIC scores on the HECO images, HECO scores on the
+EMOTIC images. The student is trained with a ``distill`` config section
+(:class:`DistillConfig`):
 
 - on people **without** a label for task ``j`` (HECO images for ``emotic``, EMOTIC images for
   ``heco``, people without valence/arousal/dominance for ``continuous``) the student's
   bottom-up scores learn the teacher's: ``beta gamma_j L^D_j`` (terms ``kd.<scale>.<task>``);
 - on people **with** a label, eq. 13's ``L^D_i`` as well when ``distill.labelled`` is true
-  (terms ``kd.<scale>.<task>.labelled``), and the supervised term of that task is weighted by
-  ``alpha`` (the trainer applies it); ``labelled: false`` uses the teacher only where labels are
-  missing.
+  (terms ``kd.<scale>.<task>.labelled``); ``labelled: false`` uses the teacher only where
+  labels are missing;
+- ``alpha`` weighs the supervised terms of **every** emotion task (eq. 13's ``alpha L^S_i``,
+  applied by the trainer to the bottom-up, in-box variance, continuous, person-centric and
+  background terms), not only of the tasks the teacher covers: otherwise the distillation arm
+  would also reweight some supervision against the rest. ``teacher: null`` keeps alpha alone,
+  without a teacher (no ``kd`` terms): the control arm that separates the teacher's knowledge
+  from alpha's reweighting.
 
 Distillation losses, on the emotion maps read for each person as the supervised bottom-up loss
-reads them (``bu_reading``: at the centre, or the box mean), per person, temperature ``T``
-(Hinton et al.: logits divided by ``T``, the loss multiplied by ``T^2`` so its gradients keep
-their scale):
+reads them (``bu_reading``: at the centre, or the box mean), per person. Temperature ``T`` is
+1 (none) unless configured: the paper uses no temperature (its ``t_img = 2`` is a clip length
+of two seconds). With ``T != 1`` the logits are divided by ``T`` and the loss multiplied by
+``T^2`` for softmax sets (Hinton et al.: their gradients shrink as ``1 / T^2``) and by ``T``
+for sigmoid sets (a sigmoid's gradient shrinks only as ``1 / T`` once the soft labels
+saturate; ``T^2`` would make it ``T`` times too large):
 
 - multi-label sets (focal or BCE supervision): binary cross-entropy between
   ``sigmoid(s / T)`` and the soft labels ``sigmoid(t / T)`` (eq. 10), summed over categories;
@@ -72,13 +83,13 @@ def soft_label_loss(student: Tensor, teacher: Tensor, kind: str, temperature: fl
     if kind == "ce":
         soft = torch.softmax(teacher / t, dim=1)
         per_person = -(soft * torch.log_softmax(student / t, dim=1)).sum(dim=1)
-    elif kind == "bce":
+        return per_person.mean() * t * t
+    if kind == "bce":
         soft = torch.sigmoid(teacher / t)
         per_person = F.binary_cross_entropy_with_logits(student / t, soft,
                                                         reduction="none").sum(dim=1)
-    else:
-        raise ValueError(f"distillation kind must be ce, bce or ccc, got {kind!r}")
-    return per_person.mean() * t * t
+        return per_person.mean() * t
+    raise ValueError(f"distillation kind must be ce, bce or ccc, got {kind!r}")
 
 
 def distillation_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
@@ -106,7 +117,8 @@ def distillation_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
 
 
 class DistillationExtra:
-    """The trainer's distillation extra (:mod:`training.extras`): a frozen teacher model."""
+    """The trainer's distillation extra (:mod:`training.extras`): a frozen teacher model (none
+    with ``distill.teacher: null``: alpha alone, the control arm)."""
 
     name = "kd"
     in_validation = False
@@ -116,6 +128,14 @@ class DistillationExtra:
         assert config.distill is not None
         self.config = config.distill
         self.reading = config.bu_reading
+        # eq. 13's alpha L^S_i: every emotion task the student is supervised on
+        self.supervised = [*config.model.categories,
+                           *([CONTINUOUS] if config.model.continuous else [])]
+        self.gammas: dict[str, float] = {}
+        self.tasks: list[str] = []
+        self.teacher = None
+        if self.config.teacher is None:
+            return
         path = Path(self.config.teacher)
         try:
             teacher, info = load_model_file(path, map_location=device)
@@ -146,17 +166,18 @@ class DistillationExtra:
         std_t = torch.tensor(info.config.input_std, device=device)[:, None, None]
         # images_t = (images * std_s + mean_s - mean_t) / std_t
         self._scale, self._shift = std_s / std_t, (mean_s - mean_t) / std_t
-        self.gammas: dict[str, float] = {}
 
     def supervised_factors(self) -> dict[str, float]:
-        """``alpha`` for every task the teacher distils (eq. 13's ``alpha L^S_i``)."""
-        return dict.fromkeys(self.tasks, self.config.alpha)
+        """``alpha`` for every emotion task of the student (eq. 13's ``alpha L^S_i``)."""
+        return dict.fromkeys(self.supervised, self.config.alpha)
 
     def teacher_output(self, images: Tensor) -> BENetOutput:
         with torch.no_grad():
             return self.teacher(images * self._scale + self._shift, classifiers=False)
 
     def terms(self, output: BENetOutput, images: Tensor, batch: Any) -> dict[str, Tensor]:
+        if self.teacher is None:
+            return {}
         taught = self.teacher_output(images.detach())
         person_sample = torch.from_numpy(batch.person_samples())
         routed = batch.route("bu").cpu()[person_sample]

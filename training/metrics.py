@@ -154,12 +154,12 @@ def macro_f1(scores, labels) -> tuple[float, np.ndarray]:
     Per category ``F1 = 2 TP / (2 TP + FP + FN)``, counted over the N people one-vs-rest; the
     macro F1 is their unweighted mean.
 
-    A category that no person has and that is never predicted has no F1 (0 / 0): it is NaN in the
-    per-category array and left out of the mean, like the categories without AP in
-    :func:`er_map`. This equals scikit-learn's ``f1_score(y_true, y_pred, average="macro")``
-    with its default ``labels=None`` (the categories present in either); passing
-    ``labels=range(E)`` there instead counts such categories as ``zero_division`` (0 by
-    default), which lowers the mean on data where some categories do not occur.
+    The mean is over **all** E categories, as ABAW averages its expression F1 over all 8
+    classes: a category that no person has and that is never predicted has no F1 (0 / 0); it is
+    NaN in the per-category array (so a reader sees it was undefined) and counts 0 in the mean.
+    This equals scikit-learn's ``f1_score(y_true, y_pred, labels=range(E), average="macro",
+    zero_division=0)``; its default ``labels=None`` would leave such categories out and raise
+    the mean on data where some categories do not occur.
 
     Args:
         scores: (N, E) per-person category scores, any real values (higher = more likely).
@@ -175,7 +175,8 @@ def macro_f1(scores, labels) -> tuple[float, np.ndarray]:
     """
     predicted, truth, num_classes = _single_label(scores, labels)
     classes = np.arange(num_classes)
-    return _mean_f1(predicted[:, None] == classes, truth[:, None] == classes)
+    _, per_category = _mean_f1(predicted[:, None] == classes, truth[:, None] == classes)
+    return float(np.nan_to_num(per_category, nan=0.0).mean()), per_category
 
 
 def accuracy(scores, labels) -> float:

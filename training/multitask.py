@@ -8,8 +8,10 @@ Paper: papers/abaw-multitask-kd-task-discriminator.txt.
 - :class:`GradientReversal` / :func:`reverse_gradient`: identity forward, gradient multiplied by
   ``-delta`` backward (the task discriminator's gradient reversal layer, section 3.1);
 - :func:`delta_schedule`: ``delta`` constant, or ramped linearly 0 -> 1 over training (4.2);
-- :class:`TaskWeights`: ``gamma_i = exp(0.5 n_i)``, ``n_i`` the number of epochs without
-  validation improvement of task ``i`` (eq. 13, after Deng et al.);
+- :class:`TaskWeights`: ``gamma_i = exp(0.5 n_i)``, ``n_i`` the number of validations without
+  improvement of task ``i``'s validation metric (:mod:`training.task_metrics`; eq. 13, after
+  Deng et al.), capped at the paper's patience of 5 (it stops training after 5 epochs without
+  improvement), so gamma_i <= exp(2.5) ~ 12.2;
 - :class:`TaskDiscriminator` and :class:`DiscriminatorExtra`: the task discriminator (section
   3.1, eq. 11) on the shared backbone features, behind the gradient reversal layer, as a
   trainer extra (:mod:`training.extras`).
@@ -108,22 +110,32 @@ def delta_schedule(kind: str, progress: float, value: float = 1.0) -> float:
 class TaskWeights:
     """``gamma_i = exp(0.5 n_i)``; :meth:`update` after each validation with each task's score
     (higher is better): a task that improved on its best resets ``n_i`` to 0, one that did not
-    adds 1."""
+    adds 1, up to ``patience`` (the paper stops training there, so gamma never exceeds
+    ``exp(0.5 patience)``). A task without a score this time (no usable validation person)
+    keeps its count. :attr:`exhausted`: every task has reached ``patience``."""
 
-    def __init__(self, tasks: Iterable[str]) -> None:
+    def __init__(self, tasks: Iterable[str], patience: int = 5) -> None:
+        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.patience = patience
         self.stale = dict.fromkeys(tasks, 0)
         self.best = dict.fromkeys(self.stale, -math.inf)
 
     def update(self, scores: dict[str, float]) -> dict[str, float]:
         for task in self.stale:
-            if task not in scores:
-                raise KeyError(f"no validation score for task {task!r}")
+            if task not in scores or not math.isfinite(scores[task]):
+                continue
             if scores[task] > self.best[task]:
                 self.best[task] = scores[task]
                 self.stale[task] = 0
             else:
-                self.stale[task] += 1
+                self.stale[task] = min(self.stale[task] + 1, self.patience)
         return self.weights()
+
+    @property
+    def exhausted(self) -> bool:
+        """Every task went ``patience`` validations without improving (the paper's stop)."""
+        return bool(self.stale) and all(n >= self.patience for n in self.stale.values())
 
     def weights(self) -> dict[str, float]:
         return {task: math.exp(0.5 * n) for task, n in self.stale.items()}
@@ -145,17 +157,6 @@ def emotion_task(term: str) -> str | None:
     if parts[0] in ("bu", "var", "pc", "bg"):
         return parts[-1]
     return None
-
-
-def task_scores(validation: dict[str, float], tasks: Iterable[str]) -> dict[str, float]:
-    """Each task's validation score for :class:`TaskWeights`: minus the sum of its validation
-    loss terms (higher is better)."""
-    scores = dict.fromkeys(tasks, 0.0)
-    for term, value in validation.items():
-        task = emotion_task(term)
-        if task in scores:
-            scores[task] -= value
-    return scores
 
 
 class TaskDiscriminator(nn.Module):

@@ -51,6 +51,7 @@ import yaml
 from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
+from caer_ros.inference.graph import probabilities
 from caer_ros.model.checkpoint import save_model_file
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
@@ -66,9 +67,10 @@ from training.data import (
     print_reports,
 )
 from training.extras import TrainingNet, build_extras
-from training.multitask import TaskWeights, emotion_task, task_scores
+from training.multitask import TaskWeights, emotion_task
 from training.objective import compute_losses, global_counts, local_counts, term_names
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
+from training.task_metrics import TaskMetrics
 
 STATE_FORMAT = "caer_ros.training_state"
 # Keys that may change between a run and its resumption (they do not change what is learnt).
@@ -87,6 +89,7 @@ class TrainState:
     elapsed_s: float = 0.0  # training time so far, over every resumption
     history: list[dict[str, Any]] = field(default_factory=list)
     task_weights: dict[str, Any] = field(default_factory=dict)  # TaskWeights state (adaptive)
+    early_stopped: bool = False  # early_stop: every task went task_patience validations stale
     finished: bool = False  # the run ended and wrote its final files
 
 
@@ -118,7 +121,7 @@ class Trainer:
         self.training_net.to(self.ctx.device)
         self.task_weights: TaskWeights | None = None
         if config.task_weights == "adaptive":
-            self.task_weights = TaskWeights(self._emotion_tasks())
+            self.task_weights = TaskWeights(self._emotion_tasks(), config.task_patience)
         frozen = {id(p) for p in biases_before_batchnorm(self.training_net)}
         trained = [p for p in self.training_net.parameters()
                    if id(p) not in frozen and p.requires_grad]
@@ -165,19 +168,26 @@ class Trainer:
         minutes = self.config.budget_minutes
         return minutes is not None and self.state.elapsed_s >= minutes * 60.0
 
+    def _steps_done(self) -> bool:
+        return self.config.max_steps is not None \
+            and self.state.global_step >= self.config.max_steps
+
     def _work_left(self) -> bool:
-        return self.state.epoch < self.config.epochs and not self._budget_used()
+        return self.state.epoch < self.config.epochs and not self._budget_used() \
+            and not self._steps_done() and not self.state.early_stopped
 
     def finished_message(self) -> str:
         """What the command says about a run it found finished."""
         config, state = self.config, self.state
         why = (f"its {config.budget_minutes:g}-minute budget is used" if self._budget_used()
-               else f"{state.epoch} of {config.epochs} epochs done")
+               else f"its {config.max_steps} steps are done" if self._steps_done()
+               else "stopped early: no task improved for task_patience validations"
+               if state.early_stopped else f"{state.epoch} of {config.epochs} epochs done")
         files = ", ".join(n for n in ("best.pt", "final.pt", "history.json")
                           if (self.out / n).exists())
         return (f"{self.out} is a finished run ({why}); its files ({files}) are left as they "
-                f"are. Raise epochs or budget_minutes to continue it, or pass --restart to start "
-                f"over.")
+                f"are. Raise epochs, budget_minutes or max_steps to continue it, or pass "
+                f"--restart to start over.")
 
     def close(self) -> None:
         """Let other trainings use the run folder (done at the end of :meth:`run`)."""
@@ -273,7 +283,8 @@ class Trainer:
         self.writer.add_image("val/center_heatmap", torch.sigmoid(out.quarter.heatmap[0]).cpu(),
                               step)
         set_name = self.config.model.primary_set
-        maps = torch.sigmoid(out.quarter.emotions[set_name][0]).cpu()[:, None]
+        maps = probabilities(out.quarter.emotions[set_name][:1],
+                             set_name in self.config.model.softmax_sets)[0].cpu()[:, None]
         self.writer.add_images(f"val/emotion_maps_{set_name}", maps, step)
 
     # ----------------------------------------------------------------- steps
@@ -311,14 +322,16 @@ class Trainer:
             values = dict(zip(values, vector, strict=True))
         return {k: float(v) for k, v in values.items()}
 
-    def validate(self) -> dict[str, float]:
-        """Mean of every term over the whole validation split (all processes), and ``total``."""
+    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean of every term over the whole validation split (all processes), and ``total``;
+        each emotion task's validation metric (:mod:`training.task_metrics`)."""
         self.training_net.eval()
         batches = epoch_batches(len(self.val_set), self.config.batch_size, self.config.seed, 0,
                                 self.ctx.rank, self.ctx.world, shuffle=False, drop_last=False)
         sums = {name: 0.0 for name, _ in self.names}
         counts = {name: 0.0 for name, _ in self.names}
         extra_names = [e.name for e in self.extras if e.in_validation]
+        task_metrics = TaskMetrics(self.config)
         with torch.no_grad():
             for batch in tqdm(loader(self.val_set, batches, self.config.workers),
                               total=len(batches), desc="validation", unit="batch", leave=False,
@@ -328,6 +341,7 @@ class Trainer:
                 output, extra_terms = self.training_net(
                     images, batch if extra_names else None, validation=True)
                 _, terms = compute_losses(output, batch, self.config, local, local, 1)
+                task_metrics.add(output, batch)
                 for name in extra_terms:  # per-batch means, weighted by the batch size
                     sums.setdefault(name, 0.0)
                     counts.setdefault(name, 0.0)
@@ -348,7 +362,8 @@ class Trainer:
             raise DataError(f"validation gave no loss term: none of the {len(self.val_set)} "
                             f"validation images trains any of the tasks {list(self.config.tasks)}")
         means["total"] = sum(means.values())
-        return means
+        task_metrics.gather()
+        return means, task_metrics.result()
 
     # ----------------------------------------------------------------- loop
     def run(self) -> list[dict[str, Any]]:
@@ -358,7 +373,8 @@ class Trainer:
             return state.history
         budget_s = None if config.budget_minutes is None else config.budget_minutes * 60.0
         state.finished = False
-        out_of_time = self._agreed(self._budget_used())  # killed after the budget ran out
+        # killed after the budget ran out, or after the last step
+        out_of_time = self._agreed(self._budget_used()) or self._steps_done()
         try:
             while state.epoch < config.epochs and not out_of_time:
                 batches = epoch_batches(len(self.train_set), config.batch_size, config.seed,
@@ -386,6 +402,9 @@ class Trainer:
                     if budget_s is not None and self._agreed(state.elapsed_s >= budget_s):
                         out_of_time = True
                         break
+                    if self._steps_done():  # the same step in every process
+                        out_of_time = True
+                        break
                     if config.checkpoint_every and state.global_step % config.checkpoint_every \
                             == 0 and state.step < len(batches):
                         self.save_state()
@@ -400,13 +419,16 @@ class Trainer:
                     state.step = 0
                 if out_of_time or state.epoch % config.val_every == 0 \
                         or state.epoch >= config.epochs:
-                    val = self.validate()
+                    val, task_metrics = self.validate()
                     record["val"] = val
+                    record["val_metrics"] = task_metrics
                     if self.task_weights is not None:
-                        record["task_weights"] = self.task_weights.update(
-                            task_scores(val, self.task_weights.stale))
+                        record["task_weights"] = self.task_weights.update(task_metrics)
                         state.task_weights = self.task_weights.state_dict()
                         self._apply_task_weights()
+                        if config.early_stop and self.task_weights.exhausted:
+                            state.early_stopped = out_of_time = True
+                            record["early_stopped"] = True
                     self._log_scalars("val", val, state.global_step)
                     self._log_maps(state.global_step)
                     if val["total"] < state.best_val_loss:
@@ -423,7 +445,9 @@ class Trainer:
                 self.save_state()
             if self.ctx.main:
                 self.save_model("final.pt", {"kind": "final",
-                                             "stopped_by_budget": out_of_time})
+                                             "stopped_by_budget": self._budget_used(),
+                                             "steps": state.global_step,
+                                             "early_stopped": state.early_stopped})
                 if config.calibrate:
                     for name in ("best.pt", "final.pt"):
                         if (self.out / name).exists():
@@ -458,7 +482,7 @@ class Trainer:
 
     def _apply_task_weights(self) -> None:
         """Loss-term factors of eq. 13: gamma_i on every term of task i (adaptive weights) and
-        alpha on the bottom-up/continuous terms of tasks the distillation teacher covers."""
+        alpha (``distill.alpha``) on every supervised term of every emotion task."""
         gammas = self.task_weights.weights() if self.task_weights is not None else {}
         alphas: dict[str, float] = {}
         for extra in self.extras:
@@ -467,14 +491,20 @@ class Trainer:
         weights = {}
         for name, _ in self.names:
             task = emotion_task(name)
-            weights[name] = gammas.get(task, 1.0) * (
-                alphas.get(task, 1.0) if name.split(".")[0] in ("bu", "cont") else 1.0)
+            weights[name] = gammas.get(task, 1.0) * alphas.get(task, 1.0)
         self.term_weights = weights
 
     def _progress(self) -> float:
-        """Fraction of the training done (epochs), for ramped weights."""
-        per_epoch = max(len(self.train_set) // max(self.config.batch_size, 1), 1)
-        return min((self.state.epoch + self.state.step / per_epoch) / self.config.epochs, 1.0)
+        """Fraction of the training done, for ramped weights: of the epochs, of the time budget
+        or of ``max_steps``, whichever limit is nearest (the one that will end the run)."""
+        config, state = self.config, self.state
+        per_epoch = max(len(self.train_set) // max(config.batch_size, 1), 1)
+        done = [(state.epoch + state.step / per_epoch) / config.epochs]
+        if config.budget_minutes is not None:
+            done.append(state.elapsed_s / (60.0 * config.budget_minutes))
+        if config.max_steps is not None:
+            done.append(state.global_step / config.max_steps)
+        return min(max(done), 1.0)
 
     def _agreed(self, flag: bool) -> bool:
         """``flag`` as decided by process 0 (so every process stops at the same step)."""

@@ -33,7 +33,7 @@ the box width, not its area.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -405,14 +405,16 @@ def decode(
     *,
     flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
     primary_set: str | None = None,
+    softmax: Collection[str] = (),
 ) -> list[Detections]:
     """Raw network output (logits) for a batch -> one :class:`Detections` per image
     (network-input pixels): the graph's steps in torch, then :func:`find_people`.
 
-    ``flipped`` is the output for the horizontally flipped batch (flip test).
+    ``flipped`` is the output for the horizontally flipped batch (flip test); ``softmax`` the
+    emotion sets scored with a softmax (``ModelConfig.softmax_sets``).
     """
     settings = settings or InferenceSettings()
-    maps = score_maps(output, settings, flipped)
+    maps = score_maps(output, settings, flipped, softmax)
     summed = SummedMaps.from_outputs(column_sums(maps), maps.stride)
     return find_people(summed, settings, primary_set=primary_set)
 

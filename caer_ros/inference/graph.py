@@ -9,8 +9,10 @@ Its steps (each a small function here):
    serves BU+PC fusion, step 6). With ``fuse_scales`` off, the *fast head mode*: the heads'
    1/2-resolution branches (deconvolutions and their blocks, about a third of BENet's FLOPs)
    are not computed at all, and everything is read from the 1/4 outputs.
-2. :func:`activate` - sigmoid of the heatmap, emotion and continuous logits; box sizes from map
-   pixels to network-input pixels (size * stride) -> :class:`ScoreMaps`.
+2. :func:`activate` - sigmoid of the heatmap, emotion and continuous logits (a softmax over
+   the categories for the emotion sets the model scores that way, ``ModelConfig.scores``: sets
+   trained with cross-entropy); box sizes from map pixels to network-input pixels
+   (size * stride) -> :class:`ScoreMaps`.
 3. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
    flipped back (the graph runs the image and its mirror as one batch).
 4. :func:`fuse_scales` - HigherHRNet-style aggregation of the 1/4 and 1/2 outputs (BENet
@@ -18,10 +20,11 @@ Its steps (each a small function here):
 5. :func:`column_sums` - prefix sums of the emotion and continuous maps down the rows, so the
    host reads the mean of a box from two rows instead of summing the whole box
    (:mod:`caer_ros.inference.decode`).
-6. :func:`person_centric_scores` - only with ``settings.fusion == "mean"``: the sigmoid of the
-   person-centric head's logits for each image of the batch (with the flip test, averaged
-   with the mirrored image's). The predictor runs the graph a second time on the people's
-   crops and averages these with the bottom-up scores (:mod:`caer_ros.inference.fusion`).
+6. :func:`person_centric_scores` - only with ``settings.fusion == "mean"``: the probabilities
+   (sigmoid or softmax, as in step 2) of the person-centric head's logits for each image of
+   the batch (with the flip test, averaged with the mirrored image's). The predictor runs the
+   graph a second time on the people's crops and averages these with the bottom-up scores
+   (:mod:`caer_ros.inference.fusion`).
 
 Outputs (:func:`output_names`), for a batch of B images and the grid ``(h, w)`` of the output
 stride (2 when the 1/4 and 1/2 maps are fused, else 4):
@@ -41,7 +44,7 @@ read on the host at run time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +110,16 @@ def person_centric_scores(model: BENet, output: BENetOutput) -> dict[str, Tensor
     :func:`map_outputs`, so the backbone runs once), as probabilities: set name -> (B, E)."""
     if model.person_centric is None:
         raise ValueError("the model has no person-centric head (ModelConfig.person_centric)")
-    return {name: logits.float().sigmoid()
+    softmax = model.config.softmax_sets
+    return {name: probabilities(logits, name in softmax)
             for name, logits in model.person_centric(output.features).items()}
+
+
+def probabilities(logits: Tensor, softmax: bool) -> Tensor:
+    """Emotion logits (B, E, ...) -> scores in float32: a softmax over the E categories
+    (``softmax``: a set trained with cross-entropy, one category per person) or a sigmoid per
+    category."""
+    return logits.float().softmax(dim=1) if softmax else logits.float().sigmoid()
 
 
 def as_benet_output(output: BENetOutput | Mapping[str, Tensor | np.ndarray]) -> BENetOutput:
@@ -127,8 +138,10 @@ def as_benet_output(output: BENetOutput | Mapping[str, Tensor | np.ndarray]) -> 
     return BENetOutput.from_flat(flat)
 
 
-def activate(scale: ScaleOutput) -> ScoreMaps:
-    """Logits -> probabilities (sigmoid) and sizes map pixels -> input pixels (``* stride``)."""
+def activate(scale: ScaleOutput, softmax: Collection[str] = ()) -> ScoreMaps:
+    """Logits -> probabilities and sizes map pixels -> input pixels (``* stride``). The emotion
+    sets named in ``softmax`` get a softmax over their categories at each pixel, every other
+    map a sigmoid."""
     heatmap = scale.heatmap.float()
     if heatmap.ndim != 4 or heatmap.shape[1] != 1:
         raise ValueError(f"heatmap must be (B, 1, h, w), got {tuple(heatmap.shape)}")
@@ -151,7 +164,8 @@ def activate(scale: ScaleOutput) -> ScoreMaps:
         stride=int(scale.stride),
         heatmap=heatmap.sigmoid(),
         size=scale.size.float() * float(scale.stride),
-        emotions={name: logits.float().sigmoid() for name, logits in scale.emotions.items()},
+        emotions={name: probabilities(logits, name in softmax)
+                  for name, logits in scale.emotions.items()},
         continuous=None if scale.continuous is None else scale.continuous.float().sigmoid(),
     )
 
@@ -234,23 +248,26 @@ def score_maps(
     output: BENetOutput | Mapping[str, Tensor | np.ndarray],
     settings: InferenceSettings,
     flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
+    softmax: Collection[str] = (),
 ) -> ScoreMaps:
     """Steps 2-4: activation, flip merge (if ``flipped`` is given) and scale fusion.
 
     ``flipped`` is the network output for the horizontally flipped input; it is required when
-    ``settings.flip_test`` is on.
+    ``settings.flip_test`` is on. ``softmax``: the emotion sets scored with a softmax
+    (``ModelConfig.softmax_sets``).
     """
     if settings.flip_test and flipped is None:
         raise ValueError("flip_test is on: pass the output for the horizontally flipped input")
     output = as_benet_output(output)
     chosen = output.scales() if settings.fuse_scales else [output.quarter]
-    maps = [activate(s) for s in chosen]
+    maps = [activate(s, softmax) for s in chosen]
     if flipped is not None:
         flipped = as_benet_output(flipped)
         flipped_chosen = flipped.scales() if settings.fuse_scales else [flipped.quarter]
         if len(flipped_chosen) != len(chosen):
             raise ValueError("flipped output has a different number of scales")
-        maps = [merge_flipped(m, activate(f)) for m, f in zip(maps, flipped_chosen, strict=True)]
+        maps = [merge_flipped(m, activate(f, softmax))
+                for m, f in zip(maps, flipped_chosen, strict=True)]
     return fuse_scales(maps, settings.fuse_sizes)
 
 
@@ -302,7 +319,8 @@ class InferenceGraph(nn.Module):
             flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in every.items()}
         else:
             output, flipped = every, None
-        named = column_sums(score_maps(output, self.settings, flipped))
+        named = column_sums(score_maps(output, self.settings, flipped,
+                                       self.model.config.softmax_sets))
         if self.fusion:
             for name, scores in person_centric_scores(self.model, raw).items():
                 named[PC_SCORES + name] = torch.add(scores[:batch], scores[batch:]).mul_(0.5) \

@@ -19,6 +19,7 @@ from caer_ros.labels import EMOTIC
 
 BLOCK_TYPES = ("basic", "bottleneck")
 HEAD_LAYOUTS = ("benet", "shared")
+SCORINGS = ("sigmoid", "softmax")  # how a category set's logits become scores
 
 
 def _fail(message: str) -> None:
@@ -289,6 +290,12 @@ class ModelConfig:
       training; ``classifier_expansion`` and ``classifier_channels`` size them (BENet 3.1:
       HRNet's bottleneck expansion 4 reduced by a factor 4 to 1; the public model's final
       layer has 128 channels).
+    - ``scores``: category-set name -> how its logits become the published scores, following
+      the loss the set was trained with: ``sigmoid`` (one probability per category: multi-label
+      sets, and sets trained with a sigmoid loss such as the public BENet's HECO maps) or
+      ``softmax`` (a distribution over the set's categories, for sets trained with
+      cross-entropy, one label per person). Sets not named are ``sigmoid`` (model files written
+      before this field existed read that way). Training derives it from ``emotion_loss``.
 
     The defaults build BENet's public network exactly.
     """
@@ -308,10 +315,12 @@ class ModelConfig:
     background: bool = True
     classifier_expansion: int = 1
     classifier_channels: int = 128
+    scores: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_backbone(self.backbone)
         object.__setattr__(self, "categories", self._checked_categories(self.categories))
+        object.__setattr__(self, "scores", self._checked_scores(self.scores))
         size = tuple(self.input_size) if not isinstance(self.input_size, (str, int)) else ()
         if len(size) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in size):
             _fail(f"input_size must be (H, W), positive multiples of 32, got {self.input_size!r}")
@@ -359,6 +368,25 @@ class ModelConfig:
             checked[name] = names
         return checked
 
+    def _checked_scores(self, scores: Any) -> dict[str, str]:
+        """``scores`` completed to every category set (``sigmoid`` where not named)."""
+        if not isinstance(scores, dict):
+            _fail(f"scores must be a mapping set name -> {' or '.join(SCORINGS)}, "
+                  f"got {scores!r}")
+        unknown = sorted(set(scores) - set(self.categories))
+        if unknown:
+            _fail(f"scores names {unknown}, not category sets of the model "
+                  f"({', '.join(self.categories)})")
+        for name, kind in scores.items():
+            if kind not in SCORINGS:
+                _fail(f"scores.{name} must be one of {', '.join(SCORINGS)}, got {kind!r}")
+        return {name: scores.get(name, "sigmoid") for name in self.categories}
+
+    @property
+    def softmax_sets(self) -> frozenset[str]:
+        """The category sets scored with a softmax (see ``scores``)."""
+        return frozenset(name for name, kind in self.scores.items() if kind == "softmax")
+
     @property
     def primary_set(self) -> str:
         """The category set the node reports (the first one)."""
@@ -396,6 +424,7 @@ class ModelConfig:
             "background": self.background,
             "classifier_expansion": self.classifier_expansion,
             "classifier_channels": self.classifier_channels,
+            "scores": dict(self.scores),
         }
 
     @classmethod

@@ -41,12 +41,33 @@ Several labels need the context (Sadness/Annoyance, Surprise/Fear, Excitement, P
 Disconnection), others the face or the pose, so a model that sees only the person or only the
 background cannot reach full marks. :func:`generate` returns the ground truth it wrote
 (:class:`SceneTruth`) so tests can compare a loader's output against it.
+
+Two pools. ``python -m training.datasets.synthetic --pools --out DIR --images N --seed S
+[--shift 1.0] [--test-images M]`` (:func:`generate_pools`) writes, for a multitask benchmark, two
+pools of ``N`` different scenes each (independent random streams, so no image is shared) and two
+test sets of ``M`` scenes (default ``max(3, N // 4)``) from two further streams:
+
+- EMOTIC-style pool, no style, EMOTIC labels only: ``DIR/Annotations/Annotations.mat``
+  (train/val/test 70/15/15) and ``DIR/emotic/synthetic/images/emotic_NNNNN.jpg``;
+- HECO-style pool, HECO labels only: ``DIR/HECO_Labels.csv`` and
+  ``DIR/heco/images/heco_NNNNN.jpg``, each image through :func:`apply_style` with ``shift``;
+- cross-domain test sets ``DIR/cross/emotic_style/`` (no style) and ``DIR/cross/heco_style/``
+  (the same ``shift``), each in the ``--heco`` layout above with both label sets for every
+  person and every image in ``test`` (``train`` and ``val`` are empty).
+
+The style (:func:`apply_style`) is a fixed global photometric change: a warm sepia-leaning channel
+mix, lower contrast, a brightness lift and a vignette, blended in by ``shift`` in [0, 1]. It moves
+every image's colour statistics (a domain shift a network sees in pooled features) and keeps the
+shapes that carry the labels. ``--shift 0`` is the no-shift control: the HECO-style pool and test
+set are drawn from the same streams (the same scenes and labels) but left unstyled, so the pools
+differ only in their scenes and label sets, not in style.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +85,16 @@ HECO_COLUMNS = (
     "Image", "xmin", "ymin", "xmax", "ymax", "Category",
     "Valence", "Arousal", "Dominance", "Self-assurance", "Catharsis",
 )  # fmt: skip
+
+# HECO-style photometric change (apply_style). Sepia channel mix in BGR order: row = output
+# channel (B, G, R), column = input channel (B, G, R).
+_SEPIA_BGR = np.array(
+    [[0.131, 0.534, 0.272], [0.168, 0.686, 0.349], [0.189, 0.769, 0.393]], dtype=np.float32
+)
+STYLE_MIX = 0.45  # share of the sepia mix in the colour
+STYLE_CONTRAST = 0.75  # contrast around mid-grey (1 unchanged)
+STYLE_LIFT = 30.0  # brightness added after the contrast change
+STYLE_VIGNETTE = 0.2  # darkening at the corners (0 none)
 
 # Person layout in units of the figure scale s: x relative to the centre, y down from the top.
 _HALF_WIDTH, _HEIGHT = 0.65, 2.4
@@ -232,6 +263,53 @@ def render_scene(
     return image, truth, context
 
 
+def _checked_shift(shift: float) -> float:
+    """``shift`` as a float; a ValueError unless it is a number in [0, 1]."""
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real):
+        raise ValueError(f"style shift must be a number in [0, 1], got {shift!r}")
+    value = float(shift)
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ValueError(f"style shift must be in [0, 1] (0 no style, 1 full), got {shift!r}")
+    return value
+
+
+def _vignette(height: int, width: int) -> np.ndarray:
+    """Brightness factor (H, W, 1): 1 at the centre falling to ``1 - STYLE_VIGNETTE`` at corners."""
+    y = (np.arange(height, dtype=np.float32) + 0.5) / height * 2 - 1
+    x = (np.arange(width, dtype=np.float32) + 0.5) / width * 2 - 1
+    r2 = (y[:, None] ** 2 + x[None, :] ** 2) / 2
+    return (1 - STYLE_VIGNETTE * r2)[..., None]
+
+
+def apply_style(image: np.ndarray, shift: float) -> np.ndarray:
+    """The HECO-style photometric change of a BGR uint8 image, blended by ``shift`` in [0, 1].
+
+    The full style (``shift`` 1) mixes the colour channels towards sepia (:data:`STYLE_MIX`),
+    lowers the contrast around mid-grey and lifts the brightness (:data:`STYLE_CONTRAST`,
+    :data:`STYLE_LIFT`) and darkens the corners (:data:`STYLE_VIGNETTE`): a warm, flat, washed-out
+    look that moves every image's mean colour, while shapes (people, faces, poses) and the
+    contexts' relative colours stay. ``shift`` blends linearly between the image and that;
+    0 returns an unchanged copy. Deterministic: no randomness.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"apply_style needs a BGR uint8 image, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            "apply_style needs a BGR uint8 image of shape (H, W, 3), "
+            f"got {image.dtype} of shape {image.shape}"
+        )
+    shift = _checked_shift(shift)
+    if shift == 0.0:
+        return image.copy()
+    x = image.astype(np.float32)
+    mix = (1 - STYLE_MIX) * np.eye(3, dtype=np.float32) + STYLE_MIX * _SEPIA_BGR
+    styled = x @ mix.T
+    styled = STYLE_CONTRAST * (styled - 128.0) + 128.0 + STYLE_LIFT
+    styled *= _vignette(*image.shape[:2])
+    out = x + shift * (np.clip(styled, 0, 255) - x)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def _cell(names: tuple[str, ...] | list[str]) -> np.ndarray:
     cell = np.empty((1, len(names)), dtype=object)
     for i, name in enumerate(names):
@@ -285,10 +363,76 @@ def emotic_entry(scene: SceneTruth, combined: bool) -> dict:
     }
 
 
+# An empty split in Annotations.mat: 0x0 struct array with the fields emotic_entry writes.
+_ENTRY_FIELDS = ("filename", "folder", "image_size", "original_database", "person")
+_EMPTY_SPLIT = np.zeros((0, 0), dtype=[(k, object) for k in _ENTRY_FIELDS])
+
+
 def write_annotations(path: Path, splits: dict[str, list[dict]]) -> None:
-    """Write per-image entries (:func:`emotic_entry` dicts) as EMOTIC's ``Annotations.mat``."""
+    """Write per-image entries (:func:`emotic_entry` dicts) as EMOTIC's ``Annotations.mat``.
+
+    An empty split is written as a 0x0 struct array with the entry fields (MATLAB's empty
+    struct), which the EMOTIC loader reads as no images.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(str(path), {k: _struct_array(v) for k, v in splits.items()})
+    variables = {k: _struct_array(v) if v else _EMPTY_SPLIT for k, v in splits.items()}
+    scipy.io.savemat(str(path), variables)
+
+
+def _split_names(images: int) -> list[str]:
+    """The split of each of ``images`` scenes: train, val, test in order, 70/15/15, none empty."""
+    if images < 3:
+        raise ValueError(f"need at least 3 images (one per split), got {images}")
+    n_val = max(1, round(SPLIT_FRACTIONS[1][1] * images))
+    n_test = max(1, round(SPLIT_FRACTIONS[2][1] * images))
+    return ["train"] * (images - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
+
+
+def _draw_scenes(
+    rng: np.random.Generator,
+    splits: list[str],
+    size: int,
+    image_dirs: list[Path],
+    prefix: str,
+    shift: float = 0.0,
+    desc: str = "synthetic scenes",
+) -> dict[str, list[SceneTruth]]:
+    """Draw one scene per entry of ``splits`` from ``rng``; ``shift`` > 0: :func:`apply_style`.
+
+    Each image is written as ``<prefix>_NNNNN.jpg`` into every folder of ``image_dirs`` (the same
+    file in each); returns the scenes per split, in the order of first appearance in ``splits``.
+    """
+    truth: dict[str, list[SceneTruth]] = {name: [] for name in dict.fromkeys(splits)}
+    for d in image_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(len(splits)), desc=desc, unit="img"):
+        image, people, context = render_scene(rng, size)
+        if shift:
+            image = apply_style(image, shift)
+        filename = f"{prefix}_{i:05d}.jpg"
+        for d in image_dirs:
+            cv2.imwrite(str(d / filename), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        truth[splits[i]].append(SceneTruth(filename, size, size, context, people))
+    return truth
+
+
+def _write_emotic_labels(out: Path, truth: dict[str, list[SceneTruth]]) -> None:
+    """``out/Annotations/Annotations.mat`` for the scenes per split (train: one annotator)."""
+    write_annotations(
+        out / "Annotations" / "Annotations.mat",
+        {k: [emotic_entry(s, k != "train") for s in v] for k, v in truth.items()},
+    )
+
+
+def _write_heco_labels(path: Path, scenes: list[SceneTruth]) -> None:
+    """``HECO_Labels.csv``: one row per person (:data:`HECO_COLUMNS`)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HECO_COLUMNS)
+        for scene in scenes:
+            for p in scene.people:
+                v, a, d = p.continuous
+                writer.writerow([scene.filename, *p.box, p.heco_category, v, a, d, d, a])
 
 
 def generate(
@@ -296,48 +440,112 @@ def generate(
 ) -> dict[str, list[SceneTruth]]:
     """Write the dataset under ``out`` and return the ground truth per split."""
     out = Path(out)
-    rng = np.random.default_rng(seed)
-    n_val = max(1, round(SPLIT_FRACTIONS[1][1] * images))
-    n_test = max(1, round(SPLIT_FRACTIONS[2][1] * images))
-    if images < 3:
-        raise ValueError("need at least 3 images (one per split)")
-    split_of = ["train"] * (images - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
-    truth: dict[str, list[SceneTruth]] = {"train": [], "val": [], "test": []}
+    splits = _split_names(images)
     image_dirs = [out / "emotic" / FOLDER] + ([out / "heco" / "images"] if heco else [])
-    for d in image_dirs:
-        d.mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(images), desc="synthetic scenes", unit="img"):
-        image, people, context = render_scene(rng, size)
-        filename = f"synthetic_{i:05d}.jpg"
-        for d in image_dirs:
-            cv2.imwrite(str(d / filename), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        truth[split_of[i]].append(SceneTruth(filename, size, size, context, people))
-    write_annotations(
-        out / "Annotations" / "Annotations.mat",
-        {k: [emotic_entry(s, k != "train") for s in v] for k, v in truth.items()},
-    )
+    truth = _draw_scenes(np.random.default_rng(seed), splits, size, image_dirs, "synthetic")
+    _write_emotic_labels(out, truth)
     if heco:
-        with open(out / "HECO_Labels.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(HECO_COLUMNS)
-            for scene in (s for split in truth.values() for s in split):
-                for p in scene.people:
-                    v, a, d = p.continuous
-                    writer.writerow([scene.filename, *p.box, p.heco_category, v, a, d, d, a])
+        _write_heco_labels(out / "HECO_Labels.csv", [s for v in truth.values() for s in v])
+    return truth
+
+
+def _write_cross_set(
+    root: Path, rng: np.random.Generator, images: int, size: int, name: str, shift: float
+) -> dict[str, list[SceneTruth]]:
+    """A test-only set with both label sets (``generate(..., heco=True)`` layout) under ``root``.
+
+    Every image is in the ``test`` split of ``Annotations.mat``; ``train`` and ``val`` are empty.
+    """
+    image_dirs = [root / "emotic" / FOLDER, root / "heco" / "images"]
+    test = _draw_scenes(rng, ["test"] * images, size, image_dirs, name, shift, f"cross {name}")
+    truth = {"train": [], "val": [], "test": test["test"]}
+    _write_emotic_labels(root, truth)
+    _write_heco_labels(root / "HECO_Labels.csv", truth["test"])
+    return truth
+
+
+def generate_pools(
+    out: str | Path,
+    images: int,
+    seed: int,
+    size: int = 256,
+    shift: float = 1.0,
+    test_images: int | None = None,
+) -> dict[str, dict[str, list[SceneTruth]]]:
+    """Write two disjoint pools and two cross-domain test sets under ``out`` ("Two pools" above).
+
+    ``images`` scenes per pool, ``test_images`` (default ``max(3, images // 4)``) per cross set;
+    ``shift`` in [0, 1] is the HECO-style strength (:func:`apply_style`). Returns the ground truth
+    per set: ``emotic`` (train/val/test), ``heco`` (all), ``cross_emotic_style`` and
+    ``cross_heco_style`` (test; train and val empty).
+    """
+    out = Path(out)
+    shift = _checked_shift(shift)
+    if test_images is None:
+        test_images = max(3, images // 4)
+    if test_images < 1:
+        raise ValueError(f"need at least 1 cross-domain test image, got {test_images}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    splits = _split_names(images)
+    truth: dict[str, dict[str, list[SceneTruth]]] = {}
+    emotic_dirs = [out / "emotic" / FOLDER]
+    rng = np.random.default_rng(seed)
+    truth["emotic"] = _draw_scenes(rng, splits, size, emotic_dirs, "emotic", 0.0, "emotic pool")
+    _write_emotic_labels(out, truth["emotic"])
+    rng, heco_dirs = np.random.default_rng([seed, 1]), [out / "heco" / "images"]
+    heco = _draw_scenes(rng, ["all"] * images, size, heco_dirs, "heco", shift, "heco pool")
+    _write_heco_labels(out / "HECO_Labels.csv", heco["all"])
+    truth["heco"] = heco
+    for stream, name, style in ((2, "emotic_style", 0.0), (3, "heco_style", shift)):
+        rng = np.random.default_rng([seed, stream])
+        truth[f"cross_{name}"] = _write_cross_set(
+            out / "cross" / name, rng, test_images, size, name, style
+        )
     return truth
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--images", type=int, default=100, help="number of images")
+    parser.add_argument("--images", type=int, default=100, help="number of images (per pool)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--heco", action="store_true", help="also write HECO_Labels.csv")
+    parser.add_argument(
+        "--pools", action="store_true",
+        help="write two disjoint pools (EMOTIC-style, HECO-style) and cross-domain test sets",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shift", type=float, default=None,
+        help="HECO-style strength in [0, 1] with --pools (default 1.0; 0: no-shift control)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--test-images", type=int, default=None,
+        help="images per cross-domain test set with --pools (default max(3, images // 4))",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    truth = generate(args.out, args.images, args.seed, args.size, args.heco)
-    counts = ", ".join(f"{k} {len(v)}" for k, v in truth.items())
-    print(f"wrote {args.images} images to {args.out} ({counts})")
+    if not args.pools:
+        pool_only = {"--shift": args.shift, "--test-images": args.test_images}
+        given = [flag for flag, value in pool_only.items() if value is not None]
+        if given:
+            parser.error(f"{' and '.join(given)} can only be used with --pools")
+        truth = generate(args.out, args.images, args.seed, args.size, args.heco)
+        counts = ", ".join(f"{k} {len(v)}" for k, v in truth.items())
+        print(f"wrote {args.images} images to {args.out} ({counts})")
+        return
+    if args.heco:
+        parser.error("--heco does not apply with --pools (the pools always write both label sets)")
+    shift = 1.0 if args.shift is None else args.shift
+    try:
+        pools = generate_pools(args.out, args.images, args.seed, args.size, shift, args.test_images)
+    except ValueError as error:
+        parser.error(str(error))
+    summary = "; ".join(
+        f"{name} " + ", ".join(f"{k} {len(v)}" for k, v in splits.items() if v)
+        for name, splits in pools.items()
+    )
+    print(f"wrote pools to {args.out} with style shift {shift} ({summary})")
 
 
 if __name__ == "__main__":
