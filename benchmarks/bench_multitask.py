@@ -1,128 +1,240 @@
-"""Multitask benchmark: the ABAW-style extensions on the synthetic scenes (issue 8).
+"""Multitask benchmark: the ABAW-KD methods (papers/abaw-multitask-kd-task-discriminator.txt) on
+synthetic scenes where they have something to do (issue 19).
 
-One run, the same training budget for every arm (``--budget-minutes``, training time as the
-trainer counts it; validation and evaluation come on top):
+Data (:func:`training.datasets.synthetic.generate_pools`, one set for every run):
 
-1. data: a synthetic CAER set with both label sets (:mod:`training.datasets.synthetic`
-   ``heco=True``): EMOTIC's 26 multi-label categories with valence/arousal/dominance on the
-   EMOTIC split, HECO's 8 single-label categories on the HECO partition of the scenes;
-2. ``teacher`` (Algorithm 1, first stage): a model trained on HECO's labels only (another
-   label set than the student's EMOTIC);
-3. ``base``: the student config (``training/configs/bench_multitask.yaml``: EMOTIC + HECO +
-   continuous head, bottom-up, detection and person-centric heads);
-4. ``distill``: the same + soft labels from the teacher (``distill``: HECO scores learnt on
-   the EMOTIC images, which have none, eq. 13 with the paper's alpha 10, beta 0.9, T 2);
-5. ``discriminator``: the same as ``base`` + the task discriminator (EMOTIC vs HECO samples)
-   behind the gradient reversal layer, delta ramped 0 -> 1.
+- two disjoint pools of scenes drawn from different seeds: EMOTIC-style (EMOTIC's 26
+  multi-label categories and valence/arousal/dominance) and HECO-style (HECO's 8 single-label
+  categories), the HECO-style images with a photometric style shift (``--shift``, 0 is the
+  no-shift control). Labels are incomplete for real: an EMOTIC-style image has no HECO label
+  and the reverse, and the pools share no image, so no test image is trained on;
+- full-label cross-domain test sets (the generator knows both label sets of every person):
+  the HECO head scored on EMOTIC-style images, the EMOTIC head on HECO-style images. Their mean
+  ER mAP is ``cross_er_map``, what distillation (labels filled in from a teacher) and the task
+  discriminator (features that do not tell the datasets apart) are meant to improve.
 
-Every arm's ``final.pt`` is evaluated on the held-out test splits with
-:func:`training.evaluate.evaluate` (the node's Predictor): on EMOTIC ``er_map``, ``pd_ap``,
-``ccc_mean`` (x100) and the ABAW-style score; on HECO ``er_map_heco`` and ``macro_f1``. The
-``base`` model is evaluated a second time with the BU+PC fusion (``fusion: mean``, BENet
-Table 4) -> the ``fusion`` arm. Gains are arm minus base. Whichever way they come out is
-reported.
+Arms, every one trained for the same number of steps (``--steps``, ``max_steps``) from the
+same config (``training/configs/bench_multitask.yaml``) and seed, for each of ``--seeds``:
+
+- ``base``: supervised losses only. It is also Algorithm 1's *teacher* (eq. 12 without the
+  task loss: trained on every task), so ``distill`` minus ``base`` is the paper's student
+  minus teacher;
+- ``alpha_only``: eq. 13's alpha = 10 on every supervised term, no teacher (the control that
+  separates the teacher's knowledge from alpha's reweighting);
+- ``distill``: alpha = 10, beta = 0.9, the seed's ``base`` model as teacher, both directions,
+  no temperature;
+- ``disc_constant`` / ``disc_ramp``: the task discriminator behind the gradient reversal
+  layer, delta 1, or ramped 0 -> 1 over the run's steps;
+- ``placebo``: the same discriminator with delta = 0 (it learns, its reversed gradient never
+  reaches the backbone);
+- ``adaptive``: gamma_i = exp(0.5 n_i) from each task's validation metric, capped at 5.
+
+Every arm's ``final.pt`` is evaluated (the node's Predictor, :func:`training.evaluate.evaluate`)
+on the EMOTIC-style test split (``er_map``, ``pd_ap``, ``ccc_mean`` x100), the HECO-style test
+partition (``er_map_heco``, ``macro_f1_heco``: over all 8 classes, with softmax scores) and
+the two cross-domain cells. Gains are paired: arm minus ``base`` of the same seed, then mean
+and standard deviation over the seeds, beside the seed spread of ``base`` itself.
+
+Ingredient checks, reported before any arm is read: the data shift (the placebo
+discriminator's task loss well under ln 2 = 0.69 means the datasets can be told apart), the
+teacher (its cross-domain ER mAP against the same cells' chance level), the discriminator's
+delta at the end of the ramp (1 when the ramp spans the real run).
 
 Usage::
 
-    python benchmarks/bench_multitask.py [--json PATH] [--budget-minutes 6] [--out DIR]
-        [--seed 0] [--images 1400] [--size 128] [--threads N] [--quick] [key=value ...]
+    python benchmarks/bench_multitask.py [--json PATH] [--steps 250] [--seeds 0,1,2]
+        [--images 400] [--test-images 100] [--shift 1.0] [--size 128] [--out DIR]
+        [--arms base,...] [--threads N] [--quick] [key=value ...]
 
-``--quick`` is a smoke run (40 images, a few seconds of training per arm, one thread): it
-checks the whole path; its figures mean nothing.
+``--quick`` is a smoke run (one seed, a few steps per arm, 64 px): it checks the whole path;
+its figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import machine, rounded, write_json
 
 from caer_ros.inference.predictor import Predictor
 from training.config import load_config
-from training.datasets.synthetic import generate
+from training.datasets.heco import load_heco
+from training.datasets.synthetic import generate_pools
 from training.evaluate import evaluate, load_split
+from training.metrics import er_map
 from training.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "training" / "configs" / "bench_multitask.yaml"
-TEACHER = ["model.categories=[heco]", "model.continuous=false", "data.train=[heco]",
-           "data.val=[heco]", "tasks=[bu,det]", "model.person_centric=false",
-           "pre_transforms.extract_subject=0.0"]
+DISC = "discriminator={{delta: {delta}, schedule: {schedule}, hidden: 128}}"
 ARMS = {
     "base": [],
-    "distill": ["distill={teacher: TEACHER, temperature: 2.0, alpha: 10.0, beta: 0.9}"],
-    "discriminator": ["discriminator={delta: 1.0, schedule: ramp, hidden: 128}"],
+    "alpha_only": ["distill={teacher: null, alpha: 10.0}"],
+    "distill": ["distill={teacher: TEACHER, alpha: 10.0, beta: 0.9}"],
+    "disc_constant": [DISC.format(delta=1.0, schedule="constant")],
+    "disc_ramp": [DISC.format(delta=1.0, schedule="ramp")],
+    "placebo": [DISC.format(delta=0.0, schedule="constant")],
+    "adaptive": ["task_weights=adaptive"],
 }
+# figures compared between arms (paired over seeds)
+COMPARED = ("cross_er_map", "cross_er_map_emotic", "cross_er_map_heco", "er_map", "er_map_heco",
+            "macro_f1_heco", "ccc_mean", "pd_ap")
+HEADLINE_GAINS = {"distill_gain": "distill", "alpha_gain": "alpha_only",
+                  "disc_gain": "disc_constant", "disc_ramp_gain": "disc_ramp",
+                  "placebo_gain": "placebo", "adaptive_gain": "adaptive"}
 
 
-def train(name: str, data: Path, overrides: list[str], args: argparse.Namespace
+def train(arm: str, seed: int, data: Path, overrides: list[str], args: argparse.Namespace
           ) -> tuple[Path, dict[str, object]]:
-    out = args.out / "runs" / name
+    out = args.out / "runs" / f"{arm}_seed{seed}"
     config = load_config(args.config, [*args.overrides, *overrides, f"out={out}",
-                                       f"seed={args.seed}",
-                                       f"budget_minutes={args.budget_minutes}"], data)
-    print(f"[{name}] training: budget {args.budget_minutes:g} min -> {out}", flush=True)
+                                       f"seed={seed}", f"max_steps={args.steps}"], data)
+    print(f"[{arm} seed {seed}] training {args.steps} steps -> {out}", flush=True)
     trainer = Trainer(config, restart=True, progress=args.progress)
     history = trainer.run()
     state = trainer.state
     last = history[-1] if history else {}
-    info = {"train_s": round(state.elapsed_s, 1), "steps": state.global_step,
-            "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
-            "last_val_loss": rounded(last.get("val", {}).get("total"))}
+    info: dict[str, object] = {
+        "steps": state.global_step, "train_s": round(state.elapsed_s, 1),
+        "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
+        "val_metrics": {k: rounded(v, 4) for k, v in last.get("val_metrics", {}).items()},
+        "validations": sum(1 for r in history if "val" in r)}
+    terms = last.get("train", {})
+    if "disc.task" in terms:
+        info["disc_task_loss"] = rounded(terms["disc.task"], 4)  # last epoch's mean
+        info["delta_end"] = rounded(trainer.extras[-1].module.reverse.delta, 4)
+    if "task_weights" in last:
+        info["gamma_end"] = {k: rounded(v, 3) for k, v in last["task_weights"].items()}
+        info["gamma_max"] = rounded(max(max(r.get("task_weights", {0: 1.0}).values())
+                                        for r in history), 3)
+    kd = {k: rounded(v, 4) for k, v in terms.items() if k.startswith("kd.")}
+    if kd:
+        info["kd_terms"] = kd
     return out / "final.pt", info
 
 
-def scores(model: Path, data: Path, fusion: str, args: argparse.Namespace,
-           sets: tuple[str, ...] = ("emotic", "heco")) -> dict[str, object]:
-    """The model on the test splits of ``sets`` (EMOTIC: ER, PD, CCC, ABAW; HECO: ER, F1)."""
-    predictor = Predictor.from_file(model, fusion=fusion)
+def test_sets(data: Path) -> dict[str, list]:
+    """The records each figure is measured on (module docstring)."""
+    cross = data / "cross"
+    return {
+        "emotic": load_split(data, "emotic", "test")[0],
+        "heco": load_split(data, "heco", "test")[0],  # the training config's HECO partition
+        # full-label cross-domain cells: the other dataset's head on each style
+        "cross_emotic": load_split(cross / "heco_style", "emotic", "test")[0],
+        "cross_heco": load_heco(cross / "emotic_style" / "HECO_Labels.csv",
+                                cross / "emotic_style" / "heco" / "images")[0],
+    }
+
+
+def scores(model: Path, sets: dict[str, list], args: argparse.Namespace) -> dict[str, object]:
+    predictor = Predictor.from_file(model)
+    results = {name: evaluate(predictor, records, progress=args.progress)
+               for name, records in sets.items()}
+    emotic, heco = results["emotic"], results["heco"]
+    cross_e, cross_h = results["cross_emotic"].er_map, results["cross_heco"].er_map
+    return {
+        "er_map": rounded(emotic.er_map), "pd_ap": rounded(emotic.pd_ap),
+        "ccc_mean": None if emotic.ccc is None else rounded(100 * emotic.ccc_mean),
+        "er_map_heco": rounded(heco.er_map), "macro_f1_heco": rounded(heco.macro_f1),
+        "cross_er_map_emotic": rounded(cross_e),  # EMOTIC head, HECO-style images
+        "cross_er_map_heco": rounded(cross_h),  # HECO head, EMOTIC-style images
+        "cross_macro_f1_heco": rounded(results["cross_heco"].macro_f1),
+        "cross_er_map": rounded((cross_e + cross_h) / 2),
+    }
+
+
+def chance_cross_er_map(sets: dict[str, list]) -> float:
+    """ER mAP of constant scores on the cross-domain cells (each category's AP is then its
+    positive rate): the level a teacher that knows nothing reaches."""
+    values = []
+    for name in ("cross_emotic", "cross_heco"):
+        labels = np.array([p.categories for r in sets[name] for p in r.people])
+        values.append(100 * er_map(np.zeros(labels.shape), labels)[0])
+    return round(sum(values) / 2, 2)
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return round(statistics.fmean(values), 2), round(spread, 2)
+
+
+def paired(runs: dict[str, dict[int, dict[str, object]]], arm: str, key: str
+           ) -> tuple[float | None, float | None]:
+    """Mean and standard deviation over seeds of ``arm`` minus ``base`` (same seed)."""
+    diffs = [runs[arm][s][key] - runs["base"][s][key] for s in runs[arm]
+             if runs[arm][s].get(key) is not None and runs["base"][s].get(key) is not None]
+    return mean_std(diffs)
+
+
+def summary(runs: dict[str, dict[int, dict[str, object]]], chance: float
+            ) -> dict[str, object]:
+    """Headline figures (the issue's JSON keys) and every arm's means and paired gains."""
+    base = runs["base"]
     out: dict[str, object] = {}
-    if "emotic" in sets:
-        result = evaluate(predictor, load_split(data, "emotic", "test")[0],
-                          progress=args.progress)
-        out.update(er_map=rounded(result.er_map), pd_ap=rounded(result.pd_ap),
-                   oer_map=rounded(result.oer_map),
-                   ccc_mean=None if result.ccc is None else rounded(100 * result.ccc_mean),
-                   mean_f1=rounded(result.mean_f1), abaw_score=rounded(result.abaw_score))
-    # the HECO partition of the training config (data.heco_seed, default 0)
-    result = evaluate(predictor, load_split(data, "heco", "test")[0], progress=args.progress)
-    out.update(er_map_heco=rounded(result.er_map), macro_f1_heco=rounded(result.macro_f1))
-    return out
-
-
-def summary(arms: dict[str, dict[str, object]]) -> dict[str, object]:
-    """Headline figures: the base model's CCC and ER mAP; per arm its EMOTIC ER mAP, HECO macro
-    F1 and their gains over the base model (arm minus base)."""
-    base = arms["base"]
-    out: dict[str, object] = {"ccc_mean": base["ccc_mean"], "er_map": base["er_map"],
-                              "macro_f1_heco": base["macro_f1_heco"]}
-    for arm in ("distill", "discriminator", "fusion"):
-        if arm not in arms:
-            continue
-        for key, prefix in (("er_map", ""), ("macro_f1_heco", "macro_f1_heco_")):
-            value, reference = arms[arm].get(key), base.get(key)
-            out[f"{key}_{arm}"] = value
-            if value is not None and reference is not None:
-                out[f"{prefix}{arm}_gain"] = round(value - reference, 2)
+    out["cross_er_map_base"], out["base_seed_std"] = mean_std(
+        [r["cross_er_map"] for r in base.values()])
+    out["ccc_mean"], out["ccc_mean_std"] = mean_std([r["ccc_mean"] for r in base.values()])
+    out["heco_macro_f1_base"], out["heco_macro_f1_base_std"] = mean_std(
+        [r["macro_f1_heco"] for r in base.values()])
+    for key, arm in HEADLINE_GAINS.items():
+        if arm in runs:
+            out[key], out[f"{key}_std"] = paired(runs, arm, "cross_er_map")
+    out["distill_gain_cross"] = out.pop("distill_gain", None)
+    out["distill_gain_std"] = out.pop("distill_gain_std", None)
+    if "distill" in runs and "alpha_only" in runs:
+        out["distill_minus_alpha"], out["distill_minus_alpha_std"] = mean_std(
+            [runs["distill"][s]["cross_er_map"] - runs["alpha_only"][s]["cross_er_map"]
+             for s in runs["distill"]])
+    arms: dict[str, object] = {}
+    for arm, by_seed in runs.items():
+        entry: dict[str, object] = {}
+        for key in COMPARED:
+            entry[key], entry[f"{key}_std"] = mean_std([r.get(key) for r in by_seed.values()])
+            if arm != "base":
+                entry[f"{key}_gain"], entry[f"{key}_gain_std"] = paired(runs, arm, key)
+        entry["seeds"] = by_seed
+        arms[arm] = entry
+    checks: dict[str, object] = {"teacher_cross_er_map": out["cross_er_map_base"],
+                                 "chance_cross_er_map": chance}
+    for arm in ("placebo", "disc_constant", "disc_ramp"):
+        if arm in runs:
+            checks[f"{arm}_disc_task_loss"], _ = mean_std(
+                [r.get("disc_task_loss") for r in runs[arm].values()])
+    if "disc_ramp" in runs:
+        checks["disc_ramp_delta_end"], _ = mean_std(
+            [r.get("delta_end") for r in runs["disc_ramp"].values()])
+    if "adaptive" in runs:
+        checks["adaptive_gamma_max"], _ = mean_std(
+            [r.get("gamma_max") for r in runs["adaptive"].values()])
+    out["checks"] = checks
+    out["arms"] = arms
     return out
 
 
 def table(figures: dict[str, object]) -> str:
-    rows = [("arm", "ER(emotic)", "PD", "CCC", "ER(heco)", "F1(heco)", "train s/steps")]
-
-    def cell(arm: dict[str, object], key: str) -> str:
-        value = arm.get(key)
-        return "-" if value is None else f"{value:.1f}"
-
+    keys = ("cross_er_map", "er_map", "er_map_heco", "macro_f1_heco", "ccc_mean", "pd_ap")
+    rows = [("arm", *keys)]
     for name, arm in figures["arms"].items():
-        steps = f"{arm['train_s']:.0f}/{arm['steps']}" if "steps" in arm else "(base model)"
-        rows.append((name, *(cell(arm, key) for key in (
-            "er_map", "pd_ap", "ccc_mean", "er_map_heco", "macro_f1_heco")), steps))
+        cells = []
+        for key in keys:
+            value, spread = arm.get(key), arm.get(f"{key}_std")
+            gain = arm.get(f"{key}_gain")
+            text = "-" if value is None else f"{value:.1f}+-{spread:.1f}"
+            if gain is not None:
+                text += f" ({gain:+.1f}+-{arm[f'{key}_gain_std']:.1f})"
+            cells.append(text)
+        rows.append((name, *cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
@@ -131,11 +243,15 @@ def table(figures: dict[str, object]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="write the figures to this file")
-    parser.add_argument("--budget-minutes", type=float, default=6.0,
-                        help="training time of each arm and of the teacher (default 6)")
+    parser.add_argument("--steps", type=int, default=250, help="training steps of every arm")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic pools")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_multitask")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=1400)
+    parser.add_argument("--images", type=int, default=400, help="scenes in each pool")
+    parser.add_argument("--test-images", type=int, default=100,
+                        help="scenes in each cross-domain test set")
+    parser.add_argument("--shift", type=float, default=1.0,
+                        help="style shift of the HECO-style images (0: the no-shift control)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--arms", default=",".join(ARMS),
@@ -147,15 +263,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training-config overrides for every run")
     args = parser.parse_intermixed_args(argv)
     if args.quick:
-        args.images, args.budget_minutes, args.threads = 40, 0.05, 1
-        args.size = 64
-        args.overrides = ["model.input_size=[64,64]", "val_every=1", "batch_size=8",
-                          "calibrate=false", *args.overrides]
+        args.images, args.test_images, args.steps, args.threads = 16, 6, 2, 1
+        args.size, args.seeds = 64, "0"
+        args.overrides = ["model.input_size=[64,64]", "batch_size=4", *args.overrides]
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds or args.steps < 1:
+        parser.error("need at least one seed and --steps >= 1")
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
-    args.arms = ["base", *(a for a in arms if a != "base")]
+    args.arms = ["base", *(a for a in ARMS if a in arms and a != "base")]
     return args
 
 
@@ -167,27 +288,27 @@ def main(argv: list[str] | None = None) -> int:
     data = args.out / "data"
     if data.exists():
         shutil.rmtree(data)
-    print(f"generating {args.images} synthetic scenes ({args.size} px) in {data}", flush=True)
-    generate(data, args.images, args.seed, args.size, heco=True)
-    runs: dict[str, dict[str, object]] = {}
-    teacher = None
-    if "distill" in args.arms:
-        teacher, info = train("teacher", data, TEACHER, args)
-        runs["teacher"] = {**info, **scores(teacher, data, "none", args, sets=("heco",))}
-    for arm in args.arms:
-        overrides = [o.replace("TEACHER", str(teacher)) for o in ARMS[arm]]
-        model, info = train(arm, data, overrides, args)
-        runs[arm] = {**info, **scores(model, data, "none", args), "model": str(model),
-                     "arm_overrides": overrides}
-        if arm == "base":
-            runs["fusion"] = {**scores(model, data, "mean", args), "model": str(model)}
+    print(f"generating 2 x {args.images} synthetic scenes ({args.size} px, shift "
+          f"{args.shift:g}) in {data}", flush=True)
+    generate_pools(data, args.images, args.data_seed, args.size, args.shift, args.test_images)
+    sets = test_sets(data)
+    runs: dict[str, dict[int, dict[str, object]]] = {arm: {} for arm in args.arms}
+    for seed in args.seeds:
+        teacher = None
+        for arm in args.arms:
+            overrides = [o.replace("TEACHER", str(teacher)) for o in ARMS[arm]]
+            model, info = train(arm, seed, data, overrides, args)
+            runs[arm][seed] = {**info, **scores(model, sets, args), "model": str(model),
+                               "arm_overrides": overrides}
+            if arm == "base":
+                teacher = model  # Algorithm 1's teacher for this seed's distill arm
     figures = {
-        **summary(runs),
-        "arms": runs,
-        "setup": {"images": args.images, "size": args.size, "seed": args.seed,
-                  "budget_minutes": args.budget_minutes, "config": str(args.config),
+        **summary(runs, chance_cross_er_map(sets)),
+        "setup": {"images_per_pool": args.images, "test_images": args.test_images,
+                  "size": args.size, "shift": args.shift, "seeds": args.seeds,
+                  "data_seed": args.data_seed, "steps": args.steps, "config": str(args.config),
                   "overrides": args.overrides, "quick": args.quick,
-                  "teacher": "HECO labels only (Algorithm 1, stage 1)"},
+                  "teacher": "the same seed's base model (Algorithm 1: every task, supervised)"},
         "machine": machine(),
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 BENCHMARKS = REPO / "benchmarks"
@@ -103,23 +105,34 @@ def test_bench_amalgamation_quick(tmp_path):
 
 
 def test_bench_multitask_quick(tmp_path):
-    """Teacher, three arms and the fusion evaluation of a few seconds each: every figure exists
-    and is a number; the distillation arm names the teacher's model file."""
+    """Every arm (one seed, two steps each) on the disjoint pools: every headline figure exists
+    and is a number, the gains are paired differences, every arm ran the same steps, the
+    distillation arm's teacher is the same seed's base model, the placebo's delta is 0 and the
+    ramp's delta ends where the run ends."""
+    out = tmp_path / "multitask"
     figures = _run("bench_multitask.py", tmp_path / "multitask.json", 300, dict(os.environ),
-                   "--out", str(tmp_path / "multitask"))
-    for key in ("ccc_mean", "er_map", "macro_f1_heco", "er_map_distill", "distill_gain",
-                "er_map_discriminator", "discriminator_gain", "er_map_fusion", "fusion_gain"):
+                   "--out", str(out))
+    for key in ("distill_gain_cross", "distill_gain_std", "disc_gain", "placebo_gain",
+                "ccc_mean", "heco_macro_f1_base", "alpha_gain", "disc_ramp_gain",
+                "adaptive_gain", "distill_minus_alpha", "cross_er_map_base", "base_seed_std"):
         assert _number(figures[key]), (key, figures[key])
-    assert set(figures["arms"]) == {"teacher", "base", "distill", "discriminator", "fusion"}
-    assert figures["distill_gain"] == round(figures["er_map_distill"] - figures["er_map"], 2)
-    for name in ("base", "distill", "discriminator"):
-        arm = figures["arms"][name]
-        assert arm["steps"] >= 1 and _number(arm["abaw_score"]) and _number(arm["pd_ap"])
-    assert figures["arms"]["fusion"]["model"] == figures["arms"]["base"]["model"]
-    teacher = str(tmp_path / "multitask" / "runs" / "teacher" / "final.pt")
-    assert teacher in figures["arms"]["distill"]["arm_overrides"][0]
-    assert figures["arms"]["base"]["arm_overrides"] == []
-    assert _number(figures["arms"]["teacher"]["macro_f1_heco"])
+    arms = figures["arms"]
+    assert set(arms) == {"base", "alpha_only", "distill", "disc_constant", "disc_ramp",
+                         "placebo", "adaptive"}
+    runs = {name: arm["seeds"]["0"] for name, arm in arms.items()}
+    assert {run["steps"] for run in runs.values()} == {2}
+    assert figures["distill_gain_cross"] == pytest.approx(
+        runs["distill"]["cross_er_map"] - runs["base"]["cross_er_map"], abs=0.011)
+    teacher = str(out / "runs" / "base_seed0" / "final.pt")
+    assert teacher in runs["distill"]["arm_overrides"][0]
+    assert runs["alpha_only"]["arm_overrides"] == ["distill={teacher: null, alpha: 10.0}"]
+    assert runs["placebo"]["delta_end"] == 0.0 and runs["disc_constant"]["delta_end"] == 1.0
+    assert runs["disc_ramp"]["delta_end"] == pytest.approx(0.5)  # step 2 of 2 starts at 1/2
+    for run in runs.values():
+        for key in ("cross_er_map_emotic", "cross_er_map_heco", "er_map", "macro_f1_heco"):
+            assert _number(run[key]), (key, run[key])
+    checks = figures["checks"]
+    assert _number(checks["chance_cross_er_map"]) and _number(checks["placebo_disc_task_loss"])
 
 
 def _has_gpu() -> bool:

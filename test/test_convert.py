@@ -80,6 +80,8 @@ def test_converted_archive_file_gives_the_public_outputs(public_states, tmp_path
     heco = layout == "emotic_heco"
     assert info.config.categories == ({"emotic": EMOTIC, "heco": HECO} if heco
                                       else {"emotic": EMOTIC})
+    # the public BENet trained HECO's maps with its sigmoid focal loss: sigmoid scores
+    assert set(info.config.scores.values()) == {"sigmoid"}
     settings = info.inference
     assert (settings.detection_threshold, settings.peak_kernel, settings.top_k) == (0.1, 5, 15)
     assert settings.fuse_scales and settings.fuse_sizes == "quarter" and not settings.flip_test

@@ -215,3 +215,33 @@ def test_trainer_with_distillation_discriminator_and_adaptive_weights(synthetic_
         assert torch.equal(v, disc[k])
     assert len(resumed.run()) == 3
     assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def test_max_steps_end_the_run_and_the_delta_ramp_spans_the_real_run(synthetic_dataset,
+                                                                      tmp_path):
+    """With ``epochs: 1000`` a ramp over nominal epochs would keep delta near 0; the ramp runs
+    over the limit that ends the run: ``max_steps`` (here 4: delta is 3/4 at the last step) or
+    the time budget (half the budget used: 0.5). Each validation records every task's metric
+    (what adaptive gamma counts)."""
+    out = tmp_path / "run"
+    overrides = [*TINY, *MIXED, "tasks=[bu,det]", "batch_size=4", "epochs=1000",
+                 "max_steps=4", "discriminator={delta: 1.0, schedule: ramp, hidden: 16}",
+                 "calibrate=false", f"out={out}"]
+    trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
+    history = trainer.run()
+    assert trainer.state.global_step == 4 and history[-1]["steps"] == 4
+    assert trainer.extras[0].module.reverse.delta == pytest.approx(3 / 4)
+    metrics = history[-1]["val_metrics"]
+    assert set(metrics) == {"emotic", "heco", "continuous"}
+    assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+    assert torch.load(out / "final.pt", weights_only=True)["meta"]["steps"] == 4
+    again = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
+    assert again.finished and "its 4 steps are done" in again.finished_message()
+    again.close()
+
+    budgeted = load_config(SMOKE, [*overrides, "max_steps=null", "budget_minutes=10",
+                                   f"out={tmp_path / 'budget'}"], synthetic_dataset)
+    trainer = Trainer(budgeted, progress=False)
+    trainer.state.elapsed_s = 300.0  # half the budget used, a tiny fraction of the epochs
+    assert trainer._progress() == pytest.approx(0.5)
+    trainer.close()

@@ -17,10 +17,11 @@ Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-t
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
   augmentation draw depend only on the seed, the epoch and the sample); ``--restart`` starts
-  over instead. A run that finished (its epochs done, or its time budget used) is left alone:
-  the same command says so and changes nothing; a larger ``epochs`` or ``budget_minutes``
-  continues it;
-- ``history.json`` (per-epoch losses), ``config.yaml`` (the resolved config) and
+  over instead. A run that finished (its epochs done, its time budget or ``max_steps`` used,
+  or stopped early by ``early_stop``) is left alone: the same command says so and changes
+  nothing; a larger ``epochs``, ``budget_minutes`` or ``max_steps`` continues it;
+- ``history.json`` (per-epoch losses, and at each validation every emotion task's metric,
+  ``val_metrics``: :mod:`training.task_metrics`), ``config.yaml`` (the resolved config) and
   ``tensorboard/`` (scalars and emotion-map images; ``tensorboard --logdir out``).
 
 One training at a time owns the run folder (:mod:`training.run_folder`): a second one into the
@@ -74,8 +75,8 @@ from training.task_metrics import TaskMetrics
 
 STATE_FORMAT = "caer_ros.training_state"
 # Keys that may change between a run and its resumption (they do not change what is learnt).
-RESUMABLE_CHANGES = {"epochs", "budget_minutes", "workers", "log_every", "checkpoint_every",
-                     "val_every"}
+RESUMABLE_CHANGES = {"epochs", "budget_minutes", "max_steps", "workers", "log_every",
+                     "checkpoint_every", "val_every"}
 
 
 @dataclass
