@@ -219,7 +219,11 @@ def run_arm(arm: str, data: Path, teachers: dict[str, dict[str, object]],
     """Train and evaluate one arm (:func:`bench_learn.run_arm`, with the arm's overrides)."""
     extra = arm_overrides(arm, teachers, args)
     arm_args = argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *extra]})
-    return {**learn.run_arm(arm, data, arm_args), "arm_overrides": extra}
+    result = {**learn.run_arm(arm, data, arm_args), "arm_overrides": extra}
+    probes = args.out / "runs" / arm / "teacher_probe.json"
+    if ARMS[arm][1] and probes.exists():  # KA arms: each teacher probed on the student's data
+        result["teacher_probe"] = json.loads(probes.read_text())
+    return result
 
 
 # --------------------------------------------------------------------------- report
@@ -241,6 +245,12 @@ def summary(arms: dict[str, dict[str, object]],
         out["ka_beats_baseline"] = max(ka) > base
     if ka and "finetune" in arms:
         out["ka_beats_finetune"] = max(ka) > arms["finetune"]["er_map"]
+    ratios = [arms[a]["collapse_ratio"] for a in arms
+              if ARMS[a][1] and arms[a].get("collapse_ratio") is not None]
+    out["collapse_ratio"] = max(ratios) if ratios else None  # the worst KA arm's, at the end
+    probes = {p["name"]: {k: p[k] for k in ("metric", "score", "chance", "carries_little")}
+              for a in arms for p in arms[a].get("teacher_probe", [])}  # teacher (set)
+    out["teacher_probes"] = probes
     for name, teacher in teachers.items():
         out[f"teacher_{name}_val_macro_f1"] = teacher["val_macro_f1"]
         out[f"teacher_{name}_val_accuracy"] = teacher["val_accuracy"]

@@ -193,6 +193,8 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
         "eval_s": round(time.perf_counter() - started, 1),
         "last_train_loss": rounded(last.get("train", {}).get("total"), 4),
         "last_val_loss": rounded(last.get("val", {}).get("total"), 4),
+        # KA runs: eq. 7's loss over its value for zero student features (training.amalgamation)
+        "collapse_ratio": rounded(last.get("collapse_ratio"), 4),
         "config": config.to_dict(),
     }
 

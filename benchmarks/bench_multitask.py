@@ -26,7 +26,8 @@ same config (``training/configs/bench_multitask.yaml``) and seed, for each of ``
 - ``disc_constant`` / ``disc_ramp``: the task discriminator behind the gradient reversal
   layer, delta 1, or ramped 0 -> 1 over the run's steps;
 - ``placebo``: the same discriminator with delta = 0 (it learns, its reversed gradient never
-  reaches the backbone);
+  reaches the backbone: with the same seed the backbone then learns exactly as ``base``, so
+  this control's gain is 0 unless the pipeline leaks);
 - ``adaptive``: gamma_i = exp(0.5 n_i) from each task's validation metric, capped at 5.
 
 Every arm's ``final.pt`` is evaluated (the node's Predictor, :func:`training.evaluate.evaluate`)
@@ -38,7 +39,8 @@ and standard deviation over the seeds, beside the seed spread of ``base`` itself
 Ingredient checks, reported before any arm is read: the data shift (the placebo
 discriminator's task loss well under ln 2 = 0.69 means the datasets can be told apart), the
 teacher (its cross-domain ER mAP against the same cells' chance level), the discriminator's
-delta at the end of the ramp (1 when the ramp spans the real run).
+delta at the last step of the ramp ((n - 1) / n of the way for n steps when the ramp spans
+the real run).
 
 Usage::
 

@@ -102,6 +102,11 @@ def test_bench_amalgamation_quick(tmp_path):
     assert json.dumps([face, context]) in figures["arms"]["ka_2"]["arm_overrides"][0]
     for teacher in figures["teachers"].values():
         assert teacher["steps"] >= 1 and _number(teacher["s_per_step"])
+    # the collapse diagnostic of the KA arms, and each teacher probed on the student's images
+    assert _number(figures["collapse_ratio"]) and figures["collapse_ratio"] > 0
+    assert {name.split(" (")[0] for name in figures["teacher_probes"]} == {face, context}
+    for probe in figures["teacher_probes"].values():
+        assert _number(probe["score"]) and _number(probe["chance"])
 
 
 def test_bench_multitask_quick(tmp_path):

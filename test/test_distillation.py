@@ -230,6 +230,8 @@ def test_max_steps_end_the_run_and_the_delta_ramp_spans_the_real_run(synthetic_d
     trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
     history = trainer.run()
     assert trainer.state.global_step == 4 and history[-1]["steps"] == 4
+    # the 4th step ended the first epoch (16 images, batches of 4): the epoch is complete
+    assert (trainer.state.epoch, trainer.state.step, len(history)) == (1, 0, 1)
     assert trainer.extras[0].module.reverse.delta == pytest.approx(3 / 4)
     metrics = history[-1]["val_metrics"]
     assert set(metrics) == {"emotic", "heco", "continuous"}
@@ -245,3 +247,31 @@ def test_max_steps_end_the_run_and_the_delta_ramp_spans_the_real_run(synthetic_d
     trainer.state.elapsed_s = 300.0  # half the budget used, a tiny fraction of the epochs
     assert trainer._progress() == pytest.approx(0.5)
     trainer.close()
+
+
+def test_early_stop_ends_the_run_when_no_task_improves(synthetic_dataset, tmp_path,
+                                                       monkeypatch):
+    """Adaptive gamma with early_stop and a patience of 1: validation metrics that never
+    improve after the first validation stop the run at the second (the paper's stop), with
+    gamma at its cap; the same command then leaves the finished run alone."""
+    import training.train as train_module
+
+    monkeypatch.setattr(train_module.TaskMetrics, "result",
+                        lambda self: {"emotic": 0.5, "heco": 0.5, "continuous": 0.1})
+    out = tmp_path / "run"
+    overrides = [*TINY, *MIXED, "tasks=[bu,det]", "batch_size=8", "epochs=50",
+                 "task_weights=adaptive", "task_patience=1", "early_stop=true",
+                 "calibrate=false", f"out={out}"]
+    trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
+    history = trainer.run()
+    assert len(history) == 2 and history[-1]["early_stopped"]
+    assert history[-1]["task_weights"] == pytest.approx(dict.fromkeys(
+        ["emotic", "heco", "continuous"], math.exp(0.5)))
+    again = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
+    assert again.finished and "stopped early" in again.finished_message()
+    assert "Raise epochs" not in again.finished_message()
+    again.close()
+    with pytest.raises(ConfigError, match="early_stop needs task_weights: adaptive"):
+        load_config(SMOKE, [*TINY, "early_stop=true"])
+    with pytest.raises(ConfigError, match="adaptive needs the bu task"):
+        load_config(SMOKE, [*TINY, "task_weights=adaptive", "tasks=[det]"])

@@ -24,15 +24,30 @@ those elements):
 
 Choices the paper leaves open, and why:
 
-- **Gradients of eq. 7.** By default ``hat f_T`` is *not* detached: the paper learns a common
-  space into which teachers and student are both projected (after Luo et al., 2019), trains
-  everything jointly with one total loss (eq. 9), and adds the decoder of eq. 8 "to make the
-  learning of the common feature space more robust", i.e. to stop eq. 7 from pulling the
-  teachers' projection toward a trivial (all-zero) space. That collapse is a real risk: with
-  ``hat f_T = 0`` nothing is masked and ``L_feat = 0``; eq. 8 forbids it, since ``F_Ti`` cannot
-  be rebuilt from zeros. ``AmalgamationConfig.detach_target: true`` gives the other reading
-  (the student alone moves toward a fixed teachers' projection; the teachers' side then learns
-  from eq. 8 only, as an autoencoder).
+- **Gradients of eq. 7: the teachers' side is detached** (``detach_target: true``, the
+  default). The paper learns a common space into which teachers and student are both projected
+  (after Luo et al., 2019) and adds the decoder of eq. 8 "to make the learning of the common
+  feature space more robust". Measured on the synthetic benchmark, eq. 8 does not stop the
+  collapse when eq. 7's gradient also reaches ``hat f_T``: eq. 7 fell from 59.5 to 0.021 while
+  feeding *zero* student features gave 0.031 - the teachers' projection had shrunk to a
+  near-constant map, which a student matches without learning anything, and eq. 8 settled at
+  what predicting each channel's mean gives. Detached, eq. 7 only moves the student toward the
+  teachers' projection, and that projection learns from eq. 8 alone (an autoencoder of the
+  teachers' features), so it has to keep what the teachers know: nothing rewards it for
+  going flat. ``detach_target: false`` keeps the other reading, for comparison.
+- **BatchNorm statistics per source.** The shared extractor's convolutions are shared, but
+  each source (every teacher and the student) has BatchNorm statistics and affine parameters
+  of its own (:class:`PerSourceNorm`). With one set, the statistics are dominated by the
+  teachers' much larger features (RMS 15 against the student's ~1) and the student's batch
+  shifts the teachers' projection; per source, each map is standardised on its own, so the
+  teachers' projection neither depends on the student nor loses its scale, and the student's
+  features are compared with it after the same standardisation. The extractor runs once per
+  source (the same FLOPs as one stacked pass).
+- **Collapse diagnostic.** In eval mode (validation) the extra also reports, unweighted,
+  eq. 7's loss (``diag.ka.feat``) and its value when the student's features are replaced by
+  zeros (``diag.ka.feat_zero``). A common space that carries the teachers' knowledge keeps the
+  second clearly above the first (their ratio, ``collapse_ratio``, well below 1); a collapsed
+  one has them equal. Both go to ``history.json`` with the validation losses.
 - **Decoder.** Per teacher, one residual block (C channels) then a 1x1 convolution (with bias)
   to that teacher's channel count, with no final ReLU. The residual block gives each head a
   3x3 spatial context and the capacity to untangle one teacher's share out of the concatenated
@@ -40,10 +55,6 @@ Choices the paper leaves open, and why:
   teachers whose features are signed as well as non-negative ones, and loses nothing for the
   latter: eq. 8 only counts positions where ``F_Ti > 0``, which a linear output reaches as
   well as a ReLU one, without a ReLU's dead (zero-gradient) region.
-- **One pass of the extractor.** The N + 1 aligned maps are stacked along the batch and the
-  shared extractor runs once (and the shared reduction once): the same weights as N + 1 calls,
-  and its BatchNorm normalises the whole common space (teachers and student) with one set of
-  statistics, in training and in eval mode alike.
 - **C.** 96 by default: divisible by 1, 2 and 3 teachers (the paper uses up to 3), and with 3
   teachers every teacher keeps 32 channels, the width of HRNet-W32's 1/4 branch.
 - **F_S.** ``student_feature: quarter`` (default): the student's 1/4 backbone branch, the map
@@ -60,6 +71,7 @@ the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec`
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -104,7 +116,7 @@ class AmalgamationOutput:
     targets: list[Tensor]  # F_Ti resized to the student's grid (h, w), detached
 
 
-def amalgamation_losses(out: AmalgamationOutput, detach_target: bool = False
+def amalgamation_losses(out: AmalgamationOutput, detach_target: bool = True
                         ) -> dict[str, Tensor]:
     """``{"feat": L_feat (eq. 7), "rec": L_rec (eq. 8)}``, unweighted. ``detach_target``: no
     gradient from eq. 7 into the teachers' side ``hat f_T`` (see the module docstring)."""
@@ -116,6 +128,33 @@ def amalgamation_losses(out: AmalgamationOutput, detach_target: bool = False
 
 
 # ----------------------------------------------------------------------------- module
+class PerSourceNorm(nn.Module):
+    """A BatchNorm layer with one copy (statistics and affine parameters) per source of the
+    common space; :attr:`source` picks the copy the next forward uses."""
+
+    def __init__(self, norm: nn.BatchNorm2d, sources: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in range(sources))
+        self.source = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norms[self.source](x)
+
+
+def per_source_norms(module: nn.Module, sources: int) -> list[PerSourceNorm]:
+    """Replace every BatchNorm2d inside ``module`` by a :class:`PerSourceNorm` of ``sources``
+    copies; returns them (in module order)."""
+    replaced: list[PerSourceNorm] = []
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            norm = PerSourceNorm(child, sources)
+            setattr(module, name, norm)
+            replaced.append(norm)
+        else:
+            replaced += per_source_norms(child, sources)
+    return replaced
+
+
 def resize_to(feature: Tensor, size: Sequence[int]) -> Tensor:
     """``feature`` resized (bilinear) to the spatial ``size``; itself when already there."""
     size = tuple(int(s) for s in size)
@@ -174,10 +213,24 @@ class Amalgamation(nn.Module):
             if n > 1 else None
         self.decoders = nn.ModuleList(Decoder(channels, c) for c in teacher_channels)
         init_weights(self)
+        # then one copy of every extractor BatchNorm per source: 0..N-1 the teachers, N the
+        # student (each starts as initialised above)
+        self.source_norms = per_source_norms(self.extractor, n + 1)
 
     @property
     def num_teachers(self) -> int:
         return len(self.teacher_channels)
+
+    def extract(self, aligned: Tensor, source: int) -> Tensor:
+        """The shared extractor on one source's aligned map, with that source's BatchNorm."""
+        for norm in self.source_norms:
+            norm.source = source
+        return self.extractor(aligned)
+
+    def zero_student(self, like: Tensor) -> Tensor:
+        """``hat f_S`` for all-zero student features shaped like ``like`` (the collapse
+        diagnostic's reference, module docstring)."""
+        return self.extract(self.student_align(torch.zeros_like(like)), self.num_teachers)
 
     def forward(self, teacher_features: Sequence[Tensor], student_feature: Tensor
                 ) -> AmalgamationOutput:
@@ -196,7 +249,7 @@ class Amalgamation(nn.Module):
         aligned = [conv(t.to(student_feature.dtype))
                    for conv, t in zip(self.teacher_align, targets, strict=True)]
         aligned.append(self.student_align(student_feature))
-        projected = self.extractor(torch.cat(aligned)).split(batch)  # N + 1 maps of (B, C)
+        projected = [self.extract(a, source) for source, a in enumerate(aligned)]
         teachers, f_S = projected[:n], projected[n]
         if self.reduce is None:
             f_T = teachers[0]
@@ -244,8 +297,11 @@ class AmalgamationConfig:
     - ``student_feature``: ``quarter`` (the 1/4 backbone branch, default) or ``concat``;
     - ``feature_weight`` / ``reconstruction_weight``: factors of ``L_feat`` / ``L_rec`` in the
       total loss (eq. 9: both 1);
-    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default false, see the
-      module docstring).
+    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default true, see the
+      module docstring);
+    - ``probe_images``: before training, probe each teacher's features on this many of the
+      student's training images (:mod:`training.teacher_probe`; a warning when they carry
+      little); 0 skips it.
     """
 
     teachers: tuple[str, ...]
@@ -253,7 +309,8 @@ class AmalgamationConfig:
     student_feature: str = "quarter"
     feature_weight: float = 1.0
     reconstruction_weight: float = 1.0
-    detach_target: bool = False
+    detach_target: bool = True
+    probe_images: int = 100
 
     def __post_init__(self) -> None:
         teachers = self.teachers
@@ -283,6 +340,10 @@ class AmalgamationConfig:
         if not isinstance(self.detach_target, bool):
             raise ConfigError(f"amalgamation.detach_target must be true or false, "
                               f"got {self.detach_target!r}")
+        if isinstance(self.probe_images, bool) or not isinstance(self.probe_images, int) \
+                or self.probe_images < 0:
+            raise ConfigError(f"amalgamation.probe_images must be an integer >= 0, "
+                              f"got {self.probe_images!r}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AmalgamationConfig:
@@ -301,7 +362,7 @@ class AmalgamationConfig:
         return {"teachers": list(self.teachers), "channels": self.channels,
                 "student_feature": self.student_feature, "feature_weight": self.feature_weight,
                 "reconstruction_weight": self.reconstruction_weight,
-                "detach_target": self.detach_target}
+                "detach_target": self.detach_target, "probe_images": self.probe_images}
 
 
 # ----------------------------------------------------------------------------- training hook
@@ -370,12 +431,19 @@ class AmalgamationExtra:
 
     def terms(self, output: BENetOutput, images: Tensor, batch: Any = None
               ) -> dict[str, Tensor]:
-        """``{"ka.feat": w_f L_feat, "ka.rec": w_r L_rec}`` of this batch (eq. 7-9)."""
-        out = self.module(self.teacher_features(images),
-                          student_feature(output.features, self.config.student_feature))
+        """``{"ka.feat": w_f L_feat, "ka.rec": w_r L_rec}`` of this batch (eq. 7-9); in eval
+        mode also the collapse diagnostic ``diag.ka.feat`` and ``diag.ka.feat_zero``."""
+        feature = student_feature(output.features, self.config.student_feature)
+        out = self.module(self.teacher_features(images), feature)
         losses = amalgamation_losses(out, self.config.detach_target)
-        return {"ka.feat": losses["feat"] * self.config.feature_weight,
-                "ka.rec": losses["rec"] * self.config.reconstruction_weight}
+        terms = {"ka.feat": losses["feat"] * self.config.feature_weight,
+                 "ka.rec": losses["rec"] * self.config.reconstruction_weight}
+        if not self.module.training:
+            with torch.no_grad():
+                terms["diag.ka.feat"] = losses["feat"].detach()
+                terms["diag.ka.feat_zero"] = masked_mse(out.f_T,
+                                                        self.module.zero_student(feature))
+        return terms
 
     def set_progress(self, progress: float) -> None:
         """No schedule: the weights are constant (eq. 9)."""

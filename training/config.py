@@ -432,6 +432,9 @@ def _check_run(c: TrainConfig) -> None:
     if c.early_stop and c.task_weights != "adaptive":
         raise ConfigError("early_stop needs task_weights: adaptive (it stops when every task "
                           "went task_patience validations without improving)")
+    if c.task_weights == "adaptive" and "bu" not in c.tasks:
+        raise ConfigError("task_weights: adaptive needs the bu task (each task's validation "
+                          "metric is read from the bottom-up emotion maps)")
     if c.init_backbone is not None and not (isinstance(c.init_backbone, str) and c.init_backbone):
         raise ConfigError("init_backbone must be a weights file path or null")
     _check_multitask(c)

@@ -30,10 +30,13 @@ EMOTIC images. The student is trained with a ``distill`` config section
 Distillation losses, on the emotion maps read for each person as the supervised bottom-up loss
 reads them (``bu_reading``: at the centre, or the box mean), per person. Temperature ``T`` is
 1 (none) unless configured: the paper uses no temperature (its ``t_img = 2`` is a clip length
-of two seconds). With ``T != 1`` the logits are divided by ``T`` and the loss multiplied by
-``T^2`` for softmax sets (Hinton et al.: their gradients shrink as ``1 / T^2``) and by ``T``
-for sigmoid sets (a sigmoid's gradient shrinks only as ``1 / T`` once the soft labels
-saturate; ``T^2`` would make it ``T`` times too large):
+of two seconds), and at ``T = 1`` every scaling below is 1. With ``T != 1`` the logits are
+divided by ``T`` and the loss multiplied by ``T^2`` for softmax sets (Hinton et al.: their
+gradients shrink as ``1 / T^2``) and by ``T`` for sigmoid sets: where a soft label saturates
+(a confident teacher), a sigmoid's gradient shrinks only as ``1 / T`` and ``T^2`` would make
+it ``T`` times larger than at ``T = 1``; where it does not (logits near 0) the gradient
+shrinks as ``1 / T^2`` and ``T`` under-weights it by ``T``. No single factor is right for
+both, which is one more reason to leave ``T`` at 1:
 
 - multi-label sets (focal or BCE supervision): binary cross-entropy between
   ``sigmoid(s / T)`` and the soft labels ``sigmoid(t / T)`` (eq. 10), summed over categories;

@@ -14,7 +14,9 @@ The :class:`Extra` protocol:
 - ``module``: trainable parameters, or None;
 - ``in_validation``: whether its terms count in the validation total (which picks best.pt);
 - ``terms(output, images, batch)``: ``{"<name>.<term>": scalar}``, each a mean over this
-  process's batch (DDP averages the gradients of the processes);
+  process's batch (DDP averages the gradients of the processes). Terms named
+  ``diag.<...>`` (:data:`DIAGNOSTIC`) are diagnostics: reported with the validation losses,
+  never added to a loss or to the validation total;
 - ``set_progress(progress)``: the fraction of training done, 0..1 (for ramped weights);
 - ``set_task_weights(weights)``: the current gamma_i per emotion task (adaptive weights);
 - ``supervised_factors()``: task -> factor of that task's supervised bottom-up terms (eq.
@@ -31,6 +33,12 @@ from torch import Tensor, nn
 
 from caer_ros.model.output import BENetOutput
 from training.config import ConfigError, TrainConfig
+
+DIAGNOSTIC = "diag."  # prefix of reported-only terms (not optimised, not in totals)
+
+
+def is_diagnostic(term: str) -> bool:
+    return term.startswith(DIAGNOSTIC)
 
 
 class Extra(Protocol):

@@ -134,8 +134,10 @@ class TaskWeights:
 
     @property
     def exhausted(self) -> bool:
-        """Every task went ``patience`` validations without improving (the paper's stop)."""
-        return bool(self.stale) and all(n >= self.patience for n in self.stale.values())
+        """Every task that has had a score went ``patience`` validations without improving
+        (the paper's stop); false while none has had one."""
+        scored = [t for t in self.stale if self.best[t] > -math.inf]
+        return bool(scored) and all(self.stale[t] >= self.patience for t in scored)
 
     def weights(self) -> dict[str, float]:
         return {task: math.exp(0.5 * n) for task, n in self.stale.items()}

@@ -7,12 +7,13 @@ bottom-up head is trained on, read from the 1/4 emotion maps as the bottom-up lo
 (``bu_reading``) and activated as the model publishes them (``ModelConfig.scores``):
 
 - multi-label sets (EMOTIC): ER mAP (:func:`training.metrics.er_map`);
-- single-label sets (a set scored with a softmax, trained with cross-entropy: HECO): macro F1
-  over all classes (:func:`training.metrics.macro_f1`);
+- single-label sets (HECO, :data:`caer_ros.labels.SINGLE_LABEL_SETS`, and any set scored with
+  a softmax): macro F1 over all classes (:func:`training.metrics.macro_f1`);
 - ``continuous``: the mean CCC of valence, arousal and dominance.
 
-All in 0..1, higher is better. A task without a usable person in the validation split (or
-without a positive label, for ER mAP) gets no metric; :class:`TaskMetrics` leaves it out.
+ER mAP and macro F1 are in 0..1, the CCC in -1..1; higher is better. A task without a usable
+person in the validation split (or without a positive label, for ER mAP) gets no metric;
+:class:`TaskMetrics` leaves it out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from caer_ros.inference.graph import probabilities
+from caer_ros.labels import SINGLE_LABEL_SETS
 from caer_ros.model.output import BENetOutput
 from training import metrics
 from training.config import TrainConfig
@@ -87,7 +89,8 @@ class TaskMetrics:
             scores = np.concatenate(parts)
             labels = np.concatenate(self.labels[task])
             try:
-                out[task] = task_metric(task, scores, labels, task in self.softmax)
+                single = task in SINGLE_LABEL_SETS or task in self.softmax
+                out[task] = task_metric(task, scores, labels, single)
             except ValueError:  # e.g. no positive label: no metric for this task
                 continue
         return out

@@ -37,6 +37,7 @@ train the same model as one, to float tolerance.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -67,7 +68,7 @@ from training.data import (
     loader,
     print_reports,
 )
-from training.extras import TrainingNet, build_extras
+from training.extras import TrainingNet, build_extras, is_diagnostic
 from training.multitask import TaskWeights, emotion_task
 from training.objective import compute_losses, global_counts, local_counts, term_names
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
@@ -186,9 +187,10 @@ class Trainer:
                if state.early_stopped else f"{state.epoch} of {config.epochs} epochs done")
         files = ", ".join(n for n in ("best.pt", "final.pt", "history.json")
                           if (self.out / n).exists())
+        more = "" if state.early_stopped else \
+            "Raise epochs, budget_minutes or max_steps to continue it, or "
         return (f"{self.out} is a finished run ({why}); its files ({files}) are left as they "
-                f"are. Raise epochs, budget_minutes or max_steps to continue it, or pass "
-                f"--restart to start over.")
+                f"are. {more}{'p' if more else 'P'}ass --restart to start over.")
 
     def close(self) -> None:
         """Let other trainings use the run folder (done at the end of :meth:`run`)."""
@@ -300,7 +302,8 @@ class Trainer:
         loss, terms = compute_losses(output, batch, self.config, counts, totals, world,
                                      self.term_weights)
         for name, value in extra_terms.items():  # per-process means: DDP averages them
-            loss = loss + value.float()
+            if not is_diagnostic(name):
+                loss = loss + value.float()
             terms[name] = value.detach()
         return loss, terms, totals
 
@@ -362,7 +365,7 @@ class Trainer:
         if not means:
             raise DataError(f"validation gave no loss term: none of the {len(self.val_set)} "
                             f"validation images trains any of the tasks {list(self.config.tasks)}")
-        means["total"] = sum(means.values())
+        means["total"] = sum(v for k, v in means.items() if not is_diagnostic(k))
         task_metrics.gather()
         return means, task_metrics.result()
 
@@ -374,9 +377,12 @@ class Trainer:
             return state.history
         budget_s = None if config.budget_minutes is None else config.budget_minutes * 60.0
         state.finished = False
-        # killed after the budget ran out, or after the last step
-        out_of_time = self._agreed(self._budget_used()) or self._steps_done()
+        # killed after the budget ran out, after the last step or after an early stop
+        out_of_time = self._agreed(self._budget_used()) or self._steps_done() \
+            or state.early_stopped
         try:
+            if state.global_step == 0 and self.ctx.main:
+                self._probe_teachers()
             while state.epoch < config.epochs and not out_of_time:
                 batches = epoch_batches(len(self.train_set), config.batch_size, config.seed,
                                         state.epoch, self.ctx.rank, self.ctx.world)
@@ -415,7 +421,7 @@ class Trainer:
                     "epoch": state.epoch + 1, "steps": state.step,
                     "train": {k: v / done_steps for k, v in sums.items()},
                     "elapsed_s": round(state.elapsed_s, 1)}
-                if not out_of_time:
+                if not out_of_time or state.step >= len(batches):  # the epoch is complete
                     state.epoch += 1
                     state.step = 0
                 if out_of_time or state.epoch % config.val_every == 0 \
@@ -423,6 +429,8 @@ class Trainer:
                     val, task_metrics = self.validate()
                     record["val"] = val
                     record["val_metrics"] = task_metrics
+                    if collapse_ratio(val) is not None:
+                        record["collapse_ratio"] = collapse_ratio(val)
                     if self.task_weights is not None:
                         record["task_weights"] = self.task_weights.update(task_metrics)
                         state.task_weights = self.task_weights.state_dict()
@@ -439,8 +447,10 @@ class Trainer:
                                                         "kind": "best"})
                     if self.ctx.main:
                         train_loss = record["train"].get("total", 0.0)
+                        ratio = collapse_ratio(val)
                         print(f"epoch {record['epoch']}: train {train_loss:.4f}"
-                              f"  val {val['total']:.4f}  best {state.best_val_loss:.4f}",
+                              f"  val {val['total']:.4f}  best {state.best_val_loss:.4f}"
+                              + ("" if ratio is None else f"  KA collapse ratio {ratio:.3f}"),
                               flush=True)
                 state.history.append(record)
                 self.save_state()
@@ -466,6 +476,32 @@ class Trainer:
         return state.history
 
     # ----------------------------------------------------------------- multitask
+    def _probe_teachers(self) -> None:
+        """KA: each teacher's linear probe on the student's training images, printed (with a
+        warning when it carries little) and written to ``teacher_probe.json``."""
+        from training.amalgamation import AmalgamationExtra
+        from training.teacher_probe import probe_teacher
+
+        for extra in self.extras:
+            if not isinstance(extra, AmalgamationExtra) or not extra.config.probe_images:
+                continue
+            found = []
+            for spec, teacher in zip(extra.config.teachers, extra.teachers, strict=True):
+                try:
+                    results = probe_teacher(teacher, self.train_records,
+                                            self.config.model.input_size, spec,
+                                            images=extra.config.probe_images,
+                                            device=self.ctx.device)
+                except ValueError as error:  # too few people to probe
+                    print(f"teacher probe {spec}: skipped ({error})", flush=True)
+                    continue
+                for result in results:
+                    print(result.line(), flush=True)
+                    found.append({"teacher": spec, **dataclasses.asdict(result),
+                                  "carries_little": result.carries_little})
+            with atomic_write(self.out / "teacher_probe.json") as stream:
+                stream.write(json.dumps(found, indent=1).encode())
+
     def _init_backbone(self, spec: str) -> None:
         from caer_ros.model.weights import BackboneWeightsError, load_backbone_weights
 
@@ -501,11 +537,19 @@ class Trainer:
         config, state = self.config, self.state
         per_epoch = max(len(self.train_set) // max(config.batch_size, 1), 1)
         done = [(state.epoch + state.step / per_epoch) / config.epochs]
-        if config.budget_minutes is not None:
-            done.append(state.elapsed_s / (60.0 * config.budget_minutes))
+        if config.budget_minutes is not None:  # process 0's clock, so every process agrees
+            done.append(self._from_main(state.elapsed_s) / (60.0 * config.budget_minutes))
         if config.max_steps is not None:
             done.append(state.global_step / config.max_steps)
         return min(max(done), 1.0)
+
+    def _from_main(self, value: float) -> float:
+        """``value`` as process 0 has it (itself without DDP)."""
+        if not self.ctx.enabled:
+            return value
+        tensor = torch.tensor([float(value)], dtype=torch.float64)
+        torch.distributed.broadcast(tensor, 0)
+        return float(tensor.item())
 
     def _agreed(self, flag: bool) -> bool:
         """``flag`` as decided by process 0 (so every process stops at the same step)."""
@@ -514,6 +558,15 @@ class Trainer:
         value = torch.tensor([1.0 if flag else 0.0])
         torch.distributed.broadcast(value, 0)
         return bool(value.item())
+
+
+def collapse_ratio(validation: dict[str, float]) -> float | None:
+    """KA's collapse diagnostic (:mod:`training.amalgamation`): eq. 7's validation loss over
+    its value for zero student features; None without knowledge amalgamation."""
+    feat, zero = validation.get("diag.ka.feat"), validation.get("diag.ka.feat_zero")
+    if feat is None or zero is None:
+        return None
+    return feat / zero if zero > 0 else math.inf
 
 
 def biases_before_batchnorm(model: torch.nn.Module) -> list[torch.nn.Parameter]:

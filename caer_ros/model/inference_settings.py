@@ -8,9 +8,10 @@
   at the box centre (BENet 2.1).
 - ``peak_kernel``: max-pooling window of the heatmap peak search (CenterNet); ``top_k``: at
   most that many peaks per image.
-- ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both): the sigmoid of
-  each scale's maps, the 1/4 maps upsampled bilinearly to the 1/2 grid; ``fuse_sizes`` says
-  where the fused box sizes come from: ``mean`` of both scales, or ``quarter``, the 1/4 sizes
+- ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both): the
+  probabilities of each scale's maps (sigmoid, or softmax for a set the model scores so), the
+  1/4 maps upsampled bilinearly to the 1/2 grid; ``fuse_sizes`` says where the fused box
+  sizes come from: ``mean`` of both scales, or ``quarter``, the 1/4 sizes
   alone (upsampled), as BENet's public code does. ``fuse_scales`` false is the *fast head
   mode*: the 1/2-resolution branches are not computed at all (README, "Choosing a speed").
   ``flip_test``: also run the horizontally flipped image and average (maps mirrored back).
