@@ -277,7 +277,7 @@ def test_batchnorm_statistics_are_kept_per_source():
 
 def test_the_common_space_does_not_collapse_while_eq7_falls():
     """The collapse guard. A teacher's features with an RMS of ~15 and a student whose features
-    are an unknown linear function of them, 15 times smaller; 300 Adam steps of eq. 7 + eq. 8
+    are an unknown linear function of them, 15 times smaller; 200 Adam steps of eq. 7 + eq. 8
     on the common space. Eq. 7 falls, and feeding zero student features through the trained
     module gives a far larger loss, and the teachers' projection still varies over the map: it
     did not shrink to a constant that a student matches without learning anything (the saved
@@ -292,7 +292,7 @@ def test_the_common_space_does_not_collapse_while_eq7_falls():
     module = seeded(4, lambda: Amalgamation([4], 6, channels=8))
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
     feats = []
-    for _ in range(300):
+    for _ in range(200):
         teachers, student = batch()
         losses = amalgamation_losses(module.train()(teachers, student))
         optimizer.zero_grad()
@@ -306,7 +306,7 @@ def test_the_common_space_does_not_collapse_while_eq7_falls():
         trained = amalgamation_losses(out)["feat"].item()
         zero = masked_mse(out.f_T, module.zero_student(student)).item()
     assert sum(feats[-10:]) / 10 < 0.1 * sum(feats[:10]) / 10, feats[::30]
-    assert trained < 0.1 * zero, (trained, zero)  # collapse_ratio: 0.006 when written
+    assert trained < 0.1 * zero, (trained, zero)  # collapse_ratio: 0.03 when written
     assert out.f_T.std(dim=(0, 2, 3)).mean() > 1.0  # a map, not a per-channel constant
 
 

@@ -183,7 +183,7 @@ def test_trainer_with_distillation_discriminator_and_adaptive_weights(synthetic_
     overrides = [*TINY, *MIXED, "tasks=[bu,det]", "batch_size=4", "epochs=2",
                  f"distill={{teacher: {teacher}, alpha: 3.0, beta: 0.5}}",
                  "discriminator={delta: 1.0, schedule: ramp, hidden: 16}",
-                 "task_weights=adaptive", f"out={out}"]
+                 "task_weights=adaptive", "calibrate=false", f"out={out}"]
     trainer = Trainer(load_config(SMOKE, overrides, synthetic_dataset), progress=False)
     assert trainer.term_weights["bu.q.heco"] == 3.0  # alpha: every supervised emotion task
     assert trainer.term_weights["bu.q.emotic"] == 3.0

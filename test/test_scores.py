@@ -30,7 +30,8 @@ def softmax_files(tmp_path_factory):
     """The small test model with HECO scored by a softmax, as .pt and as ONNX (with the BU+PC
     fusion, so the person-centric scores are in the graph too)."""
     folder = tmp_path_factory.mktemp("softmax_model")
-    pt = write_small_model(folder / "small.pt", seed=3, attention=False, scores=SOFTMAX_HECO)
+    pt = write_small_model(folder / "small.pt", seed=3, attention=False, backbone="hrnet_cpu",
+                           scores=SOFTMAX_HECO)
     onnx = export_onnx(pt, folder / "small.onnx", fusion="mean")
     return pt, onnx
 

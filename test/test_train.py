@@ -87,7 +87,8 @@ def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
     command removes the half-written file, resumes from the previous state and ends with the
     weights of an uninterrupted run, bit for bit."""
     args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
-            "epochs=3", "batch_size=4", "checkpoint_every=1", "val_every=3", *TINY]
+            "epochs=3", "batch_size=4", "checkpoint_every=1", "val_every=3", "calibrate=false",
+            *TINY]
     whole = tmp_path / "whole"  # uninterrupted, beside the killed run (one thread each)
     run = subprocess.Popen([sys.executable, "-m", "training.train", *args, "--out", str(whole)],
                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -120,7 +121,7 @@ def test_resume_after_kill_is_exact(synthetic_dataset, tmp_path):
 
 def test_resume_refuses_a_different_config(synthetic_dataset, tmp_path, capsys):
     args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out", str(tmp_path),
-            "--no-progress", "epochs=1", "batch_size=8", *TINY]
+            "--no-progress", "epochs=1", "batch_size=8", "calibrate=false", *TINY]
     assert main(args) == 0
     assert main([*args, "optim.lr=0.01"]) == 1
     assert "different config" in capsys.readouterr().err
@@ -129,7 +130,7 @@ def test_resume_refuses_a_different_config(synthetic_dataset, tmp_path, capsys):
 
 def test_budget_stops_training(synthetic_dataset, tmp_path):
     config = load_config(SMOKE, [*TINY, "epochs=50", "batch_size=4", "budget_minutes=0.0001",
-                                 f"out={tmp_path}"], synthetic_dataset)
+                                 "calibrate=false", f"out={tmp_path}"], synthetic_dataset)
     history = Trainer(config, restart=True, progress=False).run()
     assert len(history) == 1 and history[0]["steps"] == 1
     assert read_model_file(tmp_path / "final.pt")[0].meta["stopped_by_budget"] is True
@@ -150,7 +151,7 @@ def test_two_processes_train_like_one(synthetic_dataset, tmp_path):
     One SGD step so float-order differences are not amplified by many steps."""
     args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--no-progress",
             "epochs=1", "batch_size=8", "optim.name=sgd", "optim.lr=0.01", "optim.momentum=0",
-            *TINY]
+            "calibrate=false", *TINY]
     single = subprocess.run([sys.executable, "-m", "training.train", *args,
                              "--out", str(tmp_path / "one")],
                             env=env(), capture_output=True, text=True, timeout=600)
@@ -184,7 +185,8 @@ def test_box_mean_reading_adds_the_variance_term(synthetic_dataset, tmp_path):
     and writes model files that read the box mean."""
     out = tmp_path / "run"
     config = load_config(SMOKE, [*TINY, "tasks=[bu,det]", "bu_reading=box_mean", "epochs=1",
-                                 "batch_size=4", f"out={out}"], synthetic_dataset)
+                                 "batch_size=4", "calibrate=false", f"out={out}"],
+                         synthetic_dataset)
     assert config.inference["extraction"] == "box_mean"
     history = Trainer(config, progress=False).run()
     assert {"bu.q.emotic", "var.q.emotic"} <= set(history[0]["train"])
