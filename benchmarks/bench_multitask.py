@@ -89,7 +89,7 @@ ARMS = {
 # figures compared between arms (paired over seeds)
 COMPARED = ("cross_er_map", "cross_er_map_emotic", "cross_er_map_heco", "er_map", "er_map_heco",
             "macro_f1_heco", "ccc_mean", "pd_ap")
-HEADLINE_GAINS = {"distill_gain": "distill", "alpha_gain": "alpha_only",
+HEADLINE_GAINS = {"distill_gain_cross": "distill", "alpha_gain": "alpha_only",
                   "disc_gain": "disc_constant", "disc_ramp_gain": "disc_ramp",
                   "placebo_gain": "placebo", "adaptive_gain": "adaptive"}
 
@@ -192,8 +192,7 @@ def summary(runs: dict[str, dict[int, dict[str, object]]], chance: float
     for key, arm in HEADLINE_GAINS.items():
         if arm in runs:
             out[key], out[f"{key}_std"] = paired(runs, arm, "cross_er_map")
-    out["distill_gain_cross"] = out.pop("distill_gain", None)
-    out["distill_gain_std"] = out.pop("distill_gain_std", None)
+    out["distill_gain_std"] = out.pop("distill_gain_cross_std", None)
     if "distill" in runs and "alpha_only" in runs:
         out["distill_minus_alpha"], out["distill_minus_alpha_std"] = mean_std(
             [runs["distill"][s]["cross_er_map"] - runs["alpha_only"][s]["cross_er_map"]

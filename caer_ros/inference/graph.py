@@ -307,6 +307,7 @@ class InferenceGraph(nn.Module):
         self.settings = settings
         self.stride = output_stride(model.config, settings)
         self.output_names = output_names(model.config, settings)
+        self.softmax = model.config.softmax_sets  # read once, not per frame
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         batch = images.shape[0]
@@ -319,8 +320,7 @@ class InferenceGraph(nn.Module):
             flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in every.items()}
         else:
             output, flipped = every, None
-        named = column_sums(score_maps(output, self.settings, flipped,
-                                       self.model.config.softmax_sets))
+        named = column_sums(score_maps(output, self.settings, flipped, self.softmax))
         if self.fusion:
             for name, scores in person_centric_scores(self.model, raw).items():
                 named[PC_SCORES + name] = torch.add(scores[:batch], scores[batch:]).mul_(0.5) \
