@@ -155,10 +155,12 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
     """Train one arm within the budget; evaluate its model file on the test split."""
     out = args.out / "runs" / name
     config = load_config(args.config, [*args.overrides, f"out={out}", f"seed={args.seed}",
-                                       f"budget_minutes={args.budget_minutes}",
+                                       "budget_minutes=" + ("null" if args.budget_minutes
+                                                            is None else str(args.budget_minutes)),
                                        f"inference.extraction={args.extraction}"], data)
-    print(f"[{name}] training on {data.name}: budget {args.budget_minutes:g} min -> {out}",
-          flush=True)
+    limit = f"budget {args.budget_minutes:g} min" if args.budget_minutes is not None else \
+        " ".join(o.replace("=", " ") for o in args.overrides if o.startswith("max_steps="))
+    print(f"[{name}] training on {data.name}: {limit} -> {out}", flush=True)
     started = time.perf_counter()
     trainer = Trainer(config, restart=True, progress=args.progress)
     history = trainer.run()
@@ -195,8 +197,22 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
         "last_val_loss": rounded(last.get("val", {}).get("total"), 4),
         # KA runs: eq. 7's loss over its value for zero student features (training.amalgamation)
         "collapse_ratio": rounded(last.get("collapse_ratio"), 4),
+        "validations": validations(history),
         "config": config.to_dict(),
     }
+
+
+def validations(history: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Each validation of a run: the steps and training seconds before it, its total loss and
+    its emotion tasks' metrics (``val_metrics``, 0..1)."""
+    out, steps = [], 0
+    for record in history:
+        steps += record["steps"]
+        if "val" in record:
+            out.append({"steps": steps, "elapsed_s": record["elapsed_s"],
+                        "val_loss": rounded(record["val"].get("total"), 4),
+                        "val_metrics": record.get("val_metrics", {})})
+    return out
 
 
 def check_model(model: Path, data: Path) -> dict[str, object]:

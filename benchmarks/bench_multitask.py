@@ -55,16 +55,15 @@ its figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
-from common import machine, rounded, write_json
+from common import machine, mean_std, rounded, write_json
 
 from caer_ros.inference.predictor import Predictor
 from training.config import load_config
@@ -163,20 +162,10 @@ def chance_cross_er_map(sets: dict[str, list]) -> float:
     return round(sum(values) / 2, 2)
 
 
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, None
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return round(statistics.fmean(values), 2), round(spread, 2)
-
-
 def paired(runs: dict[str, dict[int, dict[str, object]]], arm: str, key: str
            ) -> tuple[float | None, float | None]:
     """Mean and standard deviation over seeds of ``arm`` minus ``base`` (same seed)."""
-    diffs = [runs[arm][s][key] - runs["base"][s][key] for s in runs[arm]
-             if runs[arm][s].get(key) is not None and runs["base"][s].get(key) is not None]
-    return mean_std(diffs)
+    return common.paired(runs, arm, key, "base")
 
 
 def summary(runs: dict[str, dict[int, dict[str, object]]], chance: float

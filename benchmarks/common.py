@@ -58,3 +58,23 @@ def write_json(path: str | None, figures: dict[str, object]) -> None:
         with atomic_write(target) as stream:
             stream.write((json.dumps(figures, indent=2) + "\n").encode())
         print(f"figures written to {target}")
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for one value) of the finite ``values``,
+    rounded to 2 digits; ``(None, None)`` when there is none."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return round(statistics.fmean(values), 2), round(spread, 2)
+
+
+def paired(runs: dict[str, dict[int, dict[str, object]]], arm: str, key: str,
+           control: str) -> tuple[float | None, float | None]:
+    """Mean and standard deviation over seeds of ``arm`` minus ``control`` (the same seed's
+    run) in ``key``; ``runs[arm][seed]`` holds one run's figures."""
+    diffs = [runs[arm][s][key] - runs[control][s][key] for s in runs[arm]
+             if s in runs[control] and runs[arm][s].get(key) is not None
+             and runs[control][s].get(key) is not None]
+    return mean_std(diffs)

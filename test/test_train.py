@@ -34,6 +34,30 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def test_best_by_metric_keeps_the_best_validation_metric(synthetic_dataset, tmp_path,
+                                                         monkeypatch):
+    """best_by: metric keeps the model of the validation with the highest mean task metric,
+    whatever the losses say; the loss rule stays the default; metric needs the bu task."""
+    import training.train as train_module
+    from training.config import ConfigError
+
+    scripted = iter([{"emotic": 0.3}, {"emotic": 0.6}, {"emotic": 0.4}])
+    monkeypatch.setattr(train_module.TaskMetrics, "result", lambda self: next(scripted))
+    out = tmp_path / "run"
+    config = load_config(SMOKE, [*TINY, "tasks=[bu,det]", "batch_size=8", "epochs=3",
+                                 "calibrate=false", "best_by=metric", f"out={out}"],
+                         synthetic_dataset)
+    history = Trainer(config, progress=False).run()
+    assert [h["val_metrics"]["emotic"] for h in history] == [0.3, 0.6, 0.4]
+    meta = read_model_file(out / "best.pt")[0].meta
+    assert meta["epoch"] == 2 and meta["val_metric"] == pytest.approx(0.6)
+    assert load_config(SMOKE, TINY).best_by == "loss"
+    with pytest.raises(ConfigError, match="best_by: metric needs the bu task"):
+        load_config(SMOKE, [*TINY, "best_by=metric", "tasks=[det]"])
+    with pytest.raises(ConfigError, match="best_by must be loss or metric"):
+        load_config(SMOKE, [*TINY, "best_by=lowest"])
+
+
 def test_train_writes_usable_model_files(synthetic_dataset, tmp_path):
     out = tmp_path / "run"
     code = main(["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out", str(out),

@@ -29,7 +29,10 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
 - run: ``epochs``, ``batch_size`` (the global batch, split over DDP processes), ``workers``,
   ``seed``, ``out``, ``budget_minutes`` (stop once training has run this long), ``max_steps``
   (stop after this many optimiser steps: equal steps for compared runs), ``val_every``,
-  ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``.
+  ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``;
+  ``best_by``: what picks ``best.pt``, ``loss`` (the lowest total validation loss, BENet's and
+  KA's rule) or ``metric`` (the highest mean of the emotion tasks' validation metrics,
+  :mod:`training.task_metrics`: one rule for runs whose losses differ, e.g. KA's extra terms).
 - ``inference``: :class:`~caer_ros.model.inference_settings.InferenceSettings` fields stored in
   the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
   the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
@@ -72,6 +75,7 @@ DEFAULT_PRE_TRANSFORMS = {"raw": 0.25, "random_mask": 0.25, "extract_subject": 0
                           "mask_all": 0.25}
 EMOTION_LOSSES = ("focal", "bce", "ce")
 BU_READINGS = ("center", "box_mean")
+BEST_BY = ("loss", "metric")
 SOURCES = ("emotic", "heco")
 
 
@@ -194,6 +198,7 @@ class TrainConfig:
     task_weights: str = "fixed"
     task_patience: int = 5
     early_stop: bool = False
+    best_by: str = "loss"
     amalgamation: dict[str, Any] | None = None
     init_backbone: str | None = None
 
@@ -391,6 +396,7 @@ def _check_run(c: TrainConfig) -> None:
         ("task_patience", isinstance(c.task_patience, int)
          and not isinstance(c.task_patience, bool) and c.task_patience >= 1, "an integer >= 1"),
         ("early_stop", isinstance(c.early_stop, bool), "true or false"),
+        ("best_by", c.best_by in BEST_BY, " or ".join(BEST_BY)),
         ("amp", isinstance(c.amp, bool), "true or false"),
         ("calibrate", isinstance(c.calibrate, bool), "true or false"),
         ("continuous_loss", c.continuous_loss in ("ccc", "l2"), "ccc or l2"),
@@ -435,6 +441,9 @@ def _check_run(c: TrainConfig) -> None:
     if c.task_weights == "adaptive" and "bu" not in c.tasks:
         raise ConfigError("task_weights: adaptive needs the bu task (each task's validation "
                           "metric is read from the bottom-up emotion maps)")
+    if c.best_by == "metric" and "bu" not in c.tasks:
+        raise ConfigError("best_by: metric needs the bu task (the validation metrics are read "
+                          "from the bottom-up emotion maps)")
     if c.init_backbone is not None and not (isinstance(c.init_backbone, str) and c.init_backbone):
         raise ConfigError("init_backbone must be a weights file path or null")
     _check_multitask(c)

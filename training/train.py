@@ -9,7 +9,8 @@
 Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-transforms
 (:mod:`training.data`, :mod:`training.objective`). The run folder (``out``) receives:
 
-- ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*),
+- ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*;
+  ``best_by: metric``: the highest mean validation metric of the emotion tasks instead),
   ``final.pt``: the one at the end (*final model*); both are model files the node,
   ``caer-infer`` and ``training.evaluate`` accept, with the config's ``inference`` settings and
   per-category thresholds calibrated on the validation split (:mod:`training.calibrate`);
@@ -88,6 +89,7 @@ class TrainState:
     step: int = 0  # steps of ``epoch`` already done
     global_step: int = 0
     best_val_loss: float = math.inf
+    best_val_metric: float = -math.inf  # best_by: metric
     elapsed_s: float = 0.0  # training time so far, over every resumption
     history: list[dict[str, Any]] = field(default_factory=list)
     task_weights: dict[str, Any] = field(default_factory=dict)  # TaskWeights state (adaptive)
@@ -440,16 +442,27 @@ class Trainer:
                             record["early_stopped"] = True
                     self._log_scalars("val", val, state.global_step)
                     self._log_maps(state.global_step)
-                    if val["total"] < state.best_val_loss:
-                        state.best_val_loss = val["total"]
-                        if self.ctx.main:
-                            self.save_model("best.pt", {"val_loss": val["total"],
-                                                        "kind": "best"})
+                    metric = float(np.mean(list(task_metrics.values()))) \
+                        if task_metrics else None
+                    if config.best_by == "metric":
+                        better = metric is not None and metric > state.best_val_metric
+                    else:
+                        better = val["total"] < state.best_val_loss
+                    state.best_val_loss = min(state.best_val_loss, val["total"])
+                    if better and config.best_by == "metric":
+                        state.best_val_metric = metric
+                    if better and self.ctx.main:
+                        self.save_model("best.pt", {"val_loss": val["total"], "kind": "best",
+                                                    "val_metric": metric,
+                                                    "epoch": record["epoch"]})
                     if self.ctx.main:
                         train_loss = record["train"].get("total", 0.0)
                         ratio = collapse_ratio(val)
+                        best = f"best {state.best_val_loss:.4f}" if config.best_by == "loss" \
+                            else f"metric {metric if metric is not None else math.nan:.4f}" \
+                            f"  best {state.best_val_metric:.4f}"
                         print(f"epoch {record['epoch']}: train {train_loss:.4f}"
-                              f"  val {val['total']:.4f}  best {state.best_val_loss:.4f}"
+                              f"  val {val['total']:.4f}  {best}"
                               + ("" if ratio is None else f"  KA collapse ratio {ratio:.3f}"),
                               flush=True)
                 state.history.append(record)

@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import csv
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -416,8 +417,9 @@ def _draw_scenes(
     return truth
 
 
-def _write_emotic_labels(out: Path, truth: dict[str, list[SceneTruth]]) -> None:
-    """``out/Annotations/Annotations.mat`` for the scenes per split (train: one annotator)."""
+def write_emotic_labels(out: Path, truth: dict[str, list[SceneTruth]]) -> None:
+    """``out/Annotations/Annotations.mat`` for the scenes per split (train: one annotator), each
+    person labelled with its ``categories``."""
     write_annotations(
         out / "Annotations" / "Annotations.mat",
         {k: [emotic_entry(s, k != "train") for s in v] for k, v in truth.items()},
@@ -436,14 +438,15 @@ def _write_heco_labels(path: Path, scenes: list[SceneTruth]) -> None:
 
 
 def generate(
-    out: str | Path, images: int, seed: int, size: int = 256, heco: bool = False
+    out: str | Path, images: int, seed: int | Sequence[int], size: int = 256, heco: bool = False
 ) -> dict[str, list[SceneTruth]]:
-    """Write the dataset under ``out`` and return the ground truth per split."""
+    """Write the dataset under ``out`` and return the ground truth per split (``seed``: anything
+    ``numpy.random.default_rng`` takes, e.g. ``[seed, 1]`` for a stream apart from ``seed``'s)."""
     out = Path(out)
     splits = _split_names(images)
     image_dirs = [out / "emotic" / FOLDER] + ([out / "heco" / "images"] if heco else [])
     truth = _draw_scenes(np.random.default_rng(seed), splits, size, image_dirs, "synthetic")
-    _write_emotic_labels(out, truth)
+    write_emotic_labels(out, truth)
     if heco:
         _write_heco_labels(out / "HECO_Labels.csv", [s for v in truth.values() for s in v])
     return truth
@@ -459,7 +462,7 @@ def _write_cross_set(
     image_dirs = [root / "emotic" / FOLDER, root / "heco" / "images"]
     test = _draw_scenes(rng, ["test"] * images, size, image_dirs, name, shift, f"cross {name}")
     truth = {"train": [], "val": [], "test": test["test"]}
-    _write_emotic_labels(root, truth)
+    write_emotic_labels(root, truth)
     _write_heco_labels(root / "HECO_Labels.csv", truth["test"])
     return truth
 
@@ -492,7 +495,7 @@ def generate_pools(
     emotic_dirs = [out / "emotic" / FOLDER]
     rng = np.random.default_rng(seed)
     truth["emotic"] = _draw_scenes(rng, splits, size, emotic_dirs, "emotic", 0.0, "emotic pool")
-    _write_emotic_labels(out, truth["emotic"])
+    write_emotic_labels(out, truth["emotic"])
     rng, heco_dirs = np.random.default_rng([seed, 1]), [out / "heco" / "images"]
     heco = _draw_scenes(rng, ["all"] * images, size, heco_dirs, "heco", shift, "heco pool")
     _write_heco_labels(out / "HECO_Labels.csv", heco["all"])
