@@ -44,9 +44,10 @@ machines allow. One run:
      (val ER mAP 0.36), as did a classifier of 64 px scene windows around the heads (macro F1
      0.31); started from the crop classifier it leaves chance after about 200 steps;
    - ``context``: as ``generic``, on the backgrounds.
-4. **Probes** (:mod:`training.teacher_probe`), before any arm: each teacher's features on the
+4. **Probes** (:mod:`training.teachers.probe`), before any arm: each teacher's features on the
    student's own training scenes, a linear probe fitted on 70% of the people and scored on the
-   rest. The face, face-crop and generic teachers are probed on each person's face class from the head
+   rest. The face, face-crop and generic teachers are probed on each person's face class from the
+   head
    region (the top quarter of the box), the context teacher on the scene's context from the
    box. The face teacher's accuracy is ``teacher_probe`` (the KA arms are only worth reading
    when it is high); the generic teacher's face probe is the control: what features that
@@ -59,7 +60,8 @@ machines allow. One run:
 
    - ``baseline``: the backbone starts from the generic teacher (the paper's ImageNet start);
    - ``finetune``: the backbone starts from the face teacher (the paper's F-T column);
-   - ``ka_1``: generic start, knowledge amalgamation (:mod:`training.amalgamation`, eq. 7-9)
+   - ``ka_1``: generic start, knowledge amalgamation (:mod:`training.objectives.amalgamation`, eq.
+     7-9)
      from the face teacher;
    - ``ka_2``: the same from the face and the context teachers;
    - optional: ``ka_placebo`` (KA from the generic teacher: the KA machinery with no emotion
@@ -70,7 +72,7 @@ machines allow. One run:
    6-10 baseline steps on CPU). Every arm keeps ``best.pt`` by its validation ER mAP
    (``best_by: metric``: one rule for arms whose losses differ; the paper's lowest total
    validation loss would rank the KA arms by their KA terms too), evaluated on the held-out
-   test split with :func:`training.evaluate.evaluate` through the node's
+   test split with :func:`training.evaluation.evaluate.evaluate` through the node's
    :class:`~caer_ros.inference.predictor.Predictor` (``er_map``, ``pd_ap``, ``oer_map``, x100).
 
 **Equal time beside equal steps.** A KA step costs more than a baseline step (the teachers'
@@ -132,8 +134,8 @@ from training.datasets.synthetic import (
     render_scene,
     write_emotic_labels,
 )
-from training.teacher_probe import person_features, probe
-from training.teachers import load_teacher
+from training.teachers.models import load_teacher
+from training.teachers.probe import person_features, probe
 from training.train import Trainer
 from training.train_teacher import load_teacher_config, train_teacher
 

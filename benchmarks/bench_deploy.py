@@ -73,7 +73,7 @@ from caer_ros.model import (
 )
 from caer_ros.model.checkpoint import load_model_file
 from training.datasets.emotic import load_emotic
-from training.evaluate import evaluate
+from training.evaluation.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("torch_eager", "ort_fp32", "ort_int8", "fast", "int8_fast")

@@ -9,7 +9,8 @@ the trainer counts it; validation and evaluation come on top):
 2. ``full``: the bench config (``training/configs/bench_learn.yaml``, the ``hrnet_cpu``
    backbone) trained on the images as they are; its ``final.pt`` (``--checkpoint best`` for
    the lowest validation loss instead) is evaluated on the held-out test split with
-   :func:`training.evaluate.evaluate`, the node's :class:`~caer_ros.inference.predictor.Predictor`
+   :func:`training.evaluation.evaluate.evaluate`, the node's
+   :class:`~caer_ros.inference.predictor.Predictor`
    code path: ``er_map``, ``pd_ap``, ``oer_map`` (x100; targets >= 70, >= 50, >= 50);
 3. ``context_only``: every person's box filled with the letterbox pad colour (:data:`PAD_RGB`),
    only the scene is left -> ``er_map_context_only``;
@@ -57,7 +58,7 @@ from caer_ros.inference.preprocess import PAD_RGB
 from training.config import load_config
 from training.datasets.emotic import ANNOTATIONS, load_emotic
 from training.datasets.synthetic import FOLDER, SceneTruth, draw_person, generate
-from training.evaluate import evaluate
+from training.evaluation.evaluate import evaluate
 from training.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +196,8 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
         "eval_s": round(time.perf_counter() - started, 1),
         "last_train_loss": rounded(last.get("train", {}).get("total"), 4),
         "last_val_loss": rounded(last.get("val", {}).get("total"), 4),
-        # KA runs: eq. 7's loss over its value for zero student features (training.amalgamation)
+        # KA runs: eq. 7's loss over its value for zero student features
+        # (training.objectives.amalgamation)
         "collapse_ratio": rounded(last.get("collapse_ratio"), 4),
         "validations": validations(history),
         "config": config.to_dict(),

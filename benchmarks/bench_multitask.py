@@ -30,7 +30,8 @@ same config (``training/configs/bench_multitask.yaml``) and seed, for each of ``
   this control's gain is 0 unless the pipeline leaks);
 - ``adaptive``: gamma_i = exp(0.5 n_i) from each task's validation metric, capped at 5.
 
-Every arm's ``final.pt`` is evaluated (the node's Predictor, :func:`training.evaluate.evaluate`)
+Every arm's ``final.pt`` is evaluated (the node's Predictor,
+:func:`training.evaluation.evaluate.evaluate`)
 on the EMOTIC-style test split (``er_map``, ``pd_ap``, ``ccc_mean`` x100), the HECO-style test
 partition (``er_map_heco``, ``macro_f1_heco``: over all 8 classes, with softmax scores) and
 the two cross-domain cells. Gains are paired: arm minus ``base`` of the same seed, then mean
@@ -69,8 +70,8 @@ from caer_ros.inference.predictor import Predictor
 from training.config import load_config
 from training.datasets.heco import load_heco
 from training.datasets.synthetic import generate_pools
-from training.evaluate import evaluate, load_split
-from training.metrics import er_map
+from training.evaluation.evaluate import evaluate, load_split
+from training.evaluation.metrics import er_map
 from training.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ code fuses them (box sizes from the 1/4 maps), flip test off unless ``--flip-tes
 
 ``--thresholds-from`` takes per-category emotion thresholds from a caer_ros model file or a
 JSON file ``{"emotic": [26 numbers], "heco": [8 numbers]}``; without it every threshold is 0.5
-(``python -m training.calibrate`` can set them from a validation split later).
+(``python -m training.evaluation.calibrate`` can set them from a validation split later).
 
 Exit status: 0 written; 2 the source (or thresholds file) is not usable, with one line on
 stderr saying why; nothing is written at ``DST`` unless the conversion succeeded.

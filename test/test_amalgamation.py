@@ -1,4 +1,5 @@
-"""training.amalgamation: the common feature space (KA Figure 2b), eq. 7-8's masked loss, the
+"""training.objectives.amalgamation: the common feature space (KA Figure 2b), eq. 7-8's masked
+loss, the
 frozen teachers, a KA training run on the synthetic scenes, and the ka_*.yaml experiments."""
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from caer_ros.model.network import build_model
-from training.amalgamation import (
+from training.config import AmalgamationConfig, ConfigError, TrainConfig, load_config
+from training.data.batches import CaerDataset, load_split, make_collate
+from training.objectives.amalgamation import (
     EXTRACTOR_BLOCKS,
     Amalgamation,
-    AmalgamationConfig,
     AmalgamationExtra,
     AmalgamationOutput,
     amalgamation_losses,
     masked_mse,
     student_feature,
 )
-from training.config import ConfigError, TrainConfig, load_config
-from training.data import CaerDataset, load_split, make_collate
-from training.objective import compute_losses, local_counts, term_names
+from training.objectives.benet import compute_losses, local_counts, term_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"
@@ -357,7 +357,7 @@ def test_every_ka_config_loads():
     for path in paths:
         config = load_config(path)
         if config.amalgamation is not None:
-            AmalgamationConfig.from_dict(config.amalgamation)
+            assert isinstance(config.amalgamation, AmalgamationConfig)
 
 
 def test_every_documented_row_is_one_command_that_loads():
@@ -373,7 +373,7 @@ def test_every_documented_row_is_one_command_that_loads():
         assert config.out not in outs, config.out
         outs.add(config.out)
         if config.amalgamation is not None:
-            teachers = AmalgamationConfig.from_dict(config.amalgamation).teachers
+            teachers = config.amalgamation.teachers
             assert 1 <= len(teachers) <= 3
             rows["ka"] += 1
         elif config.init_backbone and "teachers/" in config.init_backbone:

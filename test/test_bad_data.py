@@ -19,12 +19,12 @@ import pytest
 
 from caer_ros.atomic_file import atomic_write, remove_stale_temp_files
 from caer_ros.image_file import ImageFileError, image_info, read_image
-from training import evaluate as evaluate_cli
 from training.config import load_config
-from training.data import CaerDataset, DataError, epoch_batches, loader, read_rgb
+from training.data.batches import CaerDataset, DataError, epoch_batches, loader, read_rgb
 from training.datasets import load_emotic, load_heco
 from training.datasets.heco import HecoFormatError
 from training.datasets.synthetic import emotic_entry, generate, write_annotations
+from training.evaluation import evaluate as evaluate_cli
 from training.run_folder import RunFolderBusy, RunFolderLock
 from training.train import main as train_main
 

@@ -1,4 +1,5 @@
-"""training.calibrate: the F1-best threshold per category, and the model file it rewrites."""
+"""training.evaluation.calibrate: the F1-best threshold per category, and the model file it
+rewrites."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from caer_ros.model.checkpoint import read_model_file
-from training.calibrate import best_f1_thresholds, calibrate_model_file
 from training.datasets.emotic import load_emotic
+from training.evaluation.calibrate import best_f1_thresholds, calibrate_model_file
 
 
 def test_best_f1_threshold_by_hand():

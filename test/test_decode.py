@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from helpers.torch_decode import decode, extract_scores
 
 from caer_ros.inference.decode import (
     Detections,
@@ -16,8 +17,6 @@ from caer_ros.inference.decode import (
     box_cells,
     cell_centers,
     center_cells,
-    decode,
-    extract_scores,
     find_people,
     labels_over_threshold,
     peak_cells,

@@ -14,8 +14,8 @@ from caer_ros.model.checkpoint import save_model_file
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training.config import ConfigError, DistillConfig, load_config
-from training.distillation import DistillationExtra, distillation_terms, soft_label_loss
-from training.multitask import TaskDiscriminator, emotion_task
+from training.objectives.distillation import DistillationExtra, distillation_terms, soft_label_loss
+from training.objectives.multitask import TaskDiscriminator, emotion_task
 from training.train import Trainer
 
 MIXED = ["model.categories=[emotic,heco]", "data.train=[emotic,heco]",
@@ -34,7 +34,7 @@ def test_soft_label_loss_by_hand():
     assert soft_label_loss(s, t, "ce", temperature).item() == pytest.approx(expected, rel=1e-6)
     q = 1 / (1 + np.exp(-t.numpy() / 2))
     p = 1 / (1 + np.exp(-s.numpy() / 2))
-    # sigmoid sets: scaled by T, not T^2 (see training.distillation)
+    # sigmoid sets: scaled by T, not T^2 (see training.objectives.distillation)
     expected = -(q * np.log(p) + (1 - q) * np.log(1 - p)).sum() * 2
     assert soft_label_loss(s, t, "bce", temperature).item() == pytest.approx(expected, rel=1e-6)
     # the student that equals its teacher is at the minimum: zero gradient

@@ -1,4 +1,5 @@
-"""training.evaluate: the command line, the wiring of the metrics, F1 and the ABAW score, both
+"""training.evaluation.evaluate: the command line, the wiring of the metrics, F1 and the ABAW
+score, both
 backends, bad input.
 
 Real components throughout: the small seeded model of ``helpers/small_model.py`` (EMOTIC + HECO
@@ -25,10 +26,10 @@ from helpers.small_model import write_small_model
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.predictor import Predictor
 from caer_ros.labels import EMOTIC, HECO
-from training import metrics
 from training.datasets.emotic import load_emotic
 from training.datasets.synthetic import generate
-from training.evaluate import (
+from training.evaluation import metrics
+from training.evaluation.evaluate import (
     EvaluationError,
     emotion_thresholds,
     evaluate,
@@ -364,8 +365,8 @@ def test_no_images(torch_predictor):
 
 def test_continuous_head_gets_ccc(torch_predictor, records, torch_result):
     """The small model has a continuous head: CCC per dimension against (value - 1) / 9, equal
-    to training.multitask.ccc on what the predictor reads at the annotated boxes."""
-    from training.multitask import ccc
+    to training.objectives.multitask.ccc on what the predictor reads at the annotated boxes."""
+    from training.objectives.multitask import ccc
 
     assert set(torch_result.ccc) == {"valence", "arousal", "dominance"}
     read, truth = [], []

@@ -23,7 +23,7 @@ from caer_ros.inference.graph import PC_SCORES, InferenceGraph, output_names
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.preprocess import preprocess
 from caer_ros.model import InferenceSettings, load_model_file, read_model_file, save_model_file
-from training.transforms import Sample, extract_subject
+from training.data.transforms import Sample, extract_subject
 
 SETS = ("emotic", "heco")
 PEOPLE = {"detection_threshold": 0.0, "max_people": 5}  # a handful of people on any image

@@ -1,4 +1,4 @@
-"""Training losses (training/losses.py): each against values worked out by hand here."""
+"""Training losses (training/objectives/losses.py): each against values worked out by hand here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import (
+from training.data.targets import build_targets
+from training.objectives.losses import (
     bce_loss,
     center_focal_loss,
     detection_loss,
@@ -17,7 +18,6 @@ from training.losses import (
     single_label_ce_loss,
     size_l1_loss,
 )
-from training.targets import build_targets
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 3/4
 
@@ -247,7 +247,7 @@ def test_in_box_variance_matches_a_per_box_loop():
 def test_box_means_match_a_per_box_loop_in_person_order():
     """KA 2.1's reading: the mean of the cells of each box (the decoder's cells), the real
     people of image 0 first, padding skipped."""
-    from training.losses import box_means
+    from training.objectives.losses import box_means
 
     generator = torch.Generator().manual_seed(1)
     maps = torch.randn(2, 3, 9, 11, generator=generator, requires_grad=True)

@@ -1,4 +1,4 @@
-"""Tests of training/metrics.py: ER mAP, PD AP, OER, IoU and F1 (DESIGN.md "Metrics")."""
+"""Tests of training/evaluation/metrics.py: ER mAP, PD AP, OER, IoU and F1 (DESIGN.md "Metrics")."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from sklearn.metrics import average_precision_score, f1_score
 
-from training.metrics import (
+from training.evaluation.metrics import (
     IOU_THRESHOLDS,
     ImageDetections,
     ImageGroundTruth,

@@ -1,4 +1,5 @@
-"""training.multitask: CCC and its loss, gradient reversal, delta schedule, task weights."""
+"""training.objectives.multitask: CCC and its loss, gradient reversal, delta schedule, task
+weights."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.multitask import (
+from training.objectives.multitask import (
     GradientReversal,
     TaskWeights,
     ccc,

@@ -1,4 +1,4 @@
-"""Training targets (training/targets.py): heatmap peaks, sizes, cells, collation, and the
+"""Training targets (training/data/targets.py): heatmap peaks, sizes, cells, collation, and the
 round trip through the decoder's peak finding."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from caer_ros.inference.decode import SummedMaps, find_people
 from caer_ros.model import InferenceSettings
-from training.targets import (
+from training.data.targets import (
     build_targets,
     draw_heatmap,
     gaussian_radius,

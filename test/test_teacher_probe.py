@@ -1,4 +1,4 @@
-"""The teacher probe (training/teacher_probe.py): a teacher whose features carry the cue the
+"""The teacher probe (training/teachers/probe.py): a teacher whose features carry the cue the
 labels depend on scores well above chance, one whose features ignore it is flagged."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from caer_ros.labels import HECO
 from training.datasets.records import ImageRecord, PersonRecord
-from training.teacher_probe import MARGIN, main, probe, probe_teacher
+from training.teachers.probe import MARGIN, main, probe, probe_teacher
 
 COLOURS = ((0, 0, 200), (0, 200, 0), (200, 0, 0))  # BGR: the cue, one class each
 
@@ -90,7 +90,7 @@ class Identity(nn.Module):
 def test_person_features_follow_the_letterbox_and_the_head_region(tmp_path):
     """A 128x64 (W x H) image letterboxed to 64x64 (scale 1/2, 16 px bars top and bottom): the
     box mean reads the person's colours, the head region only its top quarter."""
-    from training.teacher_probe import person_features
+    from training.teachers.probe import person_features
 
     image = np.zeros((64, 128, 3), np.uint8)
     image[8:56, 40:72] = (0, 0, 255)  # BGR red body

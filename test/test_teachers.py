@@ -1,5 +1,5 @@
 """Teacher classifiers, their files, train_teacher and teachers as frozen feature extractors
-(training/teachers.py, training/train_teacher.py; KA paper 2.3 and 3.1)."""
+(training/teachers/models.py, training/train_teacher.py; KA paper 2.3 and 3.1)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from caer_ros.model import (
     save_model_file,
 )
 from training import train_teacher
-from training.data import Failed
+from training.data.batches import Failed
 from training.datasets.teacher_data import LabelledImage
-from training.teachers import (
+from training.teachers.models import (
     ClassifierConfig,
     HRNetFeatures,
     Teacher,

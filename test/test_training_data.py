@@ -1,4 +1,5 @@
-"""training.data and training.objective: routing, determinism, dataset mixing, DDP-exact losses."""
+"""training.data.batches and training.objectives.benet: routing, determinism, dataset mixing,
+DDP-exact losses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from caer_ros.model.network import build_model
 from training.config import TASKS, config_from_dict
-from training.data import (
+from training.data.batches import (
     CaerDataset,
     DataError,
     epoch_batches,
@@ -16,9 +17,9 @@ from training.data import (
     make_collate,
     read_rgb,
 )
-from training.losses import center_focal_loss, multilabel_focal_loss, size_l1_loss
-from training.objective import compute_losses, local_counts, term_names
-from training.targets import read_at_centers
+from training.data.targets import read_at_centers
+from training.objectives.benet import compute_losses, local_counts, term_names
+from training.objectives.losses import center_focal_loss, multilabel_focal_loss, size_l1_loss
 
 TINY = {"backbone": "hrnet_w18_small", "input_size": [64, 64], "head_blocks": 0,
         "classifier_channels": 32}
@@ -192,7 +193,7 @@ def test_heco_as_extra_data_uses_all_of_it(synthetic_dataset):
 def test_continuous_term_reads_the_centres(synthetic_dataset):
     """With a continuous head, cont.q is 1 - CCC of sigmoid(maps) at the bu people's centres
     against (value - 1) / 9; l2 is the mean squared error summed over the 3 dimensions."""
-    from training.multitask import ccc_loss
+    from training.objectives.multitask import ccc_loss
 
     for loss in ("ccc", "l2"):
         config = make_config(synthetic_dataset, model={**TINY, "continuous": True},

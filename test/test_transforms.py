@@ -1,4 +1,4 @@
-"""Pre-transforms and augmentations (training/transforms.py, BENet 3.3): eligibility and crop
+"""Pre-transforms and augmentations (training/data/transforms.py, BENet 3.3): eligibility and crop
 of ExtractSubject, the 40 % rule of MaskAllSubjects, the subsets of RandomMaskSubjects, the
 drawing with fallbacks, and boxes that follow the geometric augmentations."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from caer_ros.inference.preprocess import PAD_RGB
-from training.transforms import (
+from training.data.transforms import (
     AugmentConfig,
     Sample,
     augment,

@@ -16,7 +16,7 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
 - ``pre_transforms``: probability of each pre-transform (BENet 3.3, 0.25 each by default);
   ``routes``: the heads each pre-transform's images train. A pre-transform whose routes are all
   off gets probability 0.
-- ``augment``: :class:`training.transforms.AugmentConfig` fields.
+- ``augment``: :class:`training.data.transforms.AugmentConfig` fields.
 - ``bu_reading``: where the bottom-up loss reads a person's emotion maps: ``center`` (BENet
   3.4: at the box centre) or ``box_mean`` (KA 2.1: the mean inside the box, with the in-box
   variance term eq. 3 weighted by ``variance_weight``); it also sets the default
@@ -32,22 +32,25 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``;
   ``best_by``: what picks ``best.pt``, ``loss`` (the lowest total validation loss, BENet's and
   KA's rule) or ``metric`` (the highest mean of the emotion tasks' validation metrics,
-  :mod:`training.task_metrics`: one rule for runs whose losses differ, e.g. KA's extra terms).
+  :mod:`training.evaluation.task_metrics`: one rule for runs whose losses differ, e.g. KA's extra
+  terms).
 - ``inference``: :class:`~caer_ros.model.inference_settings.InferenceSettings` fields stored in
   the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
   the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
   needs KA's in-box variance term). ``calibrate``: set each category's threshold (the node's
-  ``labels``) to the one maximising F1 on the validation split (:mod:`training.calibrate`).
+  ``labels``) to the one maximising F1 on the validation split
+  (:mod:`training.evaluation.calibrate`).
 - ABAW-style multitask extensions (papers/abaw-multitask-kd-task-discriminator.txt, eq. 13):
   ``distill`` (:class:`DistillConfig`: soft labels from a trained teacher model file, mostly
   where labels are missing), ``discriminator`` (:class:`DiscriminatorConfig`: a task
   discriminator behind a gradient reversal layer on the shared backbone features) and
   ``task_weights`` (``fixed``, or ``adaptive``: gamma_i = exp(0.5 n_i) per emotion task, n_i
-  the validations without improvement of the task's metric, :mod:`training.task_metrics`,
+  the validations without improvement of the task's metric, :mod:`training.evaluation.task_metrics`,
   capped at ``task_patience``; ``early_stop``: end the run once every task reached it, the
   paper's stop).
 - knowledge amalgamation (papers/knowledge-amalgamation-single-shot-caer.txt):
-  ``amalgamation`` (:class:`training.amalgamation.AmalgamationConfig` fields: the teachers and
+  ``amalgamation`` (:class:`training.objectives.amalgamation.AmalgamationConfig` fields: the
+  teachers and
   the common feature space) and ``init_backbone`` (a weights file the student's backbone starts
   from: an ImageNet HRNet checkpoint, or a teacher's file for fine-tuning).
 """
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,7 +70,7 @@ import yaml
 from caer_ros.labels import category_set
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
-from training.transforms import PRE_TRANSFORMS, AugmentConfig
+from training.data.transforms import PRE_TRANSFORMS, AugmentConfig
 
 TASKS = ("bu", "det", "pc", "bg")
 DEFAULT_ROUTES = {"raw": ("det",), "random_mask": ("bu",), "extract_subject": ("pc",),
@@ -76,6 +80,8 @@ DEFAULT_PRE_TRANSFORMS = {"raw": 0.25, "random_mask": 0.25, "extract_subject": 0
 EMOTION_LOSSES = ("focal", "bce", "ce")
 BU_READINGS = ("center", "box_mean")
 BEST_BY = ("loss", "metric")
+STUDENT_FEATURES = ("quarter", "concat")  # amalgamation.student_feature
+DEFAULT_CHANNELS = 96  # amalgamation.channels: C of the KA paper
 SOURCES = ("emotic", "heco")
 
 
@@ -142,7 +148,7 @@ class DistillConfig:
     13's ``L^D_i``); false uses the teacher only where labels are missing. ``teacher: null``
     keeps alpha alone, without a teacher: the control that tells distillation from the
     reweighting alpha brings. ``temperature``: 1 (none; the paper uses none: its ``t_img = 2``
-    is two seconds of frames) unless set; see :mod:`training.distillation`.
+    is two seconds of frames) unless set; see :mod:`training.objectives.distillation`.
     """
 
     teacher: str | None = ""
@@ -163,6 +169,89 @@ class DiscriminatorConfig:
     delta: float = 1.0
     schedule: str = "constant"
     hidden: int = 128
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class AmalgamationConfig:
+    """The ``amalgamation:`` section of a training config.
+
+    - ``teachers``: teacher specs, each loaded by :func:`training.teachers.models.load_teacher`
+      (1 to 3 in the paper; any N >= 1);
+    - ``channels``: C, the common space's width, a positive multiple of N (96 by default);
+    - ``student_feature``: ``quarter`` (the 1/4 backbone branch, default) or ``concat``;
+    - ``feature_weight`` / ``reconstruction_weight``: factors of ``L_feat`` / ``L_rec`` in the
+      total loss (eq. 9: both 1);
+    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default true, see the
+      module docstring);
+    - ``probe_images``: before training, probe each teacher's features on this many of the
+      student's training images (:mod:`training.teachers.probe`; a warning when they carry
+      little); 0 skips it.
+    """
+
+    teachers: tuple[str, ...]
+    channels: int = DEFAULT_CHANNELS
+    student_feature: str = "quarter"
+    feature_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    detach_target: bool = True
+    probe_images: int = 100
+
+    def __post_init__(self) -> None:
+        teachers = self.teachers
+        if isinstance(teachers, str | os.PathLike):
+            teachers = [teachers]
+        if not isinstance(teachers, list | tuple) or not teachers:
+            raise ConfigError(f"amalgamation.teachers must list at least one teacher, "
+                              f"got {self.teachers!r}")
+        for spec in teachers:
+            if not isinstance(spec, str | os.PathLike) or not os.fspath(spec):
+                raise ConfigError(f"amalgamation.teachers must hold teacher files or names, "
+                                  f"got {spec!r}")
+        teachers = tuple(os.fspath(t) for t in teachers)
+        object.__setattr__(self, "teachers", teachers)
+        n, c = len(teachers), self.channels
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % n:
+            raise ConfigError(f"amalgamation.channels must be a positive multiple of the number "
+                              f"of teachers ({n}), got {c!r}")
+        if self.student_feature not in STUDENT_FEATURES:
+            raise ConfigError(f"amalgamation.student_feature must be one of "
+                              f"{', '.join(STUDENT_FEATURES)}, got {self.student_feature!r}")
+        for name in ("feature_weight", "reconstruction_weight"):
+            value = getattr(self, name)
+            if not _finite_number(value) or value < 0:
+                raise ConfigError(f"amalgamation.{name} must be a number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.detach_target, bool):
+            raise ConfigError(f"amalgamation.detach_target must be true or false, "
+                              f"got {self.detach_target!r}")
+        if isinstance(self.probe_images, bool) or not isinstance(self.probe_images, int) \
+                or self.probe_images < 0:
+            raise ConfigError(f"amalgamation.probe_images must be an integer >= 0, "
+                              f"got {self.probe_images!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AmalgamationConfig:
+        """Check and convert the raw section; :class:`ConfigError` names the field."""
+        if not isinstance(raw, dict):
+            raise ConfigError("amalgamation must be a section")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown amalgamation keys {unknown}; known: {sorted(known)}")
+        if "teachers" not in raw:
+            raise ConfigError("amalgamation.teachers must list at least one teacher")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teachers": list(self.teachers), "channels": self.channels,
+                "student_feature": self.student_feature, "feature_weight": self.feature_weight,
+                "reconstruction_weight": self.reconstruction_weight,
+                "detach_target": self.detach_target, "probe_images": self.probe_images}
+
 
 
 @dataclass(frozen=True)
@@ -199,7 +288,7 @@ class TrainConfig:
     task_patience: int = 5
     early_stop: bool = False
     best_by: str = "loss"
-    amalgamation: dict[str, Any] | None = None
+    amalgamation: AmalgamationConfig | None = None
     init_backbone: str | None = None
 
     def effective_pre_transforms(self) -> dict[str, float]:
@@ -225,7 +314,7 @@ class TrainConfig:
             "distill": None if self.distill is None else dataclasses.asdict(self.distill),
             "discriminator": None if self.discriminator is None
             else dataclasses.asdict(self.discriminator),
-            "amalgamation": _plain(self.amalgamation),
+            "amalgamation": None if self.amalgamation is None else self.amalgamation.to_dict(),
             **{f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in {"model", "data", "tasks", "pre_transforms", "routes", "augment",
                                  "optim", "emotion_loss", "inference", "distill", "discriminator",
@@ -365,10 +454,8 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         if raw.get(name) is not None:
             values[name] = _section(cls, raw[name], name)
     if raw.get("amalgamation") is not None:
-        from training.amalgamation import AmalgamationConfig  # imports this module
-
         values["amalgamation"] = AmalgamationConfig.from_dict(
-            _mapping(raw["amalgamation"], "amalgamation")).to_dict()
+            _mapping(raw["amalgamation"], "amalgamation"))
     for name in {f.name for f in fields(TrainConfig)} - values.keys():
         if name in raw:
             values[name] = raw[name]

@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m training.train ...`` starts N processes; each reads
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and joins one process group (NCCL on CUDA, gloo on CPU,
 also across hosts with ``--nnodes``). Every process trains on its slice of each global batch
-(:func:`training.data.epoch_batches`) and DDP averages the gradients.
+(:func:`training.data.batches.epoch_batches`) and DDP averages the gradients.
 
 BatchNorm must see the statistics of the whole global batch, otherwise N processes train a
 different model than one process does. On CUDA that is ``torch.nn.SyncBatchNorm``. PyTorch's

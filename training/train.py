@@ -7,13 +7,14 @@
     torchrun --nproc_per_node 2 -m training.train --config ... --data ...   # data-parallel
 
 Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-transforms
-(:mod:`training.data`, :mod:`training.objective`). The run folder (``out``) receives:
+(:mod:`training.data.batches`, :mod:`training.objectives.benet`). The run folder (``out``) receives:
 
 - ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*;
   ``best_by: metric``: the highest mean validation metric of the emotion tasks instead),
   ``final.pt``: the one at the end (*final model*); both are model files the node,
-  ``caer-infer`` and ``training.evaluate`` accept, with the config's ``inference`` settings and
-  per-category thresholds calibrated on the validation split (:mod:`training.calibrate`);
+  ``caer-infer`` and ``training.evaluation.evaluate`` accept, with the config's ``inference``
+  settings and
+  per-category thresholds calibrated on the validation split (:mod:`training.evaluation.calibrate`);
 - ``last.ckpt``: the training state (weights, Adam, AMP scaler, epoch, step, best loss, elapsed
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
@@ -22,7 +23,8 @@ Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-t
   or stopped early by ``early_stop``) is left alone: the same command says so and changes
   nothing; a larger ``epochs``, ``budget_minutes`` or ``max_steps`` continues it;
 - ``history.json`` (per-epoch losses, and at each validation every emotion task's metric,
-  ``val_metrics``: :mod:`training.task_metrics`), ``config.yaml`` (the resolved config) and
+  ``val_metrics``: :mod:`training.evaluation.task_metrics`), ``config.yaml`` (the resolved config)
+  and
   ``tensorboard/`` (scalars and emotion-map images; ``tensorboard --logdir out``).
 
 One training at a time owns the run folder (:mod:`training.run_folder`): a second one into the
@@ -59,9 +61,8 @@ from caer_ros.model.checkpoint import save_model_file
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training import distributed
-from training.calibrate import calibrate_model_file
 from training.config import ConfigError, TrainConfig, load_config
-from training.data import (
+from training.data.batches import (
     CaerDataset,
     DataError,
     epoch_batches,
@@ -69,11 +70,12 @@ from training.data import (
     loader,
     print_reports,
 )
-from training.extras import TrainingNet, build_extras, is_diagnostic
-from training.multitask import TaskWeights, emotion_task
-from training.objective import compute_losses, global_counts, local_counts, term_names
+from training.evaluation.calibrate import calibrate_model_file
+from training.evaluation.task_metrics import TaskMetrics
+from training.objectives.benet import compute_losses, global_counts, local_counts, term_names
+from training.objectives.extras import TrainingNet, build_extras, is_diagnostic
+from training.objectives.multitask import TaskWeights, emotion_task
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
-from training.task_metrics import TaskMetrics
 
 STATE_FORMAT = "caer_ros.training_state"
 # Keys that may change between a run and its resumption (they do not change what is learnt).
@@ -330,7 +332,7 @@ class Trainer:
 
     def validate(self) -> tuple[dict[str, float], dict[str, float]]:
         """Mean of every term over the whole validation split (all processes), and ``total``;
-        each emotion task's validation metric (:mod:`training.task_metrics`)."""
+        each emotion task's validation metric (:mod:`training.evaluation.task_metrics`)."""
         self.training_net.eval()
         batches = epoch_batches(len(self.val_set), self.config.batch_size, self.config.seed, 0,
                                 self.ctx.rank, self.ctx.world, shuffle=False, drop_last=False)
@@ -492,8 +494,8 @@ class Trainer:
     def _probe_teachers(self) -> None:
         """KA: each teacher's linear probe on the student's training images, printed (with a
         warning when it carries little) and written to ``teacher_probe.json``."""
-        from training.amalgamation import AmalgamationExtra
-        from training.teacher_probe import probe_teacher
+        from training.objectives.amalgamation import AmalgamationExtra
+        from training.teachers.probe import probe_teacher
 
         for extra in self.extras:
             if not isinstance(extra, AmalgamationExtra) or not extra.config.probe_images:
@@ -574,7 +576,8 @@ class Trainer:
 
 
 def collapse_ratio(validation: dict[str, float]) -> float | None:
-    """KA's collapse diagnostic (:mod:`training.amalgamation`): eq. 7's validation loss over
+    """KA's collapse diagnostic (:mod:`training.objectives.amalgamation`): eq. 7's validation loss
+    over
     its value for zero student features; None without knowledge amalgamation."""
     feat, zero = validation.get("diag.ka.feat"), validation.get("diag.ka.feat_zero")
     if feat is None or zero is None:

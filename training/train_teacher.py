@@ -10,18 +10,19 @@
         --data data/faces budget_minutes=5
 
 The paper's recipe for the FER (AffectNet) and VEA (EmoSet) teachers: an HRNet-W32 classifier
-(:class:`training.teachers.TeacherClassifier`, head's second-to-last layer 1024 channels),
+(:class:`training.teachers.models.TeacherClassifier`, head's second-to-last layer 1024 channels),
 cross-entropy, Adam at lr 1e-3, 150 epochs, random perspective and random horizontal flip; the
 model kept is the one with the best average (macro) F1 on the validation set. Images go to the
 network as everywhere in this project: letterboxed to ``input_size`` keeping the aspect ratio
 (:func:`caer_ros.inference.preprocess.letterbox`), augmented (training only; the flip and the
-perspective of :func:`training.transforms.geometric`), then normalised. AffectNet images are
+perspective of :func:`training.data.transforms.geometric`), then normalised. AffectNet images are
 cropped to their face box first (``data.crop_face``, widened by ``data.face_margin`` of its size
 on each side), the aligned-face input the paper describes.
 
 The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt`` (the end
-of training), both teacher classifier files (:func:`training.teachers.save_classifier`) that
-:func:`training.teachers.load_teacher` accepts, ``history.json`` (per epoch: training loss and
+of training), both teacher classifier files (:func:`training.teachers.models.save_classifier`) that
+:func:`training.teachers.models.load_teacher` accepts, ``history.json`` (per epoch: training loss
+and
 accuracy, validation loss, accuracy, macro F1 and F1 per class) and ``config.yaml``. One
 training at a time owns the run folder (:mod:`training.run_folder`: a second one is refused with
 a line naming the first's process; temporary files of a killed write are removed at the start).
@@ -78,7 +79,8 @@ from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
 from caer_ros.model.weights import BackboneWeightsError
 from training.config import ConfigError, apply_override, read_yaml_config
-from training.data import DataError, Failed, checked_loader, epoch_batches, read_rgb
+from training.data.batches import DataError, Failed, checked_loader, epoch_batches, read_rgb
+from training.data.transforms import AugmentConfig, geometric
 from training.datasets.teacher_data import (
     ClassLoadReport,
     LabelledImage,
@@ -88,9 +90,9 @@ from training.datasets.teacher_data import (
     load_emoset,
     load_folder,
 )
-from training.metrics import accuracy, macro_f1
+from training.evaluation.metrics import accuracy, macro_f1
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
-from training.teachers import (
+from training.teachers.models import (
     ClassifierConfig,
     TeacherClassifier,
     build_classifier,
@@ -98,7 +100,6 @@ from training.teachers import (
     save_classifier,
 )
 from training.train import biases_before_batchnorm
-from training.transforms import AugmentConfig, geometric
 
 KINDS = ("affectnet", "emoset", "folder")
 DEFAULT_SPLITS = {"affectnet": ("training.csv", "validation.csv"),
@@ -140,7 +141,7 @@ class TeacherAugmentConfig:
     perspective_scale: float = 0.25
 
     def geometric(self) -> AugmentConfig:
-        """The :class:`~training.transforms.AugmentConfig` of :func:`geometric` (off when
+        """The :class:`~training.data.transforms.AugmentConfig` of :func:`geometric` (off when
         disabled)."""
         if not self.enabled:
             return AugmentConfig.off()
@@ -312,7 +313,7 @@ def load_teacher_split(config: TeacherTrainConfig, split: str,
     """The records of ``split`` (``train`` or ``val``). ``classes``: those of the training
     split, so that both splits index the same classes (default: the config's, else the
     dataset's). Missing data, an empty split or (unless ``data.allow_missing``) missing image
-    files raise :class:`~training.data.DataError` naming the place."""
+    files raise :class:`~training.data.batches.DataError` naming the place."""
     data = config.data
     if data.root is None:
         raise DataError("no data folder: pass --data DIR (or set data.root in the config)")
@@ -358,8 +359,9 @@ def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: 
 class TeacherDataset(torch.utils.data.Dataset):
     """Records -> ``(image (3, H, W) float32 normalised, label)``, indexed by
     ``(epoch, index)``; every random draw comes from ``(seed, epoch, index)``. An unreadable
-    image gives a :class:`~training.data.Failed` item naming it
-    (:func:`~training.data.checked_loader` stops with its message, not a worker traceback)."""
+    image gives a :class:`~training.data.batches.Failed` item naming it
+    (:func:`~training.data.batches.checked_loader` stops with its message, not a worker
+    traceback)."""
 
     def __init__(self, records: Sequence[LabelledImage], config: TeacherTrainConfig,
                  train: bool) -> None:

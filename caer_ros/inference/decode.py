@@ -14,8 +14,8 @@ per-person, in numpy and OpenCV, one image at a time:
    maps: the mean inside the box (KA section 2.2) or the value at the box centre (BENet
    sections 2.1 and 3.4). Given boxes work the same way (the evaluator passes ground truth).
 
-:func:`find_people` runs 1-3 on a :class:`SummedMaps`; :func:`decode` goes from a raw
-:class:`~caer_ros.model.output.BENetOutput` (graph steps in torch, then :func:`find_people`).
+:func:`find_people` runs 1-3 on a :class:`SummedMaps` (the tests' torch-side reference
+decoder, ``test/helpers/torch_decode.py``, runs the graph's steps in torch before it).
 
 Map-pixel convention (training targets must use the same, see :func:`center_cells`): a map of
 stride ``s`` has cell ``(row i, column j)`` covering network-input pixels
@@ -33,7 +33,7 @@ the box width, not its area.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -46,12 +46,9 @@ from caer_ros.inference.graph import (
     EMOTION_SUMS,
     HEATMAP,
     SIZE,
-    column_sums,
-    score_maps,
 )
 from caer_ros.inference.preprocess import Letterbox
 from caer_ros.model.inference_settings import EXTRACTIONS, InferenceSettings
-from caer_ros.model.output import BENetOutput
 
 
 @dataclass
@@ -68,7 +65,7 @@ class SummedMaps:
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, np.ndarray | Tensor], stride: int) -> SummedMaps:
         """Wrap the graph's named outputs (numpy arrays, or torch tensors on any device)."""
-        arrays = {name: _as_numpy(value) for name, value in outputs.items()}
+        arrays = {name: as_numpy(value) for name, value in outputs.items()}
         missing = [name for name in (HEATMAP, SIZE) if name not in arrays]
         if missing:
             raise ValueError(f"graph outputs lack {missing}; got {sorted(arrays)}")
@@ -329,30 +326,6 @@ def read_people(maps: SummedMaps, boxes: np.ndarray, mode: str = "box_mean"
     return emotions, continuous
 
 
-def extract_scores(maps: Tensor | np.ndarray, boxes: Tensor | np.ndarray,
-                   mode: str = "box_mean", stride: float = 1.0) -> Tensor | np.ndarray:
-    """Per-box values of plain maps (not summed): ``maps`` (B, C, h, w) with ``boxes``
-    (B, K, 4), or one image: (C, h, w) with (K, 4). ``boxes`` are x1, y1, x2, y2 in pixels of
-    an input ``stride`` times finer than the map (``stride=1``: map pixels). Returns (B, K, C)
-    or (K, C), a tensor (detached) if ``maps`` was one. Same rules as :func:`read_scores`.
-    """
-    is_tensor = isinstance(maps, Tensor)
-    m = np.asarray(_as_numpy(maps), dtype=np.float64)
-    b = np.asarray(_as_numpy(boxes), dtype=np.float64)
-    single = m.ndim == 3
-    if single:
-        m, b = m[None], b[None]
-    if m.ndim != 4 or b.ndim != 3 or b.shape[-1] != 4 or b.shape[0] != m.shape[0]:
-        raise ValueError(
-            "expected maps (B, C, h, w) with boxes (B, K, 4), or (C, h, w) with (K, 4); got "
-            f"{tuple(np.shape(maps))} and {tuple(np.shape(boxes))}"
-        )
-    sums = np.pad(m, ((0, 0), (0, 0), (1, 0), (0, 0))).cumsum(axis=2)
-    values = np.stack([read_scores(sums[i], b[i], mode, stride) for i in range(len(m))])
-    values = values[0] if single else values
-    return torch.from_numpy(values) if is_tensor else values
-
-
 # --------------------------------------------------------------------------- people
 
 
@@ -398,27 +371,6 @@ def find_people(
     return people
 
 
-@torch.no_grad()
-def decode(
-    output: BENetOutput | Mapping[str, Tensor | np.ndarray],
-    settings: InferenceSettings | None = None,
-    *,
-    flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
-    primary_set: str | None = None,
-    softmax: Collection[str] = (),
-) -> list[Detections]:
-    """Raw network output (logits) for a batch -> one :class:`Detections` per image
-    (network-input pixels): the graph's steps in torch, then :func:`find_people`.
-
-    ``flipped`` is the output for the horizontally flipped batch (flip test); ``softmax`` the
-    emotion sets scored with a softmax (``ModelConfig.softmax_sets``).
-    """
-    settings = settings or InferenceSettings()
-    maps = score_maps(output, settings, flipped, softmax)
-    summed = SummedMaps.from_outputs(column_sums(maps), maps.stride)
-    return find_people(summed, settings, primary_set=primary_set)
-
-
 def labels_over_threshold(
     scores: np.ndarray, categories: Sequence[str], thresholds: float | Sequence[float]
 ) -> list[list[str]]:
@@ -457,7 +409,7 @@ def _primary_set(maps: SummedMaps, primary_set: str | None) -> str:
     return primary_set
 
 
-def _as_numpy(value: Tensor | np.ndarray) -> np.ndarray:
+def as_numpy(value: Tensor | np.ndarray) -> np.ndarray:
     if isinstance(value, Tensor):
         value = value.detach().cpu()
         return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy()

@@ -1,5 +1,6 @@
 """Command-line options for the inference settings that shape the graph (flip test, scale
-fusion), shared by ``caer-infer``, ``python -m caer_ros.export`` and ``training.evaluate``.
+fusion), shared by ``caer-infer``, ``python -m caer_ros.export`` and ``python -m
+training.evaluate``.
 
 Each option defaults to None: the model file's own setting (:mod:`caer_ros.model.
 inference_settings`). :func:`setting_changes` gives the ones given, for

@@ -63,8 +63,8 @@ from torch import Tensor
 from caer_ros.model.checkpoint import ModelFileError, load_model_file
 from caer_ros.model.output import BENetOutput, ScaleOutput
 from training.config import ConfigError, DistillConfig, TrainConfig
-from training.multitask import ccc_loss
-from training.objective import read_people
+from training.objectives.benet import read_people
+from training.objectives.multitask import ccc_loss
 
 CONTINUOUS = "continuous"
 
@@ -120,7 +120,8 @@ def distillation_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
 
 
 class DistillationExtra:
-    """The trainer's distillation extra (:mod:`training.extras`): a frozen teacher model (none
+    """The trainer's distillation extra (:mod:`training.objectives.extras`): a frozen teacher model
+    (none
     with ``distill.teacher: null``: alpha alone, the control arm)."""
 
     name = "kd"

@@ -33,8 +33,9 @@ from torch import Tensor
 
 from caer_ros.model.output import BENetOutput
 from training.config import TrainConfig
-from training.data import Batch
-from training.losses import (
+from training.data.batches import Batch
+from training.data.targets import ScaleTargets, read_at_centers
+from training.objectives.losses import (
     bce_loss,
     box_means,
     center_focal_loss,
@@ -43,8 +44,7 @@ from training.losses import (
     single_label_ce_loss,
     size_l1_loss,
 )
-from training.multitask import ccc_loss
-from training.targets import ScaleTargets, read_at_centers
+from training.objectives.multitask import ccc_loss
 
 LAMBDA_SIZE = 0.1  # BENet eq. 3
 EMOTION_LOSS_FUNCTIONS = {"focal": multilabel_focal_loss, "bce": bce_loss,

@@ -64,7 +64,8 @@ Choices the paper leaves open, and why:
   segmentation-style representation), an option when the teachers' knowledge sits in the
   coarse branches.
 
-:class:`AmalgamationExtra` is the trainer's hook (:mod:`training.extras`): it runs the frozen
+:class:`AmalgamationExtra` is the trainer's hook (:mod:`training.objectives.extras`): it runs the
+frozen
 teachers under ``torch.no_grad()`` on the un-normalised batch, the module on the teachers' and
 the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec`` of eq. 9.
 """
@@ -72,10 +73,8 @@ the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec`
 from __future__ import annotations
 
 import copy
-import math
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -84,11 +83,9 @@ from torch import Tensor, nn
 
 from caer_ros.model.blocks import BasicBlock, init_weights, make_layer
 from caer_ros.model.output import BENetOutput
-from training.config import ConfigError
+from training.config import DEFAULT_CHANNELS, STUDENT_FEATURES, AmalgamationConfig
 
 EXTRACTOR_BLOCKS = 3  # section 2.3: "a shared extractor composed of 3 residual blocks"
-STUDENT_FEATURES = ("quarter", "concat")
-DEFAULT_CHANNELS = 96
 
 
 # ----------------------------------------------------------------------------- losses
@@ -282,89 +279,6 @@ def student_feature_channels(branch_channels: Sequence[int], kind: str) -> int:
     raise ValueError(f"unknown student_feature {kind!r}; known: {', '.join(STUDENT_FEATURES)}")
 
 
-# ----------------------------------------------------------------------------- config
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class AmalgamationConfig:
-    """The ``amalgamation:`` section of a training config.
-
-    - ``teachers``: teacher specs, each loaded by :func:`training.teachers.load_teacher`
-      (1 to 3 in the paper; any N >= 1);
-    - ``channels``: C, the common space's width, a positive multiple of N (96 by default);
-    - ``student_feature``: ``quarter`` (the 1/4 backbone branch, default) or ``concat``;
-    - ``feature_weight`` / ``reconstruction_weight``: factors of ``L_feat`` / ``L_rec`` in the
-      total loss (eq. 9: both 1);
-    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default true, see the
-      module docstring);
-    - ``probe_images``: before training, probe each teacher's features on this many of the
-      student's training images (:mod:`training.teacher_probe`; a warning when they carry
-      little); 0 skips it.
-    """
-
-    teachers: tuple[str, ...]
-    channels: int = DEFAULT_CHANNELS
-    student_feature: str = "quarter"
-    feature_weight: float = 1.0
-    reconstruction_weight: float = 1.0
-    detach_target: bool = True
-    probe_images: int = 100
-
-    def __post_init__(self) -> None:
-        teachers = self.teachers
-        if isinstance(teachers, str | os.PathLike):
-            teachers = [teachers]
-        if not isinstance(teachers, list | tuple) or not teachers:
-            raise ConfigError(f"amalgamation.teachers must list at least one teacher, "
-                              f"got {self.teachers!r}")
-        for spec in teachers:
-            if not isinstance(spec, str | os.PathLike) or not os.fspath(spec):
-                raise ConfigError(f"amalgamation.teachers must hold teacher files or names, "
-                                  f"got {spec!r}")
-        teachers = tuple(os.fspath(t) for t in teachers)
-        object.__setattr__(self, "teachers", teachers)
-        n, c = len(teachers), self.channels
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1 or c % n:
-            raise ConfigError(f"amalgamation.channels must be a positive multiple of the number "
-                              f"of teachers ({n}), got {c!r}")
-        if self.student_feature not in STUDENT_FEATURES:
-            raise ConfigError(f"amalgamation.student_feature must be one of "
-                              f"{', '.join(STUDENT_FEATURES)}, got {self.student_feature!r}")
-        for name in ("feature_weight", "reconstruction_weight"):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0:
-                raise ConfigError(f"amalgamation.{name} must be a number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if not isinstance(self.detach_target, bool):
-            raise ConfigError(f"amalgamation.detach_target must be true or false, "
-                              f"got {self.detach_target!r}")
-        if isinstance(self.probe_images, bool) or not isinstance(self.probe_images, int) \
-                or self.probe_images < 0:
-            raise ConfigError(f"amalgamation.probe_images must be an integer >= 0, "
-                              f"got {self.probe_images!r}")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> AmalgamationConfig:
-        """Check and convert the raw section; :class:`ConfigError` names the field."""
-        if not isinstance(raw, dict):
-            raise ConfigError("amalgamation must be a section")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown amalgamation keys {unknown}; known: {sorted(known)}")
-        if "teachers" not in raw:
-            raise ConfigError("amalgamation.teachers must list at least one teacher")
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"teachers": list(self.teachers), "channels": self.channels,
-                "student_feature": self.student_feature, "feature_weight": self.feature_weight,
-                "reconstruction_weight": self.reconstruction_weight,
-                "detach_target": self.detach_target, "probe_images": self.probe_images}
-
-
 # ----------------------------------------------------------------------------- training hook
 def _freeze(teacher: nn.Module) -> nn.Module:
     teacher.eval()
@@ -373,13 +287,14 @@ def _freeze(teacher: nn.Module) -> nn.Module:
 
 
 class AmalgamationExtra:
-    """The KA extra of the trainer (:mod:`training.extras`): terms ``ka.feat`` and ``ka.rec``.
+    """The KA extra of the trainer (:mod:`training.objectives.extras`): terms ``ka.feat`` and
+    ``ka.rec``.
 
     ``student_channels``: the student backbone's branch widths (1/4 first);
     ``input_mean`` / ``input_std``: the student's input normalisation, undone for the teachers
     (they take RGB in 0..1). ``teachers``: already built teacher modules (one per
     ``config.teachers`` entry, each with a ``channels`` attribute) instead of loading the specs
-    with :func:`training.teachers.load_teacher`. The teachers are frozen (eval mode, no
+    with :func:`training.teachers.models.load_teacher`. The teachers are frozen (eval mode, no
     gradient) and are not part of :attr:`module`, so they are neither optimised nor saved.
     """
 
@@ -393,7 +308,7 @@ class AmalgamationExtra:
         self.config = config
         device = torch.device(device)
         if teachers is None:
-            from training.teachers import load_teacher
+            from training.teachers.models import load_teacher
 
             teachers = [load_teacher(spec, device) for spec in config.teachers]
         elif len(teachers) != len(config.teachers):

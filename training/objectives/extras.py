@@ -85,19 +85,19 @@ def build_extras(config: TrainConfig, model: nn.Module, device: torch.device) ->
     """The extras ``config`` asks for, on ``device`` (teachers loaded, modules built)."""
     extras: list[Extra] = []
     if config.distill is not None:
-        from training.distillation import DistillationExtra
+        from training.objectives.distillation import DistillationExtra
 
         extras.append(DistillationExtra(config, device))
     if config.discriminator is not None:
-        from training.multitask import DiscriminatorExtra
+        from training.objectives.multitask import DiscriminatorExtra
 
         extras.append(DiscriminatorExtra(config, model.backbone.out_channels))
     if config.amalgamation is not None:
-        from training.amalgamation import AmalgamationConfig, AmalgamationExtra
+        from training.objectives.amalgamation import AmalgamationExtra
 
         try:
             extras.append(AmalgamationExtra(
-                AmalgamationConfig.from_dict(config.amalgamation),
+                config.amalgamation,
                 list(model.backbone.out_channels), config.model.input_mean,
                 config.model.input_std, device))
         except (OSError, ValueError) as exc:

@@ -1,6 +1,7 @@
 """Does a teacher know its task where knowledge amalgamation uses it? A linear probe.
 
-Knowledge amalgamation (:mod:`training.amalgamation`) asks the student to imitate a teacher's
+Knowledge amalgamation (:mod:`training.objectives.amalgamation`) asks the student to imitate a
+teacher's
 feature map on the *student's* images. A teacher validated on its own inputs (a face teacher on
 face crops) may carry nothing on those images (whole scenes, the faces a few pixels wide): on
 the synthetic benchmark a face teacher with validation F1 1.0 on its crops gave 0.34 accuracy
@@ -20,9 +21,9 @@ The probe measures it before KA starts:
    class; constant scores).
 
 A probe score less than :data:`MARGIN` above chance gets a warning: the teacher's features
-carry little about the labels on these images. ``python -m training.teacher_probe --config
+carry little about the labels on these images. ``python -m training.teachers.probe --config
 CFG --data DIR --teacher SPEC [--region head] [--images N]`` prints it for any teacher spec
-:func:`training.teachers.load_teacher` accepts; a KA run prints it for each of its teachers
+:func:`training.teachers.models.load_teacher` accepts; a KA run prints it for each of its teachers
 before training (``amalgamation.probe_images``).
 """
 
@@ -38,8 +39,8 @@ import torch
 from torch import Tensor
 
 from caer_ros.inference.preprocess import letterbox
-from training import metrics
 from training.datasets.records import ImageRecord
+from training.evaluation import metrics
 
 MARGIN = 0.1  # a probe score less than this above chance carries little
 REGIONS = ("box", "head")
@@ -77,11 +78,11 @@ def person_features(teacher: Callable[[Tensor], Tensor], records: Sequence[Image
                     device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(P, C) teacher features of every annotated person of ``records`` and their (P, E)
     labels (step 1-2 of the module docstring). ``read(path)`` gives an RGB uint8 image
-    (default :func:`training.data.read_rgb`); the teacher runs on ``device``."""
+    (default :func:`training.data.batches.read_rgb`); the teacher runs on ``device``."""
     if region not in REGIONS:
         raise ValueError(f"region must be one of {', '.join(REGIONS)}, got {region!r}")
     if read is None:
-        from training.data import read_rgb as read
+        from training.data.batches import read_rgb as read
     features, labels = [], []
     for record in records:
         if not record.people:
@@ -175,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="images probed (0: all)")
     args = parser.parse_args(argv)
     from training.config import ConfigError, load_config
-    from training.data import DataError, load_split
-    from training.teachers import load_teacher
+    from training.data.batches import DataError, load_split
+    from training.teachers.models import load_teacher
 
     try:
         config = load_config(args.config, [], args.data)

@@ -6,9 +6,9 @@ is a category set of the model or ``continuous``, scored on the validation peopl
 bottom-up head is trained on, read from the 1/4 emotion maps as the bottom-up loss reads them
 (``bu_reading``) and activated as the model publishes them (``ModelConfig.scores``):
 
-- multi-label sets (EMOTIC): ER mAP (:func:`training.metrics.er_map`);
+- multi-label sets (EMOTIC): ER mAP (:func:`training.evaluation.metrics.er_map`);
 - single-label sets (HECO, :data:`caer_ros.labels.SINGLE_LABEL_SETS`, and any set scored with
-  a softmax): macro F1 over all classes (:func:`training.metrics.macro_f1`);
+  a softmax): macro F1 over all classes (:func:`training.evaluation.metrics.macro_f1`);
 - ``continuous``: the mean CCC of valence, arousal and dominance.
 
 ER mAP and macro F1 are in 0..1, the CCC in -1..1; higher is better. A task without a usable
@@ -24,11 +24,11 @@ import torch
 from caer_ros.inference.graph import probabilities
 from caer_ros.labels import SINGLE_LABEL_SETS
 from caer_ros.model.output import BENetOutput
-from training import metrics
 from training.config import TrainConfig
-from training.data import Batch
-from training.multitask import ccc
-from training.objective import read_people
+from training.data.batches import Batch
+from training.evaluation import metrics
+from training.objectives.benet import read_people
+from training.objectives.multitask import ccc
 
 CONTINUOUS = "continuous"
 

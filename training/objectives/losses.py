@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from caer_ros.inference.decode import box_cells
-from training.targets import ScaleTargets
+from training.data.targets import ScaleTargets
 
 LAMBDA_CENTER = 1.0  # BENet eq. 3
 LAMBDA_SIZE = 0.1  # BENet eq. 3
@@ -138,7 +138,7 @@ def _box_masks(maps: Tensor, boxes: Tensor | np.ndarray) -> tuple[Tensor, Tensor
 
 def box_means(maps: Tensor, targets: ScaleTargets) -> Tensor:
     """KA 2.1: the mean of (B, E, h, w) maps inside every real person's box -> (N, E), people
-    in the order of :func:`training.targets.read_at_centers`. Differentiable in ``maps``."""
+    in the order of :func:`training.data.targets.read_at_centers`. Differentiable in ``maps``."""
     if maps.shape[0] == 0 or targets.boxes.shape[1] == 0:
         return maps.new_zeros((0, maps.shape[1]))
     in_rows, in_cols, area = _box_masks(maps, targets.boxes)

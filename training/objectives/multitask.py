@@ -9,12 +9,13 @@ Paper: papers/abaw-multitask-kd-task-discriminator.txt.
   ``-delta`` backward (the task discriminator's gradient reversal layer, section 3.1);
 - :func:`delta_schedule`: ``delta`` constant, or ramped linearly 0 -> 1 over training (4.2);
 - :class:`TaskWeights`: ``gamma_i = exp(0.5 n_i)``, ``n_i`` the number of validations without
-  improvement of task ``i``'s validation metric (:mod:`training.task_metrics`; eq. 13, after
+  improvement of task ``i``'s validation metric (:mod:`training.evaluation.task_metrics`; eq. 13,
+  after
   Deng et al.), capped at the paper's patience of 5 (it stops training after 5 epochs without
   improvement), so gamma_i <= exp(2.5) ~ 12.2;
 - :class:`TaskDiscriminator` and :class:`DiscriminatorExtra`: the task discriminator (section
   3.1, eq. 11) on the shared backbone features, behind the gradient reversal layer, as a
-  trainer extra (:mod:`training.extras`).
+  trainer extra (:mod:`training.objectives.extras`).
 
 Tasks here are the model's category sets (a sample of EMOTIC + HECO is labelled for one set,
 like an ABAW sample for one of VA / EXPR / AU) and ``continuous``. The discriminator predicts

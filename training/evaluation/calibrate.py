@@ -22,7 +22,7 @@ from tqdm import tqdm
 from caer_ros.inference.predictor import Predictor
 from caer_ros.model.checkpoint import load_model_file, save_model_file
 from caer_ros.model.inference_settings import DEFAULT_EMOTION_THRESHOLD
-from training.data import read_rgb
+from training.data.batches import read_rgb
 from training.datasets.records import ImageRecord
 
 

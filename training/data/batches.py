@@ -2,10 +2,10 @@
 
 Per sample (one image of a batch):
 
-1. the image is read (RGB) and its people become a :class:`~training.transforms.Sample`;
+1. the image is read (RGB) and its people become a :class:`~training.data.transforms.Sample`;
 2. one pre-transform is drawn (``raw``, ``random_mask``, ``extract_subject``, ``mask_all``,
    with the config's probabilities; one that cannot apply to the image is redrawn among the
-   others, :func:`training.transforms.draw_pre_transform`);
+   others, :func:`training.data.transforms.draw_pre_transform`);
 3. the result is letterboxed to the network input exactly as at inference
    (:func:`caer_ros.inference.preprocess.letterbox`), then augmented (training only);
 4. the sample is *routed*: the config's ``routes`` name the heads its pre-transform trains
@@ -43,11 +43,11 @@ from torch import Tensor
 from caer_ros.image_file import ImageFileError, read_image
 from caer_ros.inference.preprocess import letterbox, normalize
 from training.config import TASKS, TrainConfig
+from training.data.targets import ScaleTargets, build_targets
+from training.data.transforms import AugmentConfig, Sample, augment, draw_pre_transform
 from training.datasets.emotic import load_emotic
 from training.datasets.heco import heco_partition, load_heco
 from training.datasets.records import ImageRecord, LoadReport
-from training.targets import ScaleTargets, build_targets
-from training.transforms import AugmentConfig, Sample, augment, draw_pre_transform
 
 STRIDES = (4, 2)  # the 1/4 and 1/2 outputs
 

@@ -1,0 +1,577 @@
+"""Evaluation of a model file on EMOTIC or HECO: ER mAP, PD AP, OER (DESIGN.md "Metrics"), F1
+and the ABAW-style combined score.
+
+    python -m training.evaluate --model M.pt|M.onnx --data DIR [--dataset emotic|heco]
+        [--split test|val|train] [--backend auto|torch|onnxruntime] [--device cpu|cuda]
+        [--detection-threshold 0.01] [--limit N] [--seed 0] [--images DIR] [--json PATH]
+
+One pass over the split's images; per image the model runs twice through the
+:class:`~caer_ros.inference.predictor.Predictor` (the same code path as the node and
+``caer-infer``):
+
+- :meth:`~caer_ros.inference.predictor.Predictor.read_boxes` with the annotated boxes: the emotion
+  scores of every annotated person, for the ER mAP (BENet section 4.2, KA paper section 4.2);
+- :meth:`~caer_ros.inference.predictor.Predictor.predict`: the detected people, for the
+  person-detection AP (COCO AP@[.50:.95], pycocotools) and OER.
+
+The metrics themselves are :mod:`training.evaluation.metrics`. Scores are taken from the model's
+category
+set that matches the data's (``emotic`` or ``heco``), which need not be the model's primary set.
+
+F1 (the ABAW challenges' classification metrics, ``papers/abaw-multitask-kd-task-discriminator.txt``
+section V.B), on the scores read with the annotated boxes:
+
+- single-label sets (HECO, :data:`caer_ros.labels.SINGLE_LABEL_SETS`):
+  ``macro_f1`` (:func:`training.evaluation.metrics.macro_f1`, the prediction is the highest-scoring
+  category) and ``accuracy``;
+- multi-label sets (EMOTIC): ``mean_f1`` (:func:`training.evaluation.metrics.mean_f1_multilabel`),
+  each
+  category predicted at the model's emotion threshold for it (the model file's inference
+  settings, the thresholds the node uses for a person's ``labels``).
+
+The JSON says which with ``single_label``.
+
+ABAW score: as ABAW's multi-task metric is the sum of its tasks' metrics, ``abaw_score`` is the
+sum of the parts that apply here: the mean CCC of valence, arousal and dominance (a model with a
+continuous head on data with continuous labels) plus ``macro_f1`` or ``mean_f1``. ``abaw_parts``
+names the summed parts, each x100 like the score (so the CCC part is 100 x ``ccc_mean``).
+
+Scale: every metric in :class:`EvaluationResult` and in the JSON file is x100 (0..100), as the
+papers report them; the JSON says so with ``"scale": 100``. Exceptions: the CCC values ``ccc``
+and ``ccc_mean`` are -1..1, as the papers report CCC, and ``abaw_score``, a sum, is up to 200
+(down to -100) with its CCC part. A category without any positive
+person in the evaluated images has no AP (NaN in the result, ``null`` in the JSON) and is left
+out of the ER mAP and of every OER mAP (the rule of :func:`training.evaluation.metrics.er_map`).
+
+Detection threshold: ``--detection-threshold`` defaults to :data:`DETECTION_THRESHOLD` (0.01),
+far below a deployed model's, so that low-scoring detections still enter the precision-recall
+curves of PD AP (AP is computed over all score thresholds; a high cut-off truncates the curve).
+Detections per image stay capped by the model's ``top_k``. OER ignores false positives, so the
+low threshold can only help it.
+
+HECO: ``DIR`` holds ``HECO_Labels.csv``; images are in ``--images`` or else the first of
+``DIR/heco/images`` (the synthetic generator's layout), ``DIR/images``, ``DIR`` that exists. HECO
+has no official split: the split is the KA paper's partition from ``--seed``
+(:func:`training.datasets.heco.heco_partition`), which must be the seed the model was trained
+with.
+
+Errors with the input (model file, annotations, images, category sets) print one line
+``error: ...`` naming the file and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from caer_ros import image_file
+from caer_ros.atomic_file import atomic_write
+from caer_ros.image_file import ImageFileError
+from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
+from caer_ros.labels import category_set, is_single_label
+from caer_ros.model.checkpoint import ModelFileError
+from training.datasets.emotic import EmoticFormatError, load_emotic
+from training.datasets.heco import HecoFormatError, heco_partition, load_heco
+from training.datasets.records import ImageRecord, LoadReport
+from training.evaluation import metrics
+from training.objectives.multitask import ccc
+
+LOG = logging.getLogger(__name__)
+
+#: Every metric of an :class:`EvaluationResult` is this times the 0..1 value of
+#: :mod:`training.evaluation.metrics`.
+SCALE = 100
+#: Default minimum detection score of :func:`evaluate` (see the module docstring).
+DETECTION_THRESHOLD = 0.01
+DATASETS = ("emotic", "heco")
+SPLITS = ("test", "val", "train")
+HECO_LABELS = "HECO_Labels.csv"
+HECO_IMAGE_DIRS = (Path("heco") / "images", Path("images"), Path("."))
+
+
+class EvaluationError(ValueError):
+    """Evaluation cannot run on this input; the one-line message names the file or the reason."""
+
+
+@dataclass
+class EvaluationResult:
+    """The papers' metrics of one model on one set of images, each x100 (:data:`SCALE`).
+
+    ``per_category_ap`` maps every category name of the evaluated set, in the set's order, to its
+    AP (NaN when no evaluated person has the category; such categories are left out of every
+    mean). ``oer_per_threshold`` maps the IoU thresholds ``"0.50"`` ... ``"0.95"`` to the ER mAP
+    at that threshold; ``oer_map`` is their mean.
+    """
+
+    er_map: float
+    per_category_ap: dict[str, float]
+    pd_ap: float
+    oer_per_threshold: dict[str, float]
+    oer_map: float
+    images: int
+    people: int
+    category_set: str
+    detection_threshold: float
+    # valence/arousal/dominance CCC (-1..1, not scaled) of a model with a continuous head, read
+    # at the annotated boxes against (value - 1) / 9; None without a continuous head or labels
+    ccc: dict[str, float] | None = None
+    # F1 (module docstring), x100. single_label: every annotated person has exactly one
+    # category; then macro_f1 and accuracy are set, else mean_f1 at f1_thresholds (one per
+    # category). per_category_f1 is NaN for a category with no true and no predicted person
+    # (left out of the mean). None where not computed.
+    single_label: bool | None = None
+    macro_f1: float | None = None
+    accuracy: float | None = None
+    mean_f1: float | None = None
+    f1_thresholds: tuple[float, ...] | None = None
+    per_category_f1: dict[str, float] | None = None
+
+    @property
+    def ccc_mean(self) -> float | None:
+        """Mean CCC over the continuous dimensions (-1..1), None without CCC."""
+        return None if self.ccc is None else float(np.mean(list(self.ccc.values())))
+
+    @property
+    def abaw_parts(self) -> dict[str, float]:
+        """The parts of :attr:`abaw_score` that apply, x100: ``ccc_mean`` (100 x the mean CCC)
+        with CCC, then ``macro_f1`` (single-label) or ``mean_f1`` (multi-label)."""
+        parts = {} if self.ccc is None else {"ccc_mean": SCALE * self.ccc_mean}
+        for name in ("macro_f1", "mean_f1"):
+            if getattr(self, name) is not None:
+                parts[name] = getattr(self, name)
+        return parts
+
+    @property
+    def abaw_score(self) -> float | None:
+        """ABAW multi-task style score: the sum of :attr:`abaw_parts` (x100; -100..200 with CCC,
+        0..100 without), None when there is no part."""
+        parts = self.abaw_parts
+        return float(sum(parts.values())) if parts else None
+
+    def to_json(self, **metadata: Any) -> dict[str, Any]:
+        """A JSON-ready dict: the metrics (NaN as None), ``"scale": 100``, the counts, and
+        ``metadata`` (e.g. model, data, split) added as given."""
+        return {
+            "scale": SCALE,
+            "er_map": _finite(self.er_map),
+            "per_category_ap": {name: _finite(v) for name, v in self.per_category_ap.items()},
+            "pd_ap": _finite(self.pd_ap),
+            "oer_per_threshold": {t: _finite(v) for t, v in self.oer_per_threshold.items()},
+            "oer_map": _finite(self.oer_map),
+            "images": self.images,
+            "people": self.people,
+            "category_set": self.category_set,
+            "categories": list(self.per_category_ap),
+            "detection_threshold": self.detection_threshold,
+            **({} if self.ccc is None else {
+                "ccc": {k: _finite(v) for k, v in self.ccc.items()},
+                "ccc_mean": _finite(self.ccc_mean)}),
+            **self._f1_json(),
+            **metadata,
+        }
+
+    def _f1_json(self) -> dict[str, Any]:
+        """The F1 and ABAW keys that apply (module docstring); none before F1 was computed."""
+        if self.single_label is None:
+            return {}
+        document: dict[str, Any] = {"single_label": self.single_label}
+        if self.single_label:
+            document["macro_f1"] = _finite(self.macro_f1)
+            document["accuracy"] = _finite(self.accuracy)
+        else:
+            document["mean_f1"] = _finite(self.mean_f1)
+            document["f1_thresholds"] = list(self.f1_thresholds or ())
+        if self.per_category_f1 is not None:
+            document["per_category_f1"] = {name: _finite(v)
+                                           for name, v in self.per_category_f1.items()}
+        score = self.abaw_score
+        document["abaw_score"] = None if score is None else _finite(score)
+        document["abaw_parts"] = {k: _finite(v) for k, v in self.abaw_parts.items()}
+        return document
+
+
+def _continuous_ccc(read: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, float] | None:
+    """CCC per dimension over the people annotated with all three (None if there are none)."""
+    if not read:
+        return None
+    predicted, target = np.concatenate(read), np.concatenate(truth)
+    known = np.isfinite(target).all(axis=1)
+    if known.sum() < 2:
+        return None
+    values = ccc(predicted[known], (target[known] - 1.0) / 9.0)
+    return dict(zip(("valence", "arousal", "dominance"), (float(v) for v in values),
+                    strict=True))
+
+
+def emotion_thresholds(predictor: Predictor, set_name: str) -> np.ndarray:
+    """The model's per-category emotion thresholds for ``set_name``: the inference settings'
+    (``predictor.settings.emotion_thresholds``, every set of the model file); for a predictor
+    without them its ``emotion_thresholds`` when ``set_name`` is its primary set, else 0.5 for
+    every category (the default of the model file's settings)."""
+    count = len(category_set(set_name))
+    per_set = getattr(getattr(predictor, "settings", None), "emotion_thresholds", None) or {}
+    if set_name in per_set:
+        values = per_set[set_name]
+    elif (getattr(predictor, "category_set", None) == set_name
+          and getattr(predictor, "emotion_thresholds", None) is not None):
+        values = predictor.emotion_thresholds
+    else:
+        values = [0.5] * count
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.shape != (count,):
+        raise EvaluationError(f"{predictor.path}: {values.size} emotion thresholds for the "
+                              f"{count} {set_name!r} categories")
+    return values
+
+
+def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
+        labels: np.ndarray) -> dict[str, Any]:
+    """The F1 fields of :class:`EvaluationResult` (x100) from the scores read at the annotated
+    boxes and their labels: single-label for a single-label set (HECO,
+    :func:`caer_ros.labels.is_single_label`), multi-label otherwise."""
+    categories = category_set(set_name)
+    if is_single_label(set_name):
+        macro, per_category = metrics.macro_f1(scores, labels)
+        fields: dict[str, Any] = {"single_label": True, "macro_f1": SCALE * macro,
+                                  "accuracy": SCALE * metrics.accuracy(scores, labels)}
+    else:
+        thresholds = emotion_thresholds(predictor, set_name)
+        mean, per_category = metrics.mean_f1_multilabel(scores, labels, thresholds)
+        fields = {"single_label": False, "mean_f1": SCALE * mean,
+                  "f1_thresholds": tuple(float(t) for t in thresholds)}
+    fields["per_category_f1"] = {name: SCALE * float(v)
+                                 for name, v in zip(categories, per_category, strict=True)}
+    return fields
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", seed: int = 0,
+               images_dir: str | Path | None = None) -> tuple[list[ImageRecord], LoadReport]:
+    """The records of one split of EMOTIC (``data`` holds ``Annotations/Annotations.mat``) or
+    HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring).
+
+    Problems of single records are counted in the report (:mod:`training.datasets.records`);
+    an EMOTIC image of the split that cannot be read is refused instead, as the metrics of part
+    of a split are not the split's. (HECO's partition is drawn over the usable images, so an
+    unreadable HECO image is counted and left out.)
+
+    Raises:
+        EvaluationError: unknown dataset or split, missing files, an unreadable EMOTIC image
+            (loader errors, which name the file and record, pass through as
+            EmoticFormatError / HecoFormatError).
+    """
+    data = Path(data)
+    if dataset not in DATASETS:
+        raise EvaluationError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise EvaluationError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not data.is_dir():
+        raise EvaluationError(f"{data}: no such data directory")
+    if dataset == "emotic":
+        try:
+            records, report = load_emotic(data, split)
+        except FileNotFoundError as error:
+            raise EvaluationError(str(error)) from None
+        if report.skipped_images:  # metrics of part of a test split are not the split's
+            first = report.skipped_images[0]
+            raise EvaluationError(f"{len(report.skipped_images)} {split} image(s) cannot be used,"
+                                  f" e.g. {first.where}: {first.reason}")
+        return records, report
+    labels = data / HECO_LABELS
+    if not labels.is_file():
+        raise EvaluationError(f"HECO labels not found: {labels}")
+    if images_dir is None:
+        images_dir = next((data / d for d in HECO_IMAGE_DIRS if (data / d).is_dir()), data)
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise EvaluationError(f"{images_dir}: no such image directory")
+    records, report = load_heco(labels, images_dir)
+    return heco_partition(records, seed)[split], report
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(h, w, 3) uint8 BGR; :class:`EvaluationError` naming ``path`` when it cannot be read or
+    is cut short (:func:`caer_ros.image_file.read_image`, the reader training uses too)."""
+    try:
+        return image_file.read_image(path)
+    except ImageFileError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def evaluated_set(predictor: Predictor, records: Sequence[ImageRecord]) -> str:
+    """The model's category set to read for ``records``: the data's own set.
+
+    Raises:
+        EvaluationError: the records mix category sets, or the model has no set of that name,
+            or its set of that name lists other categories than :mod:`caer_ros.labels`.
+    """
+    sets = sorted({r.category_set for r in records})
+    if len(sets) != 1:
+        raise EvaluationError(f"the records mix category sets ({', '.join(sets)}): evaluate one "
+                              f"dataset at a time")
+    wanted = sets[0]
+    model_sets = dict(predictor.config.categories)
+    if wanted not in model_sets:
+        have = ", ".join(model_sets) or "none"
+        raise EvaluationError(f"{predictor.path}: the model's category set(s) ({have}) do not "
+                              f"include the data's ({wanted})")
+    if tuple(model_sets[wanted]) != category_set(wanted):
+        raise EvaluationError(f"{predictor.path}: the model's {wanted!r} categories differ from "
+                              f"the dataset's (names or order)")
+    return wanted
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
+             detection_threshold: float = DETECTION_THRESHOLD,
+             progress: bool = True) -> EvaluationResult:
+    """ER mAP, per-category AP, PD AP and OER of ``predictor`` on ``records`` (x100).
+
+    ``predictor`` is a :class:`~caer_ros.inference.predictor.Predictor` or any object with its
+    ``predict(image, detection_threshold=...)``, ``read_boxes(image, boxes)`` (both returning
+    :class:`~caer_ros.inference.decode.Detections` with ``set_scores``), ``config.categories``
+    and ``path``. Scores come from the model's set that matches the records'
+    (:func:`evaluated_set`).
+
+    - ER mAP: :func:`training.evaluation.metrics.er_map` over every annotated person of every
+      image, the
+      scores read with the annotated boxes. A category with no positive person has AP NaN and is
+      left out of the mean.
+    - PD AP: :func:`training.evaluation.metrics.pd_ap` on the detections at ``detection_threshold``
+      and
+      over; images without annotated people still count (their detections are false positives).
+    - OER: :func:`training.evaluation.metrics.oer` on the same detections.
+    - F1 and the ABAW score (module docstring): on the scores read with the annotated boxes.
+
+    Raises:
+        EvaluationError: no records, an unreadable image (named), no annotated person, no
+            category with a positive, or a category-set mismatch.
+    """
+    if not records:
+        raise EvaluationError("no images to evaluate")
+    set_name = evaluated_set(predictor, records)
+    categories = category_set(set_name)
+    read_scores, labels, detections, truths = [], [], [], []
+    continuous_read, continuous_truth = [], []
+    resized = []
+    for record in tqdm(records, desc="evaluate", unit="image", disable=not progress,
+                       file=sys.stderr):
+        image = read_image(record.path)
+        if image.shape[:2] != (record.height, record.width):
+            resized.append(record.path)
+        boxes = np.array([p.box for p in record.people], dtype=np.float64).reshape(-1, 4)
+        person_labels = np.array([p.categories for p in record.people],
+                                 dtype=np.float64).reshape(-1, len(categories))
+        if len(boxes):
+            read = predictor.read_boxes(image, boxes)
+            read_scores.append(np.asarray(read.set_scores[set_name], dtype=np.float64))
+            labels.append(person_labels)
+            if getattr(read, "continuous", None) is not None:
+                continuous_read.append(np.asarray(read.continuous, np.float64)[:, :3])
+                continuous_truth.append(np.array([p.continuous for p in record.people],
+                                                 np.float64).reshape(-1, 3))
+        found = predictor.predict(image, detection_threshold=detection_threshold)
+        detections.append(metrics.ImageDetections(
+            found.boxes, found.detection_scores,
+            np.reshape(found.set_scores[set_name], (-1, len(categories)))))
+        truths.append(metrics.ImageGroundTruth(boxes, person_labels))
+    if resized:
+        LOG.warning("%d image(s) differ in size from their annotation (first: %s); their boxes "
+                    "are used as annotated", len(resized), resized[0])
+    if not labels:
+        raise EvaluationError(f"no annotated person in the {len(records)} image(s) evaluated")
+
+    all_scores, all_labels = np.concatenate(read_scores), np.concatenate(labels)
+    try:
+        er, per_category = metrics.er_map(all_scores, all_labels)
+        pd = metrics.pd_ap(detections, truths)
+        oer_mean, oer_at = metrics.oer(detections, truths)
+        f1 = _f1(predictor, set_name, all_scores, all_labels)
+    except ValueError as error:  # e.g. no category with a positive among few people
+        raise EvaluationError(f"metrics undefined on these {len(records)} image(s): "
+                              f"{error}") from None
+    return EvaluationResult(
+        ccc=_continuous_ccc(continuous_read, continuous_truth),
+        er_map=SCALE * er,
+        per_category_ap={name: SCALE * float(ap)
+                         for name, ap in zip(categories, per_category, strict=True)},
+        pd_ap=SCALE * pd,
+        oer_per_threshold={f"{t:.2f}": SCALE * v for t, v in oer_at.items()},
+        oer_map=SCALE * oer_mean,
+        images=len(records),
+        people=sum(len(r.people) for r in records),
+        category_set=set_name,
+        detection_threshold=float(detection_threshold),
+        **f1,
+    )
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """A plain-text table of ``result`` (x100, like the papers' tables)."""
+
+    def number(value: float) -> str:
+        return f"{value:6.2f}" if math.isfinite(value) else "     -"
+
+    width = max(len(name) for name in result.per_category_ap)
+    figures = [
+        ("ER mAP (ground-truth boxes)", result.er_map),
+        ("PD AP  (COCO AP@[.50:.95])", result.pd_ap),
+        ("OER mAP (mean over IoU .50:.95)", result.oer_map),
+    ]
+    if result.macro_f1 is not None:
+        figures += [("macro F1 (single-label, argmax)", result.macro_f1),
+                    ("accuracy (single-label, argmax)", result.accuracy)]
+    if result.mean_f1 is not None:
+        figures.append(("mean F1 (multi-label, model's thresholds)", result.mean_f1))
+    if result.abaw_score is not None:
+        figures.append((f"ABAW score ({' + '.join(result.abaw_parts)})", result.abaw_score))
+    label_width = max(len(label) for label, _ in figures)
+    lines = [
+        f"{result.images} images, {result.people} people, category set {result.category_set}, "
+        f"detection threshold {result.detection_threshold:g} (metrics x{SCALE})",
+        *(f"  {label:<{label_width}} {number(value)}" for label, value in figures),
+    ]
+    lines += [
+        "",
+        "OER per IoU threshold",
+        "  " + " ".join(f"{t:>6}" for t in result.oer_per_threshold),
+        "  " + " ".join(number(v) for v in result.oer_per_threshold.values()),
+        "",
+    ]
+    f1 = result.per_category_f1
+    if f1 is None:
+        lines.append("ER AP per category (- : no positive person, not in the mean)")
+        lines += [f"  {name:<{width}} {number(ap)}" for name, ap in result.per_category_ap.items()]
+    else:
+        lines.append("ER AP and F1 per category (- : AP: no positive person; F1: no true or "
+                     "predicted person; not in the mean)")
+        lines.append(f"  {'':<{width}} {'AP':>6} {'F1':>6}")
+        lines += [f"  {name:<{width}} {number(ap)} {number(f1[name])}"
+                  for name, ap in result.per_category_ap.items()]
+    if result.ccc is not None:
+        lines.append("CCC (-1..1): " + "  ".join(f"{k} {v:.3f}" for k, v in result.ccc.items()))
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, content: dict[str, Any]) -> None:
+    """``content`` as indented JSON in ``path``, written atomically (strict JSON: no NaN)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(content, indent=2, allow_nan=False) + "\n"
+    with atomic_write(path) as stream:
+        stream.write(text.encode())
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate",
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog="See the module docstring of "
+                                            "training/evaluation/evaluate.py.")
+    parser.add_argument("--model", required=True, help="model file: .pt (torch) or .onnx")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="dataset directory (EMOTIC: holds Annotations/Annotations.mat and "
+                             "emotic/; HECO: holds HECO_Labels.csv)")
+    parser.add_argument("--dataset", choices=DATASETS, default="emotic",
+                        help="dataset format (default emotic)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "onnx"),
+                        default="auto", help="default auto: from the model file's suffix")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device, or for onnxruntime cpu or cuda (default cpu)")
+    parser.add_argument("--detection-threshold", type=float, default=DETECTION_THRESHOLD,
+                        help=f"minimum detection score for PD AP and OER (default "
+                             f"{DETECTION_THRESHOLD}: low, so the AP curves are complete)")
+    parser.add_argument("--limit", type=int, help="evaluate only the split's first N images")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="HECO partition seed (the one used for training; default 0)")
+    parser.add_argument("--images", type=Path,
+                        help="HECO image directory (default: DIR/heco/images, DIR/images or DIR)")
+    parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_setting_arguments(parser, "; an ONNX file fixes it at export")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.detection_threshold <= 1.0:
+        parser.error(f"--detection-threshold must be in [0, 1], got {args.detection_threshold}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, got {args.limit}")
+    return args
+
+
+def open_predictor(model: str | Path, backend: str = "auto", device: str = "cpu",
+                   changes: dict[str, Any] | None = None) -> Predictor:
+    """``Predictor.from_file`` with ``backend`` auto/torch/onnxruntime (``onnx`` too) and the
+    inference settings ``changes``; every problem is a one-line :class:`ModelFileError` or
+    :class:`EvaluationError` naming ``model``."""
+    chosen = {"auto": None, "onnx": "onnxruntime"}.get(backend, backend)
+    try:
+        return Predictor.from_file(model, backend=chosen, device=device, changes=changes)
+    except ModelFileError:
+        raise
+    except ValueError as error:  # bad backend or device, settings fixed in an ONNX graph
+        raise EvaluationError(f"{model}: {error}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        predictor = open_predictor(args.model, args.backend, args.device,
+                                   setting_changes(args))
+        records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images)
+        print(report.summary(), file=sys.stderr)
+        for line in report.warnings():
+            print(line, file=sys.stderr)
+        if args.limit is not None:
+            records = records[:args.limit]
+        result = evaluate(predictor, records, args.detection_threshold,
+                          progress=not args.no_progress)
+        print(f"model {args.model} ({predictor.backend}) on {args.data} "
+              f"({args.dataset}, {args.split})")
+        print(format_summary(result))
+        if args.json is not None:
+            write_json(args.json, result.to_json(
+                model=str(args.model), backend=predictor.backend, data=str(args.data),
+                dataset=args.dataset, split=args.split, limit=args.limit,
+                seed=args.seed if args.dataset == "heco" else None,
+                skipped_people=len(report.skipped)))
+            print(f"wrote {args.json}")
+    except (ModelFileError, EvaluationError, EmoticFormatError, HecoFormatError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. the JSON file cannot be written, a directory unreadable
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
