@@ -47,8 +47,7 @@ machines allow. One run:
 4. **Probes** (:mod:`training.teachers.probe`), before any arm: each teacher's features on the
    student's own training scenes, a linear probe fitted on 70% of the people and scored on the
    rest. The face, face-crop and generic teachers are probed on each person's face class from the
-   head
-   region (the top quarter of the box), the context teacher on the scene's context from the
+   head region (the top quarter of the box), the context teacher on the scene's context from the
    box. The face teacher's accuracy is ``teacher_probe`` (the KA arms are only worth reading
    when it is high); the generic teacher's face probe is the control: what features that
    were never taught faces give.
@@ -61,8 +60,7 @@ machines allow. One run:
    - ``baseline``: the backbone starts from the generic teacher (the paper's ImageNet start);
    - ``finetune``: the backbone starts from the face teacher (the paper's F-T column);
    - ``ka_1``: generic start, knowledge amalgamation (:mod:`training.objectives.amalgamation`, eq.
-     7-9)
-     from the face teacher;
+     7-9) from the face teacher;
    - ``ka_2``: the same from the face and the context teachers;
    - optional: ``ka_placebo`` (KA from the generic teacher: the KA machinery with no emotion
      knowledge behind it), ``finetune_context``, ``ka_context``.

@@ -67,7 +67,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from caer_ros.image_file import read_image
 from caer_ros.inference.export import export_with_summary
-from caer_ros.inference.predictor import Predictor, physical_cores
+from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.runners import physical_cores
 from caer_ros.model import (
     read_model_file,
 )

@@ -66,7 +66,8 @@ import torch
 from common import machine, photo, write_json
 
 from caer_ros.inference.boxes import iou_matrix
-from caer_ros.inference.predictor import CPU_PROVIDER, TENSORRT_PROVIDER, Predictor
+from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.runners import CPU_PROVIDER, TENSORRT_PROVIDER
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 GPU_PROVIDERS = (CUDA_PROVIDER, TENSORRT_PROVIDER)

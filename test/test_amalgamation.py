@@ -1,6 +1,5 @@
-"""training.objectives.amalgamation: the common feature space (KA Figure 2b), eq. 7-8's masked
-loss, the
-frozen teachers, a KA training run on the synthetic scenes, and the ka_*.yaml experiments."""
+"""training.objectives.amalgamation: the common feature space (KA Figure 2b), eq. 7-8's masked loss,
+the frozen teachers, a KA training run on the synthetic scenes, and the ka_*.yaml experiments."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_converted_archive_file_gives_the_public_outputs(public_states, tmp_path
 def test_converted_model_exported_runs_the_same_in_onnx_runtime(converted_heco, tmp_path):
     from caer_ros.inference.export import export_with_summary
     from caer_ros.inference.graph import InferenceGraph
-    from caer_ros.inference.predictor import OnnxRunner
+    from caer_ros.inference.runners import OnnxRunner
 
     path, model = converted_heco
     onnx_path = tmp_path / "benet_heco.onnx"

@@ -1,6 +1,5 @@
-"""training.evaluation.evaluate: the command line, the wiring of the metrics, F1 and the ABAW
-score, both
-backends, bad input.
+"""training.evaluation.evaluate: the command line, the wiring of the metrics, F1 and the ABAW score,
+both backends, bad input.
 
 Real components throughout: the small seeded model of ``helpers/small_model.py`` (EMOTIC + HECO
 category sets, 96x128 input) and a synthetic dataset in EMOTIC's and HECO's on-disk formats.
@@ -222,6 +221,10 @@ class OraclePredictor:
 
     def read_boxes(self, image, boxes):
         return self._people(image, boxes)
+
+    def predict_and_read(self, image, boxes, detection_threshold=None):
+        read = self.read_boxes(image, boxes)
+        return self.predict(image, detection_threshold), read
 
     def predict(self, image, detection_threshold=None):
         boxes = np.array([p.box for p in self.by_image[self._key(image)].people])

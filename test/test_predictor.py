@@ -23,7 +23,8 @@ from caer_ros.inference.onnx_friendly import (
     channel_max,
     onnx_friendly,
 )
-from caer_ros.inference.predictor import Predictor, choose_providers, default_providers
+from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.runners import choose_providers, default_providers
 from caer_ros.labels import EMOTIC
 from caer_ros.model import ModelFileError, load_model_file
 from caer_ros.model.attention import ChannelPool

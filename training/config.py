@@ -32,8 +32,8 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   ``checkpoint_every`` (steps; 0: at epoch ends only), ``log_every``, ``amp``, ``device``;
   ``best_by``: what picks ``best.pt``, ``loss`` (the lowest total validation loss, BENet's and
   KA's rule) or ``metric`` (the highest mean of the emotion tasks' validation metrics,
-  :mod:`training.evaluation.task_metrics`: one rule for runs whose losses differ, e.g. KA's extra
-  terms).
+  :mod:`training.evaluation.task_metrics`: one rule for runs whose losses differ, e.g. KA's
+  extra terms).
 - ``inference``: :class:`~caer_ros.model.inference_settings.InferenceSettings` fields stored in
   the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
   the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
@@ -50,9 +50,8 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   paper's stop).
 - knowledge amalgamation (papers/knowledge-amalgamation-single-shot-caer.txt):
   ``amalgamation`` (:class:`training.objectives.amalgamation.AmalgamationConfig` fields: the
-  teachers and
-  the common feature space) and ``init_backbone`` (a weights file the student's backbone starts
-  from: an ImageNet HRNet checkpoint, or a teacher's file for fine-tuning).
+  teachers and the common feature space) and ``init_backbone`` (a weights file the student's
+  backbone starts from: an ImageNet HRNet checkpoint, or a teacher's file for fine-tuning).
 """
 
 from __future__ import annotations

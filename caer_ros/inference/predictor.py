@@ -35,19 +35,16 @@ serialised; the input buffer is reused from frame to frame).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import statistics
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 
-from caer_ros.inference import onnx_metadata
 from caer_ros.inference.decode import (
     Detections,
     SummedMaps,
@@ -56,27 +53,20 @@ from caer_ros.inference.decode import (
     read_people,
 )
 from caer_ros.inference.fusion import crop_batch, fuse_mean, person_centric_outputs
-from caer_ros.inference.graph import GRAPH_SETTINGS, InferenceGraph, output_stride
+from caer_ros.inference.graph import GRAPH_SETTINGS, output_stride
 from caer_ros.inference.preprocess import Letterbox, preprocess
+from caer_ros.inference.runners import (
+    OnnxRunner,
+    ProviderSpec,
+    Runner,
+    TorchRunner,
+)
 from caer_ros.model.checkpoint import ModelFile, ModelFileError, load_model_file
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 
-LOG = logging.getLogger("caer_ros")
 BACKENDS = ("torch", "onnxruntime")
 SUFFIX_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime"}
-CPU_PROVIDER = "CPUExecutionProvider"
-TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-
-ProviderSpec = str | tuple[str, dict[str, Any]]
-
-
-class Runner(Protocol):
-    """A backend: runs the inference graph on a normalised batch (B, 3, H, W) float32."""
-
-    name: str  # e.g. "torch:cpu", "onnxruntime:CPUExecutionProvider"
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 class Predictor:
@@ -180,36 +170,23 @@ class Predictor:
         ``detection_threshold`` replaces :attr:`detection_threshold`; ``max_people`` caps the
         model's ``top_k``.
         """
-        with self._lock:
-            maps, placement = self._forward(image)
-        (people,) = find_people(maps, self.settings, detection_threshold=detection_threshold,
-                                max_people=max_people, primary_set=self.category_set)
-        return self._fused([image], [people.to_image(placement)])[0]
+        return self.predict_batch([image], detection_threshold, max_people)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], detection_threshold: float | None = None,
                       max_people: int | None = None) -> list[Detections]:
         """:meth:`predict` for several images in one network run."""
         if not images:
             return []
-        batch = np.empty((len(images), 3, *self.input_size), dtype=np.float32)
-        placements = []
-        for n, image in enumerate(images):
-            _, placement = preprocess(image, self.input_size, mean=self.config.input_mean,
-                                      std=self.config.input_std, out=batch[n:n + 1])
-            placements.append(placement)
-        with self._lock:
-            maps = SummedMaps.from_outputs(self._runner.run(batch), self.stride)
-        people = find_people(maps, self.settings, detection_threshold=detection_threshold,
-                             max_people=max_people, primary_set=self.category_set)
-        return self._fused(images, [p.to_image(box)
-                                    for p, box in zip(people, placements, strict=True)])
+        maps, placements = self._maps(images)
+        return self._fused(images, self._people(maps, placements, detection_threshold,
+                                                max_people))
 
     def forward_maps(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
         """The graph's maps for one image (a batch of one, arrays of its own) and its letterbox
         placement: for reading other boxes (:func:`~caer_ros.inference.decode.read_people`,
         boxes mapped with ``Letterbox.to_input``)."""
-        with self._lock:
-            return self._forward(image)
+        maps, (placement,) = self._maps([image])
+        return maps, placement
 
     def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> Detections:
         """The people at given boxes (K, 4) x1, y1, x2, y2 in ``image`` pixels, e.g. the
@@ -221,21 +198,20 @@ class Predictor:
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         maps, placement = self.forward_maps(image)
-        inside = placement.to_input(boxes)
-        emotions, continuous = read_people(maps, inside[None], self.settings.extraction)
-        heat = maps.heatmap[0, 0]
-        rows, cols = center_cells((inside[:, 0] + inside[:, 2]) / 2,
-                                  (inside[:, 1] + inside[:, 3]) / 2, maps.stride, *heat.shape)
-        sets = {name: values[0] for name, values in emotions.items()}
-        people = Detections(
-            boxes=boxes.astype(np.float32),
-            detection_scores=heat[rows, cols].astype(np.float32),
-            scores=sets[self.category_set],
-            continuous=None if continuous is None else continuous[0],
-            category_set=self.category_set,
-            set_scores=sets,
-        )
-        return self._fused([image], [people], boxes=[boxes])[0]
+        return self._fused([image], [self._read(maps, placement, boxes)], boxes=[boxes])[0]
+
+    def predict_and_read(self, image: np.ndarray, boxes: np.ndarray,
+                         detection_threshold: float | None = None,
+                         max_people: int | None = None) -> tuple[Detections, Detections]:
+        """:meth:`predict` and :meth:`read_boxes` of one image from one run of the network
+        (and, with fusion, one run on everybody's crops): the people found, and the people at
+        ``boxes``. The evaluator needs both for every test image."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        maps, placement = self.forward_maps(image)
+        (found,) = self._people(maps, [placement], detection_threshold, max_people)
+        read = self._read(maps, placement, boxes)
+        found, read = self._fused([image, image], [found, read], boxes=[found.boxes, boxes])
+        return found, read
 
     def stage_times(self, image: np.ndarray, runs: int = 5, people: int = 16
                     ) -> dict[str, float]:
@@ -248,31 +224,66 @@ class Predictor:
         fusing = self.settings.fusion != "none"
         if fusing:
             times["fusion"] = []
-        with self._lock:
-            for run in range(runs + 1):  # the first run warms up
-                start = time.perf_counter()
-                batch, placement = preprocess(image, self.input_size, mean=self.config.input_mean,
-                                              std=self.config.input_std, out=self._buffer)
-                after_pre = time.perf_counter()
-                outputs = self._runner.run(batch)
-                after_model = time.perf_counter()
-                maps = SummedMaps.from_outputs(outputs, self.stride)
-                (found,) = find_people(maps, self.settings, detection_threshold=0.0,
-                                       max_people=people, primary_set=self.category_set)
-                found = found.to_image(placement)
-                end = time.perf_counter()
-                if len(found) != people:
-                    raise RuntimeError(f"found {len(found)} people, not {people}")
-                if fusing:
-                    crops = self._crops([image], [found.boxes])
-                    fuse_mean(found, person_centric_outputs(self._runner.run(crops)))
-                if run:
-                    times["pre"].append(after_pre - start)
-                    times["model"].append(after_model - after_pre)
-                    times["decode"].append(end - after_model)
-                    if fusing:
-                        times["fusion"].append(time.perf_counter() - end)
+        for run in range(runs + 1):  # the first run warms up
+            marks = [time.perf_counter()]
+            maps, placements = self._maps([image], marks)
+            (found,) = self._people(maps, placements, 0.0, people)
+            marks.append(time.perf_counter())
+            if len(found) != people:
+                raise RuntimeError(f"found {len(found)} people, not {people}")
+            self._fused([image], [found])
+            marks.append(time.perf_counter())
+            if run:
+                for name, start, end in zip(times, marks, marks[1:], strict=False):
+                    times[name].append(end - start)
         return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+    # ----------------------------------------------------------------------- the pipeline
+
+    def _maps(self, images: Sequence[np.ndarray], marks: list[float] | None = None
+              ) -> tuple[SummedMaps, list[Letterbox]]:
+        """Pre-processing and the graph, one run for ``images``: their summed maps and
+        letterbox placements. ``marks`` gets ``time.perf_counter()`` after each stage."""
+        if len(images) == 1:
+            batch = self._buffer  # one frame: the reused input buffer (under the lock)
+        else:
+            batch = np.empty((len(images), 3, *self.input_size), dtype=np.float32)
+        with self._lock:
+            placements = [preprocess(image, self.input_size, mean=self.config.input_mean,
+                                     std=self.config.input_std, out=batch[n:n + 1])[1]
+                          for n, image in enumerate(images)]
+            if marks is not None:
+                marks.append(time.perf_counter())
+            outputs = self._runner.run(batch)
+        if marks is not None:
+            marks.append(time.perf_counter())
+        return SummedMaps.from_outputs(outputs, self.stride), placements
+
+    def _people(self, maps: SummedMaps, placements: Sequence[Letterbox],
+                detection_threshold: float | None, max_people: int | None
+                ) -> list[Detections]:
+        """The people found in ``maps``, boxes in each image's pixels."""
+        people = find_people(maps, self.settings, detection_threshold=detection_threshold,
+                             max_people=max_people, primary_set=self.category_set)
+        return [p.to_image(placement) for p, placement in zip(people, placements, strict=True)]
+
+    def _read(self, maps: SummedMaps, placement: Letterbox, boxes: np.ndarray) -> Detections:
+        """The people at ``boxes`` ((K, 4) float64, image pixels) of a one-image ``maps``
+        (before fusion)."""
+        inside = placement.to_input(boxes)
+        emotions, continuous = read_people(maps, inside[None], self.settings.extraction)
+        heat = maps.heatmap[0, 0]
+        rows, cols = center_cells((inside[:, 0] + inside[:, 2]) / 2,
+                                  (inside[:, 1] + inside[:, 3]) / 2, maps.stride, *heat.shape)
+        sets = {name: values[0] for name, values in emotions.items()}
+        return Detections(
+            boxes=boxes.astype(np.float32),
+            detection_scores=heat[rows, cols].astype(np.float32),
+            scores=sets[self.category_set],
+            continuous=None if continuous is None else continuous[0],
+            category_set=self.category_set,
+            set_scores=sets,
+        )
 
     def _fused(self, images: Sequence[np.ndarray], people: list[Detections],
                boxes: Sequence[np.ndarray] | None = None) -> list[Detections]:
@@ -307,210 +318,6 @@ class Predictor:
             start = stop
         return batch
 
-    def _forward(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
-        batch, placement = preprocess(image, self.input_size, mean=self.config.input_mean,
-                                      std=self.config.input_std, out=self._buffer)
-        return SummedMaps.from_outputs(self._runner.run(batch), self.stride), placement
-
     def __repr__(self) -> str:
         return (f"Predictor({self.path!r}, backend={self.backend!r}, input={self.input_size}, "
                 f"categories={self.category_set}({len(self.categories)}))")
-
-
-# --------------------------------------------------------------------------- torch backend
-
-
-class TorchRunner:
-    """The inference graph in torch (eager) on ``device``."""
-
-    def __init__(self, model: torch.nn.Module, settings: InferenceSettings, device: str,
-                 fp16: bool) -> None:
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as error:
-            raise ValueError(f"invalid torch device {device!r}: {error}") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: this torch has no CUDA device "
-                             f"(torch {torch.__version__})")
-        if fp16 and self.device.type != "cuda":
-            raise ValueError("fp16 needs a CUDA device (half precision on the CPU is slower "
-                             "and less accurate); use device='cuda' or fp16=False")
-        self.fp16 = fp16
-        # Denormal floats (common in the activations of untrained and lightly trained
-        # networks) make CPU convolutions up to 10x slower; flushing them to zero changes
-        # results by less than 1e-38. Process-wide, like ONNX Runtime's option below.
-        torch.set_flush_denormal(True)
-        self.graph = InferenceGraph(model, settings).eval().to(self.device)
-        if fp16:
-            self.graph.half()
-        self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs as float32 numpy arrays on the host (no copy on the CPU)."""
-        with torch.inference_mode():
-            images = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            if self.fp16:
-                images = images.half()
-            outputs = self.graph.outputs(images)
-            return {name: value.float().cpu().numpy() for name, value in outputs.items()}
-
-
-# --------------------------------------------------------------------------- ONNX Runtime
-
-
-class OnnxRunner:
-    """The exported inference graph in an ONNX Runtime session."""
-
-    def __init__(self, session: Any, graph: onnx_metadata.GraphInfo) -> None:
-        self.session = session
-        self.graph = graph
-        self.output_names = list(graph.outputs)
-        self.name = f"onnxruntime:{session.get_providers()[0]}"
-        batch = session.get_inputs()[0].shape[0]
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-
-    @classmethod
-    def open(cls, path: Path, device: str = "cpu",
-             providers: Sequence[ProviderSpec] | None = None,
-             fp16: bool = False) -> tuple[OnnxRunner, ModelFile]:
-        import onnxruntime as ort
-
-        _check_readable(path)
-        if providers is None:
-            providers = default_providers(device)
-        chosen = choose_providers(providers, ort.get_available_providers(), fp16)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = physical_cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # ONNX Runtime's own warnings: errors only
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")  # see TorchRunner
-        try:
-            session = ort.InferenceSession(str(path), options, providers=chosen)
-        except Exception as error:  # InvalidProtobuf, Fail, NoSuchFile, ...: many types
-            text = (str(error).strip().splitlines() or [""])[0]
-            if "protobuf" in text.lower() or "load model" in text.lower():
-                raise ModelFileError(path, f"not an ONNX model (unreadable or corrupted: "
-                                           f"{text[:160]})") from None
-            raise ModelFileError(path, f"ONNX Runtime cannot open it: {text[:200]}") from None
-        info, graph = onnx_metadata.decode(str(path), session.get_modelmeta().custom_metadata_map)
-        _check_session(path, session, info.config, graph)
-        got = session.get_providers()
-        LOG.info("%s: ONNX Runtime session on %s", path, ", ".join(got))
-        wanted = _provider_name(chosen[0])
-        if got[0] != wanted:
-            LOG.warning("%s: ONNX Runtime could not start %s; running on %s", path, wanted, got[0])
-        return cls(session, graph), info
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs; a graph exported with a fixed batch size runs the batch in
-        chunks of that size (the last one padded)."""
-        size = self.fixed_batch
-        if size is None or len(batch) == size:
-            values = self.session.run(self.output_names, {self.graph.input: batch})
-            return dict(zip(self.output_names, values, strict=True))
-        chunks = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start:start + size]
-            if len(chunk) < size:
-                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
-                                                        chunk.dtype)])
-            chunks.append(self.session.run(self.output_names, {self.graph.input: chunk}))
-        return {name: np.concatenate([c[n] for c in chunks])[:len(batch)]
-                for n, name in enumerate(self.output_names)}
-
-
-def default_providers(device: str) -> list[ProviderSpec]:
-    """Providers for a torch-style device name: "cpu" -> CPU; "cuda" or "cuda:N" -> CUDA (on
-    device N) then CPU."""
-    if device == "cpu":
-        return [CPU_PROVIDER]
-    kind, _, index = device.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ValueError(f"device must be cpu, cuda or cuda:N for onnxruntime, got {device!r}")
-    cuda: ProviderSpec = ("CUDAExecutionProvider", {"device_id": int(index)}) if index \
-        else "CUDAExecutionProvider"
-    return [cuda, CPU_PROVIDER]
-
-
-def choose_providers(requested: Sequence[ProviderSpec], available: Sequence[str],
-                     fp16: bool = False) -> list[ProviderSpec]:
-    """The requested providers this ONNX Runtime has, in order; unavailable ones are dropped
-    with a warning, and CPU is used when none is left. ``fp16`` turns on TensorRT's fp16 mode
-    (``trt_fp16_enable``) and needs the TensorRT provider among the requested ones."""
-    if isinstance(requested, str):
-        requested = [requested]
-    names = [_provider_name(p) for p in requested]
-    if fp16 and TENSORRT_PROVIDER not in names:
-        raise ValueError("fp16 with onnxruntime needs the TensorrtExecutionProvider (its fp16 "
-                         "mode); use the torch backend on CUDA for fp16 otherwise")
-    chosen: list[ProviderSpec] = []
-    missing = []
-    for spec, name in zip(requested, names, strict=True):
-        if name not in available:
-            missing.append(name)
-            continue
-        if fp16 and name == TENSORRT_PROVIDER:
-            options = dict(spec[1]) if isinstance(spec, tuple) else {}
-            spec = (name, {**options, "trt_fp16_enable": True})
-        chosen.append(spec)
-    if not chosen:
-        chosen = [CPU_PROVIDER]
-    if missing:
-        LOG.warning("ONNX Runtime provider(s) %s not available in this build (available: %s); "
-                    "using %s", ", ".join(missing), ", ".join(available),
-                    ", ".join(_provider_name(p) for p in chosen))
-    return chosen
-
-
-def physical_cores() -> int:
-    """Physical CPU cores this process may use (hyper-threads not counted)."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return allowed
-    cores, physical = set(), "0"
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "physical id":
-            physical = value.strip()
-        elif key == "core id":
-            cores.add((physical, value.strip()))
-    return max(1, min(allowed, len(cores) or allowed))
-
-
-def _provider_name(spec: ProviderSpec) -> str:
-    return spec[0] if isinstance(spec, tuple) else spec
-
-
-def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise ModelFileError(path, "no such file")
-    if path.is_dir():
-        raise ModelFileError(path, "is a directory, not a model file")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as error:
-        raise ModelFileError(path, f"cannot be read ({error.strerror or error})") from None
-
-
-def _check_session(path: Path, session: Any, config: ModelConfig,
-                   graph: onnx_metadata.GraphInfo) -> None:
-    """The session's input and outputs are those the metadata describes."""
-    problem = "the graph does not match its caer_ros metadata:"
-    inputs = session.get_inputs()
-    if [i.name for i in inputs] != [graph.input]:
-        raise ModelFileError(path, f"{problem} inputs {[i.name for i in inputs]}, expected "
-                                   f"[{graph.input!r}]")
-    shape = list(inputs[0].shape)
-    if len(shape) != 4 or shape[1:] != [3, *config.input_size]:
-        raise ModelFileError(path, f"{problem} input shape {shape}, expected "
-                                   f"[batch, 3, {config.input_size[0]}, {config.input_size[1]}]")
-    names = [o.name for o in session.get_outputs()]
-    if sorted(names) != sorted(graph.outputs):
-        raise ModelFileError(path, f"{problem} outputs {names}, expected {list(graph.outputs)}")

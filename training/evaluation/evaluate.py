@@ -5,18 +5,18 @@ and the ABAW-style combined score.
         [--split test|val|train] [--backend auto|torch|onnxruntime] [--device cpu|cuda]
         [--detection-threshold 0.01] [--limit N] [--seed 0] [--images DIR] [--json PATH]
 
-One pass over the split's images; per image the model runs twice through the
+One pass over the split's images; per image one network run through the
 :class:`~caer_ros.inference.predictor.Predictor` (the same code path as the node and
-``caer-infer``):
+``caer-infer``), :meth:`~caer_ros.inference.predictor.Predictor.predict_and_read`, gives two
+readings:
 
-- :meth:`~caer_ros.inference.predictor.Predictor.read_boxes` with the annotated boxes: the emotion
-  scores of every annotated person, for the ER mAP (BENet section 4.2, KA paper section 4.2);
-- :meth:`~caer_ros.inference.predictor.Predictor.predict`: the detected people, for the
-  person-detection AP (COCO AP@[.50:.95], pycocotools) and OER.
+- the people at the annotated boxes: the emotion scores of every annotated person, for the
+  ER mAP (BENet section 4.2, KA paper section 4.2);
+- the detected people, for the person-detection AP (COCO AP@[.50:.95], pycocotools) and OER.
 
-The metrics themselves are :mod:`training.evaluation.metrics`. Scores are taken from the model's
-category
-set that matches the data's (``emotic`` or ``heco``), which need not be the model's primary set.
+The metrics themselves are :mod:`training.evaluation.metrics`. Scores are taken from the
+model's category set that matches the data's (``emotic`` or ``heco``), which need not be the
+model's primary set.
 
 F1 (the ABAW challenges' classification metrics, ``papers/abaw-multitask-kd-task-discriminator.txt``
 section V.B), on the scores read with the annotated boxes:
@@ -348,18 +348,18 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     """ER mAP, per-category AP, PD AP and OER of ``predictor`` on ``records`` (x100).
 
     ``predictor`` is a :class:`~caer_ros.inference.predictor.Predictor` or any object with its
-    ``predict(image, detection_threshold=...)``, ``read_boxes(image, boxes)`` (both returning
-    :class:`~caer_ros.inference.decode.Detections` with ``set_scores``), ``config.categories``
-    and ``path``. Scores come from the model's set that matches the records'
+    ``predict(image, detection_threshold=...)`` and ``predict_and_read(image, boxes,
+    detection_threshold=...)`` (the people found and the people at ``boxes``, from one network
+    run; :class:`~caer_ros.inference.decode.Detections` with ``set_scores``),
+    ``config.categories`` and ``path``. Scores come from the model's set that matches the records'
     (:func:`evaluated_set`).
 
-    - ER mAP: :func:`training.evaluation.metrics.er_map` over every annotated person of every
-      image, the
-      scores read with the annotated boxes. A category with no positive person has AP NaN and is
-      left out of the mean.
-    - PD AP: :func:`training.evaluation.metrics.pd_ap` on the detections at ``detection_threshold``
-      and
-      over; images without annotated people still count (their detections are false positives).
+    - ER mAP: :func:`training.evaluation.metrics.er_map` over every annotated person of
+      every image, the scores read with the annotated boxes. A category with no positive
+      person has AP NaN and is left out of the mean.
+    - PD AP: :func:`training.evaluation.metrics.pd_ap` on the detections at
+      ``detection_threshold`` and over; images without annotated people still count (their
+      detections are false positives).
     - OER: :func:`training.evaluation.metrics.oer` on the same detections.
     - F1 and the ABAW score (module docstring): on the scores read with the annotated boxes.
 
@@ -382,15 +382,17 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
         boxes = np.array([p.box for p in record.people], dtype=np.float64).reshape(-1, 4)
         person_labels = np.array([p.categories for p in record.people],
                                  dtype=np.float64).reshape(-1, len(categories))
-        if len(boxes):
-            read = predictor.read_boxes(image, boxes)
+        if len(boxes):  # one network run gives both readings
+            found, read = predictor.predict_and_read(image, boxes,
+                                                     detection_threshold=detection_threshold)
             read_scores.append(np.asarray(read.set_scores[set_name], dtype=np.float64))
             labels.append(person_labels)
             if getattr(read, "continuous", None) is not None:
                 continuous_read.append(np.asarray(read.continuous, np.float64)[:, :3])
                 continuous_truth.append(np.array([p.continuous for p in record.people],
                                                  np.float64).reshape(-1, 3))
-        found = predictor.predict(image, detection_threshold=detection_threshold)
+        else:
+            found = predictor.predict(image, detection_threshold=detection_threshold)
         detections.append(metrics.ImageDetections(
             found.boxes, found.detection_scores,
             np.reshape(found.set_scores[set_name], (-1, len(categories)))))
