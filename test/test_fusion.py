@@ -127,6 +127,14 @@ def test_predict_batch_and_read_boxes_fuse_too(predictors, network):
     for name in SETS:
         np.testing.assert_allclose(fused.set_scores[name],
                                    (plain.set_scores[name] + pc[name]) / 2, atol=1e-5)
+    # the evaluator's one-run reading: the same people and the same box readings, fused
+    found, read = fused_p.predict_and_read(image, boxes, **PEOPLE)
+    one = fused_p.predict(image, **PEOPLE)
+    np.testing.assert_allclose(found.boxes, one.boxes, atol=1e-3)
+    np.testing.assert_array_equal(read.boxes, fused.boxes)
+    for name in SETS:
+        np.testing.assert_allclose(found.set_scores[name], one.set_scores[name], atol=1e-4)
+        np.testing.assert_allclose(read.set_scores[name], fused.set_scores[name], atol=1e-4)
 
 
 def test_crops_follow_extract_subject():
@@ -189,6 +197,10 @@ def test_zero_people_needs_no_second_run(predictors, monkeypatch):
     found = fused_p.predict(image, detection_threshold=0.0, max_people=3)
     assert runs[3:] == [1, 3]  # the frame, then its three crops as one batch
     assert len(found) == 3
+    found, read = fused_p.predict_and_read(image, np.array([[10.0, 10.0, 100.0, 200.0]]),
+                                           detection_threshold=0.0, max_people=3)
+    assert runs[5:] == [1, 4]  # the evaluator's reading: one frame run, one run of 3 + 1 crops
+    assert (len(found), len(read)) == (3, 1)
 
 
 # --------------------------------------------------------------------------- ONNX Runtime

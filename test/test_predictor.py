@@ -206,6 +206,11 @@ def test_read_boxes_round_trips_through_the_letterbox(predictors):
         np.testing.assert_allclose(again.continuous, people.continuous[inside], atol=1e-4)
         np.testing.assert_allclose(again.detection_scores, people.detection_scores[inside],
                                    atol=1e-5)
+        found, read = p.predict_and_read(image, people.boxes[inside], detection_threshold=0.0)
+        np.testing.assert_allclose(found.boxes, people.boxes)  # one run gives both readings
+        np.testing.assert_allclose(found.scores, people.scores, atol=1e-5)
+        np.testing.assert_allclose(read.scores, again.scores, atol=1e-5)
+        np.testing.assert_allclose(read.detection_scores, again.detection_scores, atol=1e-5)
 
 
 def test_predict_batch_equals_predict(predictors):
