@@ -42,6 +42,7 @@ whole path, its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -156,11 +157,10 @@ def run_arm(name: str, data: Path, args: argparse.Namespace) -> dict[str, object
     """Train one arm within the budget; evaluate its model file on the test split."""
     out = args.out / "runs" / name
     config = load_config(args.config, [*args.overrides, f"out={out}", f"seed={args.seed}",
-                                       "budget_minutes=" + ("null" if args.budget_minutes
-                                                            is None else str(args.budget_minutes)),
+                                       f"budget_minutes={json.dumps(args.budget_minutes)}",
                                        f"inference.extraction={args.extraction}"], data)
-    limit = f"budget {args.budget_minutes:g} min" if args.budget_minutes is not None else \
-        " ".join(o.replace("=", " ") for o in args.overrides if o.startswith("max_steps="))
+    limit = f"{config.max_steps} steps" if config.budget_minutes is None else \
+        f"budget {config.budget_minutes:g} min"
     print(f"[{name}] training on {data.name}: {limit} -> {out}", flush=True)
     started = time.perf_counter()
     trainer = Trainer(config, restart=True, progress=args.progress)

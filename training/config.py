@@ -49,9 +49,10 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   capped at ``task_patience``; ``early_stop``: end the run once every task reached it, the
   paper's stop).
 - knowledge amalgamation (papers/knowledge-amalgamation-single-shot-caer.txt):
-  ``amalgamation`` (:class:`training.objectives.amalgamation.AmalgamationConfig` fields: the
-  teachers and the common feature space) and ``init_backbone`` (a weights file the student's
-  backbone starts from: an ImageNet HRNet checkpoint, or a teacher's file for fine-tuning).
+  ``amalgamation`` (:class:`AmalgamationConfig` fields: the teachers and the common feature
+  space, used by :mod:`training.objectives.amalgamation`) and ``init_backbone`` (a weights
+  file the student's backbone starts from: an ImageNet HRNet checkpoint, or a teacher's file
+  for fine-tuning).
 """
 
 from __future__ import annotations
@@ -170,10 +171,6 @@ class DiscriminatorConfig:
     hidden: int = 128
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class AmalgamationConfig:
     """The ``amalgamation:`` section of a training config.
@@ -184,8 +181,8 @@ class AmalgamationConfig:
     - ``student_feature``: ``quarter`` (the 1/4 backbone branch, default) or ``concat``;
     - ``feature_weight`` / ``reconstruction_weight``: factors of ``L_feat`` / ``L_rec`` in the
       total loss (eq. 9: both 1);
-    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default true, see the
-      module docstring);
+    - ``detach_target``: stop eq. 7's gradient into the teachers' side (default true; why:
+      :mod:`training.objectives.amalgamation`);
     - ``probe_images``: before training, probe each teacher's features on this many of the
       student's training images (:mod:`training.teachers.probe`; a warning when they carry
       little); 0 skips it.
@@ -221,7 +218,7 @@ class AmalgamationConfig:
                               f"{', '.join(STUDENT_FEATURES)}, got {self.student_feature!r}")
         for name in ("feature_weight", "reconstruction_weight"):
             value = getattr(self, name)
-            if not _finite_number(value) or value < 0:
+            if not _number(value) or value < 0:
                 raise ConfigError(f"amalgamation.{name} must be a number >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
         if not isinstance(self.detach_target, bool):
@@ -250,7 +247,6 @@ class AmalgamationConfig:
                 "student_feature": self.student_feature, "feature_weight": self.feature_weight,
                 "reconstruction_weight": self.reconstruction_weight,
                 "detach_target": self.detach_target, "probe_images": self.probe_images}
-
 
 
 @dataclass(frozen=True)

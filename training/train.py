@@ -7,14 +7,15 @@
     torchrun --nproc_per_node 2 -m training.train --config ... --data ...   # data-parallel
 
 Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-transforms
-(:mod:`training.data.batches`, :mod:`training.objectives.benet`). The run folder (``out``) receives:
+(:mod:`training.data.batches`, :mod:`training.objectives.benet`). The run folder (``out``)
+receives:
 
 - ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*;
   ``best_by: metric``: the highest mean validation metric of the emotion tasks instead),
   ``final.pt``: the one at the end (*final model*); both are model files the node,
-  ``caer-infer`` and ``training.evaluation.evaluate`` accept, with the config's ``inference``
-  settings and
-  per-category thresholds calibrated on the validation split (:mod:`training.evaluation.calibrate`);
+  ``caer-infer`` and ``python -m training.evaluate`` accept, with the config's ``inference``
+  settings and per-category thresholds calibrated on the validation split
+  (:mod:`training.evaluation.calibrate`);
 - ``last.ckpt``: the training state (weights, Adam, AMP scaler, epoch, step, best loss, elapsed
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
@@ -23,9 +24,8 @@ Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-t
   or stopped early by ``early_stop``) is left alone: the same command says so and changes
   nothing; a larger ``epochs``, ``budget_minutes`` or ``max_steps`` continues it;
 - ``history.json`` (per-epoch losses, and at each validation every emotion task's metric,
-  ``val_metrics``: :mod:`training.evaluation.task_metrics`), ``config.yaml`` (the resolved config)
-  and
-  ``tensorboard/`` (scalars and emotion-map images; ``tensorboard --logdir out``).
+  ``val_metrics``: :mod:`training.evaluation.task_metrics`), ``config.yaml`` (the resolved
+  config) and ``tensorboard/`` (scalars and emotion-map images; ``tensorboard --logdir out``).
 
 One training at a time owns the run folder (:mod:`training.run_folder`): a second one into the
 same ``out`` is refused with a line naming the first's process, and the temporary files of a
@@ -445,24 +445,17 @@ class Trainer:
                     self._log_scalars("val", val, state.global_step)
                     self._log_maps(state.global_step)
                     metric = float(np.mean(list(task_metrics.values()))) \
-                        if task_metrics else None
-                    if config.best_by == "metric":
-                        better = metric is not None and metric > state.best_val_metric
-                    else:
-                        better = val["total"] < state.best_val_loss
-                    state.best_val_loss = min(state.best_val_loss, val["total"])
-                    if better and config.best_by == "metric":
-                        state.best_val_metric = metric
-                    if better and self.ctx.main:
+                        if task_metrics else math.nan
+                    if self._improved(val["total"], metric) and self.ctx.main:
                         self.save_model("best.pt", {"val_loss": val["total"], "kind": "best",
-                                                    "val_metric": metric,
+                                                    "val_metric": metric if task_metrics
+                                                    else None,
                                                     "epoch": record["epoch"]})
                     if self.ctx.main:
                         train_loss = record["train"].get("total", 0.0)
                         ratio = collapse_ratio(val)
                         best = f"best {state.best_val_loss:.4f}" if config.best_by == "loss" \
-                            else f"metric {metric if metric is not None else math.nan:.4f}" \
-                            f"  best {state.best_val_metric:.4f}"
+                            else f"metric {metric:.4f}  best {state.best_val_metric:.4f}"
                         print(f"epoch {record['epoch']}: train {train_loss:.4f}"
                               f"  val {val['total']:.4f}  {best}"
                               + ("" if ratio is None else f"  KA collapse ratio {ratio:.3f}"),
@@ -491,6 +484,19 @@ class Trainer:
         return state.history
 
     # ----------------------------------------------------------------- multitask
+    def _improved(self, loss: float, metric: float) -> bool:
+        """Record a validation's total loss and mean task metric (NaN: none); whether it is the
+        best so far by ``best_by``."""
+        state = self.state
+        if self.config.best_by == "metric":
+            better = metric > state.best_val_metric  # False for NaN
+            if better:
+                state.best_val_metric = metric
+        else:
+            better = loss < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, loss)
+        return better
+
     def _probe_teachers(self) -> None:
         """KA: each teacher's linear probe on the student's training images, printed (with a
         warning when it carries little) and written to ``teacher_probe.json``."""
@@ -576,9 +582,8 @@ class Trainer:
 
 
 def collapse_ratio(validation: dict[str, float]) -> float | None:
-    """KA's collapse diagnostic (:mod:`training.objectives.amalgamation`): eq. 7's validation loss
-    over
-    its value for zero student features; None without knowledge amalgamation."""
+    """KA's collapse diagnostic (:mod:`training.objectives.amalgamation`): eq. 7's validation
+    loss over its value for zero student features; None without knowledge amalgamation."""
     feat, zero = validation.get("diag.ka.feat"), validation.get("diag.ka.feat_zero")
     if feat is None or zero is None:
         return None

@@ -64,10 +64,10 @@ Choices the paper leaves open, and why:
   segmentation-style representation), an option when the teachers' knowledge sits in the
   coarse branches.
 
-:class:`AmalgamationExtra` is the trainer's hook (:mod:`training.objectives.extras`): it runs the
-frozen
-teachers under ``torch.no_grad()`` on the un-normalised batch, the module on the teachers' and
-the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec`` of eq. 9.
+:class:`AmalgamationExtra` is the trainer's hook (:mod:`training.objectives.extras`): it runs
+the frozen teachers under ``torch.no_grad()`` on the un-normalised batch, the module on the
+teachers' and the student's features, and returns the weighted terms ``ka.feat`` and ``ka.rec``
+of eq. 9. Its config section is :class:`training.config.AmalgamationConfig`.
 """
 
 from __future__ import annotations
