@@ -211,7 +211,7 @@ def test_box_mean_reading_adds_the_variance_term(synthetic_dataset, tmp_path):
     config = load_config(SMOKE, [*TINY, "tasks=[bu,det]", "bu_reading=box_mean", "epochs=1",
                                  "batch_size=4", "calibrate=false", f"out={out}"],
                          synthetic_dataset)
-    assert config.inference["extraction"] == "box_mean"
+    assert config.inference.extraction == "box_mean"
     history = Trainer(config, progress=False).run()
     assert {"bu.q.emotic", "var.q.emotic"} <= set(history[0]["train"])
     assert np.isfinite(history[0]["val"]["var.q.emotic"])

@@ -61,12 +61,13 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from caer_ros.config_data import ConfigData, check_keys, from_dict
 from caer_ros.labels import category_set
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
@@ -89,6 +90,13 @@ class ConfigError(ValueError):
     """A training config that cannot be used; the message names the field."""
 
 
+class Section(ConfigData):
+    """A section of a training config (:class:`~caer_ros.config_data.ConfigData`; its errors
+    are :class:`ConfigError`)."""
+
+    config_error: ClassVar[type[Exception]] = ConfigError
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
 
@@ -104,12 +112,14 @@ def _yaml(text: str) -> Any:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Where the data is. ``root``: the EMOTIC folder (``Annotations/Annotations.mat`` and the
     image folders; ``--data`` sets it). ``train`` / ``val``: the sources of each split,
     ``emotic`` (its own split) and/or ``heco`` (``heco_csv`` and ``heco_images``, relative to
     ``root`` unless absolute, partitioned 70/10/20 with ``heco_seed``, HECO paper style; with
     ``heco_split: all`` every HECO image goes to train, as BENet's extra data, and none to val)."""
+
+    config_name: ClassVar[str] = "data"
 
     root: str | None = None
     train: tuple[str, ...] = ("emotic",)
@@ -126,8 +136,10 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """``adam`` (BENet 4.1) or ``sgd`` (with ``momentum``)."""
+
+    config_name: ClassVar[str] = "optim"
 
     name: str = "adam"
     lr: float = 1e-3
@@ -136,7 +148,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Section):
     """Knowledge distillation with soft labels (ABAW-KD, eq. 8-10 and 13).
 
     ``teacher``: a caer_ros model file (Algorithm 1's teacher: a BENet trained on every task
@@ -151,6 +163,8 @@ class DistillConfig:
     is two seconds of frames) unless set; see :mod:`training.objectives.distillation`.
     """
 
+    config_name: ClassVar[str] = "distill"
+
     teacher: str | None = ""
     temperature: float = 1.0
     alpha: float = 10.0
@@ -159,12 +173,14 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(Section):
     """Task discriminator (ABAW-KD 3.1, eq. 11): from the backbone features (every branch,
     globally pooled) through a gradient reversal layer, an MLP with ``hidden`` units predicts
     the sample's category set (its dataset/task). ``delta`` scales the reversed gradient that
     reaches the backbone (eq. 13's delta), ``constant`` or ``ramp``ed linearly 0 -> ``delta``
     over the epochs."""
+
+    config_name: ClassVar[str] = "discriminator"
 
     delta: float = 1.0
     schedule: str = "constant"
@@ -172,7 +188,7 @@ class DiscriminatorConfig:
 
 
 @dataclass(frozen=True)
-class AmalgamationConfig:
+class AmalgamationConfig(Section):
     """The ``amalgamation:`` section of a training config.
 
     - ``teachers``: teacher specs, each loaded by :func:`training.teachers.models.load_teacher`
@@ -187,6 +203,9 @@ class AmalgamationConfig:
       student's training images (:mod:`training.teachers.probe`; a warning when they carry
       little); 0 skips it.
     """
+
+    config_name: ClassVar[str] = "amalgamation"
+    config_path: ClassVar[str] = "amalgamation."
 
     teachers: tuple[str, ...]
     channels: int = DEFAULT_CHANNELS
@@ -229,28 +248,11 @@ class AmalgamationConfig:
             raise ConfigError(f"amalgamation.probe_images must be an integer >= 0, "
                               f"got {self.probe_images!r}")
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> AmalgamationConfig:
-        """Check and convert the raw section; :class:`ConfigError` names the field."""
-        if not isinstance(raw, dict):
-            raise ConfigError("amalgamation must be a section")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown amalgamation keys {unknown}; known: {sorted(known)}")
-        if "teachers" not in raw:
-            raise ConfigError("amalgamation.teachers must list at least one teacher")
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"teachers": list(self.teachers), "channels": self.channels,
-                "student_feature": self.student_feature, "feature_weight": self.feature_weight,
-                "reconstruction_weight": self.reconstruction_weight,
-                "detach_target": self.detach_target, "probe_images": self.probe_images}
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
+    """A BENet training run (module docstring); :func:`config_from_dict` builds one."""
+
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
     tasks: tuple[str, ...] = TASKS
@@ -275,7 +277,7 @@ class TrainConfig:
     log_every: int = 10
     amp: bool = True
     device: str = "auto"
-    inference: dict[str, Any] = field(default_factory=lambda: {"extraction": "center"})
+    inference: InferenceSettings = field(default_factory=InferenceSettings)  # for the model
     calibrate: bool = True
     distill: DistillConfig | None = None
     discriminator: DiscriminatorConfig | None = None
@@ -293,36 +295,6 @@ class TrainConfig:
 
     def loss_of(self, category_set_name: str) -> str:
         return self.emotion_loss.get(category_set_name, "focal")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (for checkpoints and the run folder's ``config.yaml``)."""
-        return {
-            "model": self.model.to_dict(),
-            "data": _plain(dataclasses.asdict(self.data)),
-            "tasks": list(self.tasks),
-            "pre_transforms": dict(self.pre_transforms),
-            "routes": {k: list(v) for k, v in self.routes.items()},
-            "augment": dataclasses.asdict(self.augment),
-            "optim": dataclasses.asdict(self.optim),
-            "emotion_loss": dict(self.emotion_loss),
-            "inference": _plain(dict(self.inference)),
-            "distill": None if self.distill is None else dataclasses.asdict(self.distill),
-            "discriminator": None if self.discriminator is None
-            else dataclasses.asdict(self.discriminator),
-            "amalgamation": None if self.amalgamation is None else self.amalgamation.to_dict(),
-            **{f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in {"model", "data", "tasks", "pre_transforms", "routes", "augment",
-                                 "optim", "emotion_loss", "inference", "distill", "discriminator",
-                                 "amalgamation"}},
-        }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -397,23 +369,18 @@ def _scored(model: ModelConfig, losses: dict[str, str], raw_model: dict[str, Any
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Check and convert a raw config dict (see the module docstring)."""
-    allowed = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown config keys {unknown}; known: {sorted(allowed)}")
-    values: dict[str, Any] = {}
+    """Check and convert a raw config dict (see the module docstring): the sections that
+    depend on others (the model's categories and scores, the inference settings, the
+    pre-transforms' and routes' defaults) are resolved here, then
+    :func:`caer_ros.config_data.from_dict` reads the whole."""
+    check_keys(TrainConfig, raw)
+    values = dict(raw)
     tasks = _names(raw.get("tasks", list(TASKS)), "tasks", TASKS)
     if not tasks:
         raise ConfigError("tasks must name at least one of " + ", ".join(TASKS))
     values["tasks"] = tasks
-    values["model"] = _model(raw.get("model") or {}, tasks)
-    values["data"] = _section(DataConfig, raw.get("data") or {}, "data")
-    for name in ("train", "val"):
-        sources = _names(getattr(values["data"], name), f"data.{name}", SOURCES)
-        values["data"] = dataclasses.replace(values["data"], **{name: sources})
-    values["augment"] = _section(AugmentConfig, raw.get("augment") or {}, "augment")
-    values["optim"] = _section(OptimConfig, raw.get("optim") or {}, "optim")
+    for name in ("data", "augment", "optim"):  # ``name: null`` is the defaults
+        values[name] = raw.get(name) or {}
     probs = {**DEFAULT_PRE_TRANSFORMS, **_mapping(raw.get("pre_transforms") or {},
                                                   "pre_transforms")}
     for name, p in probs.items():
@@ -428,33 +395,29 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"routes: unknown pre-transform {name!r}")
         routes[name] = _names(routes[name], f"routes.{name}", TASKS)
     values["routes"] = routes
+    model = _model(raw.get("model") or {}, tasks)
     losses = _mapping(raw.get("emotion_loss") or {}, "emotion_loss")
     for set_name, loss in losses.items():
-        if set_name not in values["model"].categories:
+        if set_name not in model.categories:
             raise ConfigError(f"emotion_loss: {set_name!r} is not a category set of the model")
         if loss not in EMOTION_LOSSES:
             raise ConfigError(f"emotion_loss.{set_name} must be one of {EMOTION_LOSSES}, "
                               f"got {loss!r}")
     values["emotion_loss"] = dict(losses)
-    values["model"] = _scored(values["model"], values["emotion_loss"], raw.get("model") or {})
+    values["model"] = _scored(model, values["emotion_loss"], raw.get("model") or {})
     reading = raw.get("bu_reading", "center")
     inference = {"extraction": reading if reading in BU_READINGS else "center",
                  **_mapping(raw.get("inference") or {}, "inference")}
     try:
-        InferenceSettings.for_model(values["model"], **inference)
+        check_keys(InferenceSettings, inference)
+        values["inference"] = InferenceSettings.for_model(values["model"], **inference)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inference: {exc}") from None
-    values["inference"] = inference
-    for name, cls in (("distill", DistillConfig), ("discriminator", DiscriminatorConfig)):
-        if raw.get(name) is not None:
-            values[name] = _section(cls, raw[name], name)
-    if raw.get("amalgamation") is not None:
-        values["amalgamation"] = AmalgamationConfig.from_dict(
-            _mapping(raw["amalgamation"], "amalgamation"))
-    for name in {f.name for f in fields(TrainConfig)} - values.keys():
-        if name in raw:
-            values[name] = raw[name]
-    config = TrainConfig(**values)
+    config = from_dict(TrainConfig, values)
+    for name in ("train", "val"):
+        sources = _names(getattr(config.data, name), f"data.{name}", SOURCES)
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                       **{name: sources}))
     _check_run(config)
     return config
 
@@ -579,19 +542,6 @@ def _model(raw: Any, tasks: tuple[str, ...]) -> ModelConfig:
         return ModelConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from None
-
-
-def _section(cls: type, raw: Any, what: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} must be a section")
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(allowed)}")
-    try:
-        return cls(**raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: {exc}") from None
 
 
 def _mapping(raw: Any, what: str) -> dict[str, Any]:

@@ -58,7 +58,6 @@ from tqdm import tqdm
 from caer_ros.atomic_file import atomic_write
 from caer_ros.inference.graph import probabilities
 from caer_ros.model.checkpoint import save_model_file
-from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training import distributed
 from training.config import ConfigError, TrainConfig, load_config
@@ -258,8 +257,7 @@ class Trainer:
         meta = {"trained": True, "seed": self.config.seed, "epoch": self.state.epoch,
                 "global_step": self.state.global_step, "tasks": list(self.config.tasks),
                 "out": str(self.out), **extra}
-        settings = InferenceSettings.for_model(self.config.model, **self.config.inference)
-        return save_model_file(self.out / name, self.model, settings, meta=meta)
+        return save_model_file(self.out / name, self.model, self.config.inference, meta=meta)
 
     # ----------------------------------------------------------------- logging
     def _writer(self) -> Any:

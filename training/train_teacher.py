@@ -63,9 +63,9 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,11 +74,12 @@ import yaml
 from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
+from caer_ros.config_data import from_dict
 from caer_ros.inference.preprocess import letterbox, mean_color, normalize
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
 from caer_ros.model.weights import BackboneWeightsError
-from training.config import ConfigError, apply_override, read_yaml_config
+from training.config import ConfigError, Section, apply_override, read_yaml_config
 from training.data.batches import DataError, Failed, checked_loader, epoch_batches, read_rgb
 from training.data.transforms import AugmentConfig, geometric
 from training.datasets.teacher_data import (
@@ -107,8 +108,10 @@ DEFAULT_SPLITS = {"affectnet": ("training.csv", "validation.csv"),
 
 
 @dataclass(frozen=True)
-class TeacherDataConfig:
+class TeacherDataConfig(Section):
     """Where the teacher's dataset is and how to read it (module docstring)."""
+
+    config_name: ClassVar[str] = "data"
 
     kind: str = "folder"
     root: str | None = None
@@ -132,8 +135,10 @@ class TeacherDataConfig:
 
 
 @dataclass(frozen=True)
-class TeacherAugmentConfig:
+class TeacherAugmentConfig(Section):
     """The paper's augmentations: random horizontal flip and random perspective."""
+
+    config_name: ClassVar[str] = "augment"
 
     enabled: bool = True
     flip_p: float = 0.5
@@ -151,8 +156,10 @@ class TeacherAugmentConfig:
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
+class TeacherTrainConfig(Section):
     """A teacher training run (module docstring). Defaults: the KA paper's teachers."""
+
+    config_name: ClassVar[str] = "config"
 
     name: str = "teacher"
     backbone: str = "hrnet_w32"
@@ -182,12 +189,6 @@ class TeacherTrainConfig:
                                 head_expansion=self.head_expansion,
                                 final_channels=self.final_channels)
 
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["input_size"] = list(self.input_size)
-        values["classes"] = None if self.classes is None else list(self.classes)
-        return values
-
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -201,32 +202,17 @@ def _integer(value: Any, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _section(cls: type, raw: Any, what: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} must be a section")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
-    return cls(**raw)
-
-
 def config_from_dict(raw: dict[str, Any]) -> TeacherTrainConfig:
     """Check and convert a raw config dict; :class:`ConfigError` names the bad field."""
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping")
     values = dict(raw)
     augment = values.get("augment", {})
-    if isinstance(augment, bool):
+    if isinstance(augment, bool):  # ``augment: false`` switches them off
         augment = {"enabled": augment}
-    values["augment"] = _section(TeacherAugmentConfig, augment if augment is not None else {},
-                                 "augment")
-    values["data"] = _section(TeacherDataConfig, values.get("data") or {}, "data")
-    config = _section(TeacherTrainConfig, values, "config")
-    if isinstance(config.input_size, list | tuple):
-        config = dataclasses.replace(config, input_size=tuple(config.input_size))
-    if isinstance(config.classes, list | tuple):
-        config = dataclasses.replace(config, classes=tuple(config.classes))
+    values["augment"] = augment if augment is not None else {}
+    values["data"] = values.get("data") or {}
+    config = from_dict(TeacherTrainConfig, values)
     _check(config)
     return config
 

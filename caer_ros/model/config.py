@@ -6,15 +6,17 @@ Bottleneck blocks, then stages 2-4 with 2, 3 and 4 parallel branches at 1/4, 1/8
 1/32 of the input, each stage a sequence of multi-resolution modules.
 
 Everything here is plain data: ``to_dict()`` gives lists, dicts, strings, numbers and bools
-only (that is what a model file stores), ``from_dict()`` reads it back with validation.
+only (that is what a model file stores), ``from_dict()`` reads it back with validation (both
+from :class:`caer_ros.config_data.ConfigData`, the project's one config reader and writer).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
+from caer_ros.config_data import ConfigData
 from caer_ros.labels import EMOTIC
 
 BLOCK_TYPES = ("basic", "bottleneck")
@@ -24,21 +26,6 @@ SCORINGS = ("sigmoid", "softmax")  # how a category set's logits become scores
 
 def _fail(message: str) -> None:
     raise ValueError(message)
-
-
-def _check_keys(data: dict[str, Any], allowed: set[str], what: str) -> None:
-    if not isinstance(data, dict):
-        _fail(f"{what} must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        _fail(f"unknown {what} key(s) {unknown}; known keys: {sorted(allowed)}")
-
-
-def _construct(cls: type, values: dict[str, Any], what: str) -> Any:
-    try:
-        return cls(**values)
-    except TypeError as error:  # a required key is missing
-        raise ValueError(f"incomplete {what}: {error}") from None
 
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
@@ -51,12 +38,15 @@ def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(ConfigData):
     """One HRNet stage (2, 3 or 4): ``num_modules`` multi-resolution modules in sequence.
 
     ``num_blocks[b]`` residual blocks of type ``block`` run on branch ``b``, whose width is
     ``num_channels[b]`` (times the block expansion, 1 for "basic", 4 for "bottleneck").
     """
+
+    config_name: ClassVar[str] = "stage config"
+    config_keys: ClassVar[str] = "key(s)"
 
     num_modules: int
     num_blocks: tuple[int, ...]
@@ -78,18 +68,10 @@ class StageConfig:
     def num_branches(self) -> int:
         return len(self.num_channels)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"num_modules": self.num_modules, "num_blocks": list(self.num_blocks),
-                "num_channels": list(self.num_channels), "block": self.block}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StageConfig:
-        _check_keys(data, {f.name for f in fields(cls)}, "stage config")
-        return _construct(cls, data, "stage config")
 
 
 @dataclass(frozen=True)
-class AttentionConfig:
+class AttentionConfig(ConfigData):
     """CBAM-style attention inside each residual block (BENet section 3.1, after Woo et al.).
 
     ``reduction``: channel-attention MLP hidden width = channels / reduction (BENet's public
@@ -97,6 +79,9 @@ class AttentionConfig:
     ``spatial_kernel``: kernel of the spatial-attention convolution (BENet's public model: 1;
     CBAM proposed 7).
     """
+
+    config_name: ClassVar[str] = "attention config"
+    config_keys: ClassVar[str] = "key(s)"
 
     reduction: int = 2
     spatial_kernel: int = 1
@@ -109,22 +94,18 @@ class AttentionConfig:
             _fail(f"attention spatial_kernel must be a positive odd integer, "
                   f"got {self.spatial_kernel!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "spatial_kernel": self.spatial_kernel}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttentionConfig:
-        _check_keys(data, {f.name for f in fields(cls)}, "attention config")
-        return _construct(cls, data, "attention config")
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(ConfigData):
     """An HRNet layout: stem, stage 1 (``layer1``: Bottleneck blocks), stages 2-4.
 
     ``attention`` is None for the official HRNet (parameter names then equal the official
     checkpoints' exactly) or an :class:`AttentionConfig` to add CBAM to every residual block.
     """
+
+    config_name: ClassVar[str] = "backbone config"
+    config_keys: ClassVar[str] = "key(s)"
 
     stage2: StageConfig
     stage3: StageConfig
@@ -159,28 +140,6 @@ class BackboneConfig:
             return replace(self, attention=None)
         return self if self.attention is not None else replace(self, attention=AttentionConfig())
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "stem_channels": self.stem_channels,
-            "stage1_blocks": self.stage1_blocks,
-            "stage1_channels": self.stage1_channels,
-            "stage2": self.stage2.to_dict(),
-            "stage3": self.stage3.to_dict(),
-            "stage4": self.stage4.to_dict(),
-            "attention": None if self.attention is None else self.attention.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BackboneConfig:
-        _check_keys(data, {f.name for f in fields(cls)}, "backbone config")
-        values = dict(data)
-        for name in ("stage2", "stage3", "stage4"):
-            if name not in values:
-                _fail(f"backbone config lacks {name!r}")
-            values[name] = StageConfig.from_dict(values[name])
-        if values.get("attention") is not None:
-            values["attention"] = AttentionConfig.from_dict(values["attention"])
-        return _construct(cls, values, "backbone config")
 
 
 def _stage(modules: int, blocks: int, channels: tuple[int, ...]) -> StageConfig:
@@ -267,7 +226,7 @@ def _default_categories() -> dict[str, tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigData):
     """Everything needed to build a :class:`~caer_ros.model.network.BENet`.
 
     - ``backbone``: a preset name (see :data:`BACKBONE_PRESETS`) or an explicit layout.
@@ -299,6 +258,9 @@ class ModelConfig:
 
     The defaults build BENet's public network exactly.
     """
+
+    config_name: ClassVar[str] = "model config"
+    config_keys: ClassVar[str] = "key(s)"
 
     backbone: str | BackboneConfig = "benet"
     categories: dict[str, tuple[str, ...]] = field(default_factory=_default_categories)
@@ -406,31 +368,3 @@ class ModelConfig:
         """Category-set name -> number of emotion maps."""
         return {name: len(names) for name, names in self.categories.items()}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone if isinstance(self.backbone, str)
-            else self.backbone.to_dict(),
-            "categories": {name: list(names) for name, names in self.categories.items()},
-            "continuous": self.continuous,
-            "input_size": list(self.input_size),
-            "input_mean": list(self.input_mean),
-            "input_std": list(self.input_std),
-            "attention": self.attention,
-            "head_layout": self.head_layout,
-            "head_channels": self.head_channels,
-            "head_blocks": self.head_blocks,
-            "half_resolution": self.half_resolution,
-            "person_centric": self.person_centric,
-            "background": self.background,
-            "classifier_expansion": self.classifier_expansion,
-            "classifier_channels": self.classifier_channels,
-            "scores": dict(self.scores),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        _check_keys(data, {f.name for f in fields(cls)}, "model config")
-        values = dict(data)
-        if isinstance(values.get("backbone"), dict):
-            values["backbone"] = BackboneConfig.from_dict(values["backbone"])
-        return _construct(cls, values, "model config")

@@ -23,9 +23,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from caer_ros.config_data import ConfigData
 from caer_ros.model.config import ModelConfig
 
 EXTRACTIONS = ("box_mean", "center")
@@ -45,8 +46,11 @@ def _probability(value: Any, what: str) -> float:
 
 
 @dataclass(frozen=True)
-class InferenceSettings:
+class InferenceSettings(ConfigData):
     """Decoding defaults of one model (see the module docstring)."""
+
+    config_name: ClassVar[str] = "inference"
+    config_keys: ClassVar[str] = "setting(s)"
 
     detection_threshold: float = 0.3
     emotion_thresholds: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -111,26 +115,3 @@ class InferenceSettings:
         if self.fusion != "none" and not config.person_centric:
             _fail(f"fusion {self.fusion!r} needs the person-centric head, and this model has "
                   f"none (ModelConfig.person_centric is false); use fusion 'none'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "detection_threshold": self.detection_threshold,
-            "emotion_thresholds": {k: list(v) for k, v in self.emotion_thresholds.items()},
-            "extraction": self.extraction,
-            "peak_kernel": self.peak_kernel,
-            "top_k": self.top_k,
-            "fuse_scales": self.fuse_scales,
-            "fuse_sizes": self.fuse_sizes,
-            "flip_test": self.flip_test,
-            "fusion": self.fusion,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InferenceSettings:
-        if not isinstance(data, dict):
-            _fail(f"inference settings must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            _fail(f"unknown inference setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)

@@ -45,10 +45,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from numbers import Real
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from caer_ros.config_data import ConfigData
 from caer_ros.inference.boxes import areas as box_areas
 from caer_ros.inference.boxes import intersections, subject_crop
 from caer_ros.inference.preprocess import PAD_RGB
@@ -280,13 +282,15 @@ def _apply(name: str, sample: Sample, rng: np.random.Generator, max_cover: float
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(ConfigData):
     """Probabilities and magnitudes of the augmentations (BENet 3.3, second part).
 
     Colour jitter factors follow torchvision's ``ColorJitter``: brightness, contrast and
     saturation factors uniform in ``[max(0, 1 - m), 1 + m]``, a hue shift uniform in
     ``[-hue, hue]`` of the colour circle, applied in a random order.
     """
+
+    config_name: ClassVar[str] = "augment"
 
     noise_p: float = 0.5
     noise_std: float = 8.0  # Gaussian noise, std in 0..255 units

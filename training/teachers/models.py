@@ -67,9 +67,9 @@ import importlib
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +77,7 @@ from torch import Tensor, nn
 
 from caer_ros import __version__
 from caer_ros.atomic_file import atomic_write
+from caer_ros.config_data import ConfigData
 from caer_ros.model.blocks import Bottleneck, batch_norm, init_weights
 from caer_ros.model.checkpoint import FORMAT as MODEL_FORMAT
 from caer_ros.model.checkpoint import ModelFileError, check_version_and_keys, load_model_file
@@ -119,7 +120,7 @@ def _positive_int(value: Any, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(ConfigData):
     """Everything needed to build a :class:`TeacherClassifier`.
 
     - ``backbone``: a preset name (``hrnet_w32`` for the paper's teachers) or a layout;
@@ -129,6 +130,9 @@ class ClassifierConfig:
     - ``head_width`` / ``head_expansion`` / ``final_channels``: the head (module docstring;
       HRNet: 32 / 4 / 2048, the KA teachers: 32 / 4 / 1024).
     """
+
+    config_name: ClassVar[str] = "classifier config"
+    config_keys: ClassVar[str] = "key(s)"
 
     backbone: str | BackboneConfig = "hrnet_w32"
     classes: tuple[str, ...] = ()
@@ -170,31 +174,6 @@ class ClassifierConfig:
     def backbone_config(self) -> BackboneConfig:
         return backbone_preset(self.backbone) if isinstance(self.backbone, str) \
             else self.backbone
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone if isinstance(self.backbone, str)
-            else self.backbone.to_dict(),
-            "classes": list(self.classes),
-            "input_size": list(self.input_size),
-            "input_mean": list(self.input_mean),
-            "input_std": list(self.input_std),
-            "head_width": self.head_width,
-            "head_expansion": self.head_expansion,
-            "final_channels": self.final_channels,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        if not isinstance(data, dict):
-            _fail(f"classifier config must be a mapping, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            _fail(f"unknown classifier config key(s) {unknown}")
-        values = dict(data)
-        if isinstance(values.get("backbone"), dict):
-            values["backbone"] = BackboneConfig.from_dict(values["backbone"])
-        return cls(**values)
 
 
 class TeacherHead(nn.Module):
