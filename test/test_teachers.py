@@ -453,6 +453,33 @@ def test_cli_budget_stops_early(tmp_path, squares, capsys):
     assert meta["stopped_by_budget"] is True and (out / "best.pt").is_file()
 
 
+def test_teacher_training_resumes_exactly_and_leaves_a_finished_run_alone(tmp_path, squares,
+                                                                         capsys):
+    """Teacher training runs the one training loop: stopped by max_steps in the middle of an
+    epoch and continued by the same command with the limit raised, it ends with the weights
+    of an uninterrupted run, bit for bit; run again, the finished run is left alone."""
+    config = write_config(tmp_path / "teacher.yaml")
+    base = ["--config", str(config), "--data", str(squares), "--no-progress"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_teacher.main([*base, "--out", str(whole)]) == 0
+    assert train_teacher.main([*base, "--out", str(parts), "max_steps=4"]) == 0
+    assert json.loads((parts / "history.json").read_text())[-1]["steps"] == 4  # of 6
+    assert train_teacher.main([*base, "--out", str(parts), "max_steps=null"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming" in printed and "epoch 1, step 4" in printed
+    one, _ = load_classifier(whole / "final.pt")  # (best.pt may differ: the stop validated)
+    two, meta = load_classifier(parts / "final.pt")
+    for key, value in one.state_dict().items():
+        assert torch.equal(value, two.state_dict()[key]), key
+    assert meta["epoch"] == 2 and meta["steps"] == 12
+    stamp = (parts / "final.pt").stat().st_mtime_ns
+    assert train_teacher.main([*base, "--out", str(parts), "max_steps=null"]) == 0
+    assert "is a finished run (2 of 2 epochs done)" in capsys.readouterr().out
+    assert (parts / "final.pt").stat().st_mtime_ns == stamp
+    assert train_teacher.main([*base, "--out", str(parts), "lr=1e-2"]) == 1
+    assert "different config (lr differ)" in capsys.readouterr().err
+
+
 def test_load_teacher_split_resolves_dataset_layouts(tmp_path):
     """AffectNet and EmoSet configs find their files under --data; val uses train's classes."""
     affectnet = tmp_path / "AffectNet"

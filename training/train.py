@@ -44,15 +44,12 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
@@ -71,35 +68,16 @@ from training.data.batches import (
 )
 from training.evaluation.calibrate import calibrate_model_file
 from training.evaluation.task_metrics import TaskMetrics
+from training.loop import Job, LoopSettings, TrainingLoop, TrainState, Validation
 from training.objectives.benet import compute_losses, global_counts, local_counts, term_names
 from training.objectives.extras import TrainingNet, build_extras, is_diagnostic
 from training.objectives.multitask import TaskWeights, emotion_task
-from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
-
-STATE_FORMAT = "caer_ros.training_state"
-# Keys that may change between a run and its resumption (they do not change what is learnt).
-RESUMABLE_CHANGES = {"epochs", "budget_minutes", "max_steps", "workers", "log_every",
-                     "checkpoint_every", "val_every"}
+from training.run_folder import RunFolderBusy
 
 
-@dataclass
-class TrainState:
-    """What ``last.ckpt`` holds besides the weights and optimiser state."""
-
-    epoch: int = 0  # the epoch in progress (or next to start)
-    step: int = 0  # steps of ``epoch`` already done
-    global_step: int = 0
-    best_val_loss: float = math.inf
-    best_val_metric: float = -math.inf  # best_by: metric
-    elapsed_s: float = 0.0  # training time so far, over every resumption
-    history: list[dict[str, Any]] = field(default_factory=list)
-    task_weights: dict[str, Any] = field(default_factory=dict)  # TaskWeights state (adaptive)
-    early_stopped: bool = False  # early_stop: every task went task_patience validations stale
-    finished: bool = False  # the run ended and wrote its final files
-
-
-class Trainer:
-    """One training run (see the module docstring). ``run()`` returns the history."""
+class Trainer(Job):
+    """One BENet training run (see the module docstring): the BENet job of the one training
+    loop (:mod:`training.loop`). ``run()`` returns the history."""
 
     def __init__(self, config: TrainConfig, restart: bool = False, progress: bool = True
                  ) -> None:
@@ -115,6 +93,7 @@ class Trainer:
             print_reports(reports + val_reports)
         self.train_set = CaerDataset(self.train_records, config, train=True)
         self.val_set = CaerDataset(self.val_records, config, train=False)
+        self.train_size = len(self.train_set)
         self.names = term_names(config, config.model.half_resolution)
         self.model = build_model(config.model, seed=config.seed)
         if config.init_backbone is not None:
@@ -138,104 +117,71 @@ class Trainer:
             self.optimizer = torch.optim.Adam(trained, lr=config.optim.lr,
                                               weight_decay=config.optim.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.state = TrainState()
-        self.lock = RunFolderLock(self.out)
-        busy = None
-        if self.ctx.main:
-            try:
-                report_removed(self.lock.acquire())
-            except RunFolderBusy as exc:
-                busy = str(exc)
-        if self._agreed(busy is not None):
-            raise RunFolderBusy(busy or f"{self.out} is in use by another process")
+        settings = LoopSettings(
+            out=config.out, epochs=config.epochs, batch_size=config.batch_size,
+            seed=config.seed, workers=config.workers, budget_minutes=config.budget_minutes,
+            max_steps=config.max_steps, val_every=config.val_every,
+            checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+            best_by=config.best_by)
+        self.loop = TrainingLoop(settings, self, self.ctx, restart=restart, progress=progress)
         try:
-            self.ctx.barrier()
-            if restart:
-                if self.ctx.main:
-                    (self.out / "last.ckpt").unlink(missing_ok=True)
-                self.ctx.barrier()
-            elif (self.out / "last.ckpt").exists():
-                self._resume()
-            # a finished run is left alone unless a larger budget or epochs gives it work
-            self.finished = self.state.finished and not self._work_left()
+            if self.task_weights is not None and self.state.task_weights:
+                self.task_weights.load_state_dict(self.state.task_weights)
             self._apply_task_weights()
             self.net: torch.nn.Module = self.training_net
             if self.ctx.enabled:
                 ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
                 self.net = torch.nn.parallel.DistributedDataParallel(self.training_net,
                                                                      device_ids=ids)
-            self.writer = self._writer() if self.ctx.main and not self.finished else None
         except BaseException:
-            self.lock.release()
+            self.loop.close()
             raise
 
-    def _budget_used(self) -> bool:
-        minutes = self.config.budget_minutes
-        return minutes is not None and self.state.elapsed_s >= minutes * 60.0
+    # ----------------------------------------------------------------- the loop's
+    @property
+    def state(self) -> TrainState:
+        return self.loop.state
 
-    def _steps_done(self) -> bool:
-        return self.config.max_steps is not None \
-            and self.state.global_step >= self.config.max_steps
-
-    def _work_left(self) -> bool:
-        return self.state.epoch < self.config.epochs and not self._budget_used() \
-            and not self._steps_done() and not self.state.early_stopped
+    @property
+    def finished(self) -> bool:
+        return self.loop.finished
 
     def finished_message(self) -> str:
         """What the command says about a run it found finished."""
-        config, state = self.config, self.state
-        why = (f"its {config.budget_minutes:g}-minute budget is used" if self._budget_used()
-               else f"its {config.max_steps} steps are done" if self._steps_done()
-               else "stopped early: no task improved for task_patience validations"
-               if state.early_stopped else f"{state.epoch} of {config.epochs} epochs done")
-        files = ", ".join(n for n in ("best.pt", "final.pt", "history.json")
-                          if (self.out / n).exists())
-        more = "" if state.early_stopped else \
-            "Raise epochs, budget_minutes or max_steps to continue it, or "
-        return (f"{self.out} is a finished run ({why}); its files ({files}) are left as they "
-                f"are. {more}{'p' if more else 'P'}ass --restart to start over.")
+        return self.loop.finished_message()
+
+    def run(self) -> list[dict[str, Any]]:
+        return self.loop.run()
 
     def close(self) -> None:
         """Let other trainings use the run folder (done at the end of :meth:`run`)."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        self.lock.release()
+        self.loop.close()
 
-    # ----------------------------------------------------------------- checkpoints
-    def _state_dict(self) -> dict[str, Any]:
+    def save_state(self) -> None:
+        self.loop.save_state()
+
+    def _progress(self) -> float:
+        return self.loop.progress_fraction()
+
+    # ----------------------------------------------------------------- the job
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def train_batches(self, batches: list[list[Any]]) -> Any:
+        return loader(self.train_set, batches, self.config.workers,
+                      self.ctx.device.type == "cuda")
+
+    def state_dict(self) -> dict[str, Any]:
         return {
-            "format": STATE_FORMAT,
-            "config": self.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "state": {**self.state.__dict__, "best_val_loss": float(self.state.best_val_loss)},
             "extras": {e.name: {"module": None if e.module is None else
                                 {k: v.detach().cpu() for k, v in e.module.state_dict().items()},
                                 "state": e.state_dict()} for e in self.extras},
         }
 
-    def save_state(self) -> None:
-        if self.ctx.main:
-            with atomic_write(self.out / "last.ckpt") as stream:
-                torch.save(self._state_dict(), stream)
-        self.ctx.barrier()
-
-    def _resume(self) -> None:
-        path = self.out / "last.ckpt"
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read the training state ({exc}); "
-                            f"use --restart to start over") from None
-        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-            raise DataError(f"{path}: not a caer_ros training state; use --restart")
-        old, new = data["config"], self.config.to_dict()
-        changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-        if changed:
-            raise ConfigError(f"{path} was written with a different config ({', '.join(changed)}"
-                              f" differ); use --restart or another out folder")
+    def load_state_dict(self, data: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(data["model"])
         for extra in self.extras:
             saved = data.get("extras", {}).get(extra.name)
@@ -246,36 +192,54 @@ class Trainer:
             extra.load_state_dict(saved["state"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scaler.load_state_dict(data["scaler"])
-        self.state = TrainState(**data["state"])
-        if self.task_weights is not None and self.state.task_weights:
-            self.task_weights.load_state_dict(self.state.task_weights)
-        if self.ctx.main:
-            print(f"resuming {path}: epoch {self.state.epoch + 1}, step {self.state.step}",
-                  flush=True)
 
-    def save_model(self, name: str, extra: dict[str, Any]) -> Path:
-        meta = {"trained": True, "seed": self.config.seed, "epoch": self.state.epoch,
-                "global_step": self.state.global_step, "tasks": list(self.config.tasks),
-                "out": str(self.out), **extra}
-        return save_model_file(self.out / name, self.model, self.config.inference, meta=meta)
+    def save_model(self, name: str, meta: dict[str, Any]) -> None:
+        state = self.state
+        meta = {"trained": True, "seed": self.config.seed, "epoch": state.epoch,
+                "global_step": state.global_step, "tasks": list(self.config.tasks),
+                "out": str(self.out), **meta}
+        save_model_file(self.out / name, self.model, self.config.inference, meta=meta)
 
-    # ----------------------------------------------------------------- logging
-    def _writer(self) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("tensorboard is not installed: no TensorBoard logs", file=sys.stderr)
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.state.global_step)
+    def before_training(self) -> None:
+        self._probe_teachers()
 
-    def _log_scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for name, value in values.items():
-                self.writer.add_scalar(f"{prefix}/{name}", value, step)
+    def finish(self) -> None:
+        if self.config.calibrate:
+            for name in ("best.pt", "final.pt"):
+                if (self.out / name).exists():
+                    calibrate_model_file(self.out / name, self.val_records, self.progress)
 
-    def _log_maps(self, step: int) -> None:
+    def validate(self, record: dict[str, Any]) -> Validation:
+        val, task_metrics = self.validate_terms()
+        fields: dict[str, Any] = {"val": val, "val_metrics": task_metrics}
+        ratio = collapse_ratio(val)
+        if ratio is not None:
+            fields["collapse_ratio"] = ratio
+        stop = False
+        if self.task_weights is not None:
+            fields["task_weights"] = self.task_weights.update(task_metrics)
+            self.state.task_weights = self.task_weights.state_dict()
+            self._apply_task_weights()
+            if self.config.early_stop and self.task_weights.exhausted:
+                stop = fields["early_stopped"] = True
+        metric = float(np.mean(list(task_metrics.values()))) if task_metrics else None
+        return Validation(loss=val["total"], metric=metric, record=fields, scalars=val,
+                          best_meta={"val_loss": val["total"], "val_metric": metric},
+                          stop=stop)
+
+    def epoch_line(self, record: dict[str, Any], validation: Validation,
+                   state: TrainState) -> str:
+        train_loss = record["train"].get("total", 0.0)
+        metric = math.nan if validation.metric is None else validation.metric
+        best = f"best {state.best_val_loss:.4f}" if self.config.best_by == "loss" \
+            else f"metric {metric:.4f}  best {state.best_val_metric:.4f}"
+        ratio = record.get("collapse_ratio")
+        return (f"epoch {record['epoch']}: train {train_loss:.4f}  val {validation.loss:.4f}"
+                f"  {best}" + ("" if ratio is None else f"  KA collapse ratio {ratio:.3f}"))
+
+    def log_images(self, writer: Any, step: int) -> None:
         """The first validation image, its centre heatmap and its primary emotion maps."""
-        if self.writer is None or not len(self.val_set):
+        if not len(self.val_set):
             return
         item = self.val_set.item(0, 0)
         images = torch.from_numpy(item.image)[None].to(self.ctx.device)
@@ -284,13 +248,13 @@ class Trainer:
             out = self.model(images, classifiers=False)
         mean = torch.tensor(self.config.model.input_mean)[:, None, None]
         std = torch.tensor(self.config.model.input_std)[:, None, None]
-        self.writer.add_image("val/input", (images[0].cpu() * std + mean).clamp(0, 1), step)
-        self.writer.add_image("val/center_heatmap", torch.sigmoid(out.quarter.heatmap[0]).cpu(),
-                              step)
+        writer.add_image("val/input", (images[0].cpu() * std + mean).clamp(0, 1), step)
+        writer.add_image("val/center_heatmap", torch.sigmoid(out.quarter.heatmap[0]).cpu(),
+                         step)
         set_name = self.config.model.primary_set
         maps = probabilities(out.quarter.emotions[set_name][:1],
                              set_name in self.config.model.softmax_sets)[0].cpu()[:, None]
-        self.writer.add_images(f"val/emotion_maps_{set_name}", maps, step)
+        writer.add_images(f"val/emotion_maps_{set_name}", maps, step)
 
     # ----------------------------------------------------------------- steps
     def _forward_losses(self, batch: Any, net: torch.nn.Module, world: int
@@ -328,7 +292,7 @@ class Trainer:
             values = dict(zip(values, vector, strict=True))
         return {k: float(v) for k, v in values.items()}
 
-    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+    def validate_terms(self) -> tuple[dict[str, float], dict[str, float]]:
         """Mean of every term over the whole validation split (all processes), and ``total``;
         each emotion task's validation metric (:mod:`training.evaluation.task_metrics`)."""
         self.training_net.eval()
@@ -371,130 +335,7 @@ class Trainer:
         task_metrics.gather()
         return means, task_metrics.result()
 
-    # ----------------------------------------------------------------- loop
-    def run(self) -> list[dict[str, Any]]:
-        config, state = self.config, self.state
-        if self.finished:
-            self.close()
-            return state.history
-        budget_s = None if config.budget_minutes is None else config.budget_minutes * 60.0
-        state.finished = False
-        # killed after the budget ran out, after the last step or after an early stop
-        out_of_time = self._agreed(self._budget_used()) or self._steps_done() \
-            or state.early_stopped
-        try:
-            if state.global_step == 0 and self.ctx.main:
-                self._probe_teachers()
-            while state.epoch < config.epochs and not out_of_time:
-                batches = epoch_batches(len(self.train_set), config.batch_size, config.seed,
-                                        state.epoch, self.ctx.rank, self.ctx.world)
-                remaining = batches[state.step:]
-                bar = tqdm(total=len(batches), initial=state.step,
-                           desc=f"epoch {state.epoch + 1}/{config.epochs}", unit="batch",
-                           disable=not (self.progress and self.ctx.main), dynamic_ncols=True)
-                sums: dict[str, float] = {}
-                started = time.perf_counter()
-                for batch in loader(self.train_set, remaining, config.workers,
-                                    self.ctx.device.type == "cuda"):
-                    values = self.train_step(batch)
-                    state.step += 1
-                    state.global_step += 1
-                    for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    if state.global_step % config.log_every == 0:
-                        self._log_scalars("train", values, state.global_step)
-                    bar.set_postfix(loss=f"{values['total']:.3f}")
-                    bar.update(1)
-                    now = time.perf_counter()
-                    state.elapsed_s += now - started
-                    started = now
-                    if budget_s is not None and self._agreed(state.elapsed_s >= budget_s):
-                        out_of_time = True
-                        break
-                    if self._steps_done():  # the same step in every process
-                        out_of_time = True
-                        break
-                    if config.checkpoint_every and state.global_step % config.checkpoint_every \
-                            == 0 and state.step < len(batches):
-                        self.save_state()
-                bar.close()
-                done_steps = max(state.step, 1)
-                record: dict[str, Any] = {
-                    "epoch": state.epoch + 1, "steps": state.step,
-                    "train": {k: v / done_steps for k, v in sums.items()},
-                    "elapsed_s": round(state.elapsed_s, 1)}
-                if not out_of_time or state.step >= len(batches):  # the epoch is complete
-                    state.epoch += 1
-                    state.step = 0
-                if out_of_time or state.epoch % config.val_every == 0 \
-                        or state.epoch >= config.epochs:
-                    val, task_metrics = self.validate()
-                    record["val"] = val
-                    record["val_metrics"] = task_metrics
-                    if collapse_ratio(val) is not None:
-                        record["collapse_ratio"] = collapse_ratio(val)
-                    if self.task_weights is not None:
-                        record["task_weights"] = self.task_weights.update(task_metrics)
-                        state.task_weights = self.task_weights.state_dict()
-                        self._apply_task_weights()
-                        if config.early_stop and self.task_weights.exhausted:
-                            state.early_stopped = out_of_time = True
-                            record["early_stopped"] = True
-                    self._log_scalars("val", val, state.global_step)
-                    self._log_maps(state.global_step)
-                    metric = float(np.mean(list(task_metrics.values()))) \
-                        if task_metrics else math.nan
-                    if self._improved(val["total"], metric) and self.ctx.main:
-                        self.save_model("best.pt", {"val_loss": val["total"], "kind": "best",
-                                                    "val_metric": metric if task_metrics
-                                                    else None,
-                                                    "epoch": record["epoch"]})
-                    if self.ctx.main:
-                        train_loss = record["train"].get("total", 0.0)
-                        ratio = collapse_ratio(val)
-                        best = f"best {state.best_val_loss:.4f}" if config.best_by == "loss" \
-                            else f"metric {metric:.4f}  best {state.best_val_metric:.4f}"
-                        print(f"epoch {record['epoch']}: train {train_loss:.4f}"
-                              f"  val {val['total']:.4f}  {best}"
-                              + ("" if ratio is None else f"  KA collapse ratio {ratio:.3f}"),
-                              flush=True)
-                state.history.append(record)
-                self.save_state()
-            if self.ctx.main:
-                self.save_model("final.pt", {"kind": "final",
-                                             "stopped_by_budget": self._budget_used(),
-                                             "steps": state.global_step,
-                                             "early_stopped": state.early_stopped})
-                if config.calibrate:
-                    for name in ("best.pt", "final.pt"):
-                        if (self.out / name).exists():
-                            calibrate_model_file(self.out / name, self.val_records,
-                                                 self.progress)
-                with atomic_write(self.out / "history.json") as stream:
-                    stream.write(json.dumps(state.history, indent=1).encode())
-                with atomic_write(self.out / "config.yaml") as stream:
-                    stream.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
-            self.ctx.barrier()
-            state.finished = True
-            self.save_state()
-        finally:
-            self.close()
-        return state.history
-
     # ----------------------------------------------------------------- multitask
-    def _improved(self, loss: float, metric: float) -> bool:
-        """Record a validation's total loss and mean task metric (NaN: none); whether it is the
-        best so far by ``best_by``."""
-        state = self.state
-        if self.config.best_by == "metric":
-            better = metric > state.best_val_metric  # False for NaN
-            if better:
-                state.best_val_metric = metric
-        else:
-            better = loss < state.best_val_loss
-        state.best_val_loss = min(state.best_val_loss, loss)
-        return better
-
     def _probe_teachers(self) -> None:
         """KA: each teacher's linear probe on the student's training images, printed (with a
         warning when it carries little) and written to ``teacher_probe.json``."""
@@ -549,34 +390,6 @@ class Trainer:
             task = emotion_task(name)
             weights[name] = gammas.get(task, 1.0) * alphas.get(task, 1.0)
         self.term_weights = weights
-
-    def _progress(self) -> float:
-        """Fraction of the training done, for ramped weights: of the epochs, of the time budget
-        or of ``max_steps``, whichever limit is nearest (the one that will end the run)."""
-        config, state = self.config, self.state
-        per_epoch = max(len(self.train_set) // max(config.batch_size, 1), 1)
-        done = [(state.epoch + state.step / per_epoch) / config.epochs]
-        if config.budget_minutes is not None:  # process 0's clock, so every process agrees
-            done.append(self._from_main(state.elapsed_s) / (60.0 * config.budget_minutes))
-        if config.max_steps is not None:
-            done.append(state.global_step / config.max_steps)
-        return min(max(done), 1.0)
-
-    def _from_main(self, value: float) -> float:
-        """``value`` as process 0 has it (itself without DDP)."""
-        if not self.ctx.enabled:
-            return value
-        tensor = torch.tensor([float(value)], dtype=torch.float64)
-        torch.distributed.broadcast(tensor, 0)
-        return float(tensor.item())
-
-    def _agreed(self, flag: bool) -> bool:
-        """``flag`` as decided by process 0 (so every process stops at the same step)."""
-        if not self.ctx.enabled:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0])
-        torch.distributed.broadcast(value, 0)
-        return bool(value.item())
 
 
 def collapse_ratio(validation: dict[str, float]) -> float | None:

@@ -19,14 +19,18 @@ perspective of :func:`training.data.transforms.geometric`), then normalised. Aff
 cropped to their face box first (``data.crop_face``, widened by ``data.face_margin`` of its size
 on each side), the aligned-face input the paper describes.
 
-The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt`` (the end
-of training), both teacher classifier files (:func:`training.teachers.models.save_classifier`) that
-:func:`training.teachers.models.load_teacher` accepts, ``history.json`` (per epoch: training loss
-and
-accuracy, validation loss, accuracy, macro F1 and F1 per class) and ``config.yaml``. One
-training at a time owns the run folder (:mod:`training.run_folder`: a second one is refused with
-a line naming the first's process; temporary files of a killed write are removed at the start).
-Randomness (data order, augmentation draws, initial weights) depends only on ``seed``.
+Training runs the project's one training loop (:mod:`training.loop`, as ``training.train``
+does). The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt``
+(the end of training), both teacher classifier files
+(:func:`training.teachers.models.save_classifier`) that
+:func:`training.teachers.models.load_teacher` accepts, ``history.json`` (per epoch: training
+loss and accuracy, validation loss, accuracy, macro F1 and F1 per class), ``config.yaml``,
+``tensorboard/`` and ``last.ckpt``: the same command resumes a killed run exactly where it
+stopped, leaves a finished one alone (a larger ``epochs``, ``budget_minutes`` or
+``max_steps`` continues it) and ``--restart`` starts over. One training at a time owns the run
+folder (:mod:`training.run_folder`). Randomness (data order, augmentation draws, initial
+weights) depends only on ``seed``. Under ``torchrun`` the global batch is split over the
+processes as in ``training.train``; each process validates the whole validation split.
 
 Config (YAML, every key optional, ``key=value`` overrides with dotted keys as
 ``training.train``; unknown keys are errors):
@@ -46,7 +50,9 @@ Config (YAML, every key optional, ``key=value`` overrides with dotted keys as
   ``distortion_scale`` 0.5);
 - run: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, ``workers``, ``out``,
   ``budget_minutes`` (stop once training has run that long; the epoch in progress is still
-  validated and ``final.pt`` written), ``device`` (``auto``, ``cpu``, ``cuda[:N]``), ``amp``
+  validated and ``final.pt`` written), ``max_steps`` (stop after that many optimiser steps),
+  ``checkpoint_every`` (also write ``last.ckpt`` every that many steps; 0: at epoch ends),
+  ``device`` (``auto``, ``cpu``, ``cuda[:N]``), ``amp``
   (float16 autocast on CUDA).
 
 A bad config, missing data or an unreadable image stops with exit status 1 and one message
@@ -57,10 +63,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -70,15 +74,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
-from caer_ros.atomic_file import atomic_write
 from caer_ros.config_data import from_dict
 from caer_ros.inference.preprocess import letterbox, mean_color, normalize
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
 from caer_ros.model.weights import BackboneWeightsError
+from training import distributed
 from training.config import ConfigError, Section, apply_override, read_yaml_config
 from training.data.batches import DataError, Failed, checked_loader, epoch_batches, read_rgb
 from training.data.transforms import AugmentConfig, geometric
@@ -91,8 +94,10 @@ from training.datasets.teacher_data import (
     load_emoset,
     load_folder,
 )
+from training.distributed import DistributedContext
 from training.evaluation.metrics import accuracy, macro_f1
-from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
+from training.loop import Job, LoopSettings, TrainingLoop, TrainState, Validation
+from training.run_folder import RunFolderBusy
 from training.teachers.models import (
     ClassifierConfig,
     TeacherClassifier,
@@ -179,6 +184,8 @@ class TeacherTrainConfig(Section):
     workers: int = 2
     out: str = "runs/teacher"
     budget_minutes: float | None = None
+    max_steps: int | None = None
+    checkpoint_every: int = 0
     device: str = "auto"
     amp: bool = True
 
@@ -259,6 +266,8 @@ def _check(c: TeacherTrainConfig) -> None:
         ("out", isinstance(c.out, str) and bool(c.out), "a folder path"),
         ("budget_minutes", c.budget_minutes is None
          or (_number(c.budget_minutes) and c.budget_minutes > 0), "a number > 0 or null"),
+        ("max_steps", c.max_steps is None or _integer(c.max_steps, 1), "an integer >= 1 or null"),
+        ("checkpoint_every", _integer(c.checkpoint_every, 0), "an integer >= 0"),
         ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
                                                    or c.device.startswith("cuda")),
          "auto, cpu or cuda[:N]"),
@@ -400,14 +409,6 @@ def _to(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 # Training
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available")
-    return torch.device(name)
-
-
 def evaluate(model: TeacherClassifier, dataset: TeacherDataset, config: TeacherTrainConfig,
              device: torch.device, progress: bool = True) -> dict[str, Any]:
     """Loss, accuracy, macro F1 and F1 per class of ``model`` on ``dataset``."""
@@ -432,106 +433,131 @@ def evaluate(model: TeacherClassifier, dataset: TeacherDataset, config: TeacherT
                    for n, v in zip(names, per_class, strict=True)}}
 
 
-def train_teacher(config: TeacherTrainConfig, progress: bool = True) -> list[dict[str, Any]]:
-    """One training run (module docstring); returns the history it wrote."""
-    device = _device(config.device)
-    amp = config.amp and device.type == "cuda"
-    out = Path(config.out)
-    train_records, report = load_teacher_split(config, "train")
-    val_records, val_report = load_teacher_split(config, "val", report.classes)
-    print(report.summary(), flush=True)
-    print(val_report.summary(), flush=True)
-    model = build_classifier(config.classifier_config(report.classes), seed=config.seed)
-    if config.pretrained:
-        print(load_pretrained(model, config.pretrained).summary(), flush=True)
-    model.to(device)
-    frozen = {id(p) for p in biases_before_batchnorm(model)}  # see training.train
-    optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen],
-                                 lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    train_set = TeacherDataset(train_records, config, train=True)
-    val_set = TeacherDataset(val_records, config, train=False)
-    lock = RunFolderLock(out)
-    report_removed(lock.acquire())
-    try:
-        return _train(config, model, optimizer, scaler, train_set, val_set, device, amp,
-                      progress)
-    finally:
-        lock.release()
+class TeacherJob(Job):
+    """Teacher training as a job of the one training loop (:mod:`training.loop`): cross-entropy
+    and Adam, validated every epoch, ``best.pt`` by the highest validation macro F1."""
 
+    def __init__(self, config: TeacherTrainConfig, ctx: DistributedContext,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.progress = progress
+        self.out = Path(config.out)
+        self.amp = config.amp and ctx.device.type == "cuda"
+        train_records, report = load_teacher_split(config, "train")
+        val_records, val_report = load_teacher_split(config, "val", report.classes)
+        if ctx.main:
+            print(report.summary(), flush=True)
+            print(val_report.summary(), flush=True)
+        self.model = build_classifier(config.classifier_config(report.classes), seed=config.seed)
+        if config.pretrained:
+            summary = load_pretrained(self.model, config.pretrained).summary()
+            if ctx.main:
+                print(summary, flush=True)
+        if ctx.enabled:
+            distributed.synchronise_batchnorm(self.model, ctx.device)
+        self.model.to(ctx.device)
+        self.net: torch.nn.Module = self.model
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        frozen = {id(p) for p in biases_before_batchnorm(self.model)}  # see training.train
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.parameters() if id(p) not in frozen],
+            lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.train_set = TeacherDataset(train_records, config, train=True)
+        self.val_set = TeacherDataset(val_records, config, train=False)
+        self.train_size = len(self.train_set)
+        self.loop: TrainingLoop | None = None  # set by train_teacher (save_model reads it)
 
-def _train(config: TeacherTrainConfig, model: TeacherClassifier,
-           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-           train_set: TeacherDataset, val_set: TeacherDataset, device: torch.device, amp: bool,
-           progress: bool) -> list[dict[str, Any]]:
-    out = Path(config.out)
-    with atomic_write(out / "config.yaml") as stream:
-        stream.write(yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
 
-    def save(name: str, epoch: int, extra: dict[str, Any]) -> None:
-        save_classifier(out / name, model, {
-            "name": config.name, "trained": True, "seed": config.seed, "epoch": epoch,
-            "dataset": config.data.kind, "out": str(out), **extra})
+    def train_batches(self, batches: list[list[Any]]) -> Any:
+        return _loader(self.train_set, batches, self.config.workers,
+                       self.ctx.device.type == "cuda")
 
-    history: list[dict[str, Any]] = []
-    best_f1, elapsed = -math.inf, 0.0
-    budget_s = None if config.budget_minutes is None else 60.0 * config.budget_minutes
-    out_of_time = False
-    for epoch in range(config.epochs):
-        model.train()
-        batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
-        loss_sum = correct = seen = steps = 0
-        started = time.perf_counter()
-        bar = tqdm(_loader(train_set, batches, config.workers, device.type == "cuda"),
-                   total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress, dynamic_ncols=True)
-        for batch in bar:
-            images, labels = _to(batch, device)
-            with torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext():
-                logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()} in epoch {epoch + 1};"
-                                         f" lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            value = float(loss.detach())
-            steps += 1
-            loss_sum += value
-            correct += int((logits.detach().argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f"{value:.3f}")
-            now = time.perf_counter()
-            elapsed, started = elapsed + now - started, now
-            if budget_s is not None and elapsed >= budget_s:
-                out_of_time = True
-                break
-        bar.close()
-        val = evaluate(model, val_set, config, device, progress)
-        record = {"epoch": epoch + 1, "steps": steps,
-                  "train": {"loss": loss_sum / max(steps, 1),
-                            "accuracy": correct / max(seen, 1)},
-                  "val": val, "elapsed_s": round(elapsed, 1)}
-        history.append(record)
+    def train_step(self, batch: Any) -> dict[str, float]:
+        self.net.train()
+        images, labels = _to(batch, self.ctx.device)
+        with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
+            logits = self.net(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()}; lower lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        values = torch.stack([loss.detach(),
+                              (logits.detach().argmax(1) == labels).float().mean()])
+        if self.ctx.enabled:  # the processes' equal shares of the global batch, averaged
+            torch.distributed.all_reduce(values)
+            values = values / self.ctx.world
+        return {"loss": float(values[0]), "accuracy": float(values[1])}
+
+    def validate(self, record: dict[str, Any]) -> Validation:
+        # every process validates the whole split (the same numbers in each)
+        val = evaluate(self.model, self.val_set, self.config, self.ctx.device,
+                       self.progress and self.ctx.main)
         scores = {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
-        if val["macro_f1"] > best_f1:
-            best_f1 = val["macro_f1"]
-            save("best.pt", epoch + 1, {"kind": "best", **scores})
-        print(f"epoch {epoch + 1}: train loss {record['train']['loss']:.4f} accuracy "
-              f"{record['train']['accuracy']:.3f} | val loss {val['loss']:.4f} accuracy "
-              f"{val['accuracy']:.3f} macro F1 {val['macro_f1']:.3f} (best {best_f1:.3f})",
-              flush=True)
-        with atomic_write(out / "history.json") as stream:
-            stream.write(json.dumps(history, indent=1).encode())
-        if out_of_time:
-            break
-    save("final.pt", history[-1]["epoch"], {
-        "kind": "final", "stopped_by_budget": out_of_time,
-        "val_accuracy": history[-1]["val"]["accuracy"],
-        "val_macro_f1": history[-1]["val"]["macro_f1"]})
-    return history
+        return Validation(loss=val["loss"], metric=val["macro_f1"], record={"val": val},
+                          scalars=val, best_meta=scores)
+
+    def epoch_line(self, record: dict[str, Any], validation: Validation,
+                   state: TrainState) -> str:
+        train, val = record["train"], record["val"]
+        return (f"epoch {record['epoch']}: train loss {train.get('loss', math.nan):.4f} "
+                f"accuracy {train.get('accuracy', math.nan):.3f} | val loss {val['loss']:.4f} "
+                f"accuracy {val['accuracy']:.3f} macro F1 {val['macro_f1']:.3f} "
+                f"(best {state.best_val_metric:.3f})")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, data: dict[str, Any], path: Path) -> None:
+        self.model.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scaler.load_state_dict(data["scaler"])
+
+    def save_model(self, name: str, meta: dict[str, Any]) -> None:
+        history = self.loop.state.history if self.loop is not None else []
+        if meta.get("kind") == "final" and history:  # the last validation's scores
+            last = history[-1]
+            meta = {"epoch": last["epoch"], "val_accuracy": last["val"]["accuracy"],
+                    "val_macro_f1": last["val"]["macro_f1"], **meta}
+        save_classifier(self.out / name, self.model, {
+            "name": self.config.name, "trained": True, "seed": self.config.seed,
+            "dataset": self.config.data.kind, "out": str(self.out), **meta})
+
+
+def train_teacher(config: TeacherTrainConfig, progress: bool = True, restart: bool = False
+                  ) -> list[dict[str, Any]]:
+    """One training run (module docstring); returns the history. A finished run in
+    ``config.out`` is left alone (its history is returned) unless ``restart``."""
+    ctx = distributed.setup(config.device)
+    try:
+        job = TeacherJob(config, ctx, progress)
+        loop = TrainingLoop(_loop_settings(config), job, ctx, restart=restart,
+                            progress=progress)
+        job.loop = loop
+        if loop.finished:
+            if ctx.main:
+                print(loop.finished_message(), flush=True)
+            loop.close()
+            return loop.state.history
+        return loop.run()
+    finally:
+        distributed.teardown(ctx)
+
+
+def _loop_settings(config: TeacherTrainConfig) -> LoopSettings:
+    return LoopSettings(out=config.out, epochs=config.epochs, batch_size=config.batch_size,
+                        seed=config.seed, workers=config.workers,
+                        budget_minutes=config.budget_minutes, max_steps=config.max_steps,
+                        checkpoint_every=config.checkpoint_every, best_by="metric")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -542,6 +568,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="YAML config (training/configs/teacher_*)")
     parser.add_argument("--data", type=Path, help="dataset folder (sets data.root)")
     parser.add_argument("--out", help="run folder (sets out)")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a training state in the run folder and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. epochs=5 lr=1e-4 data.kind=folder")
@@ -553,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     try:
         config = load_teacher_config(args.config, overrides, args.data)
-        train_teacher(config, progress=not args.no_progress)
+        train_teacher(config, progress=not args.no_progress, restart=args.restart)
     except (ConfigError, DataError, ModelFileError, BackboneWeightsError,
             FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train_teacher: error: {exc}", file=sys.stderr)
