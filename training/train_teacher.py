@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from caer_ros.config_data import from_dict
+from caer_ros.inference.boxes import subject_crop
 from caer_ros.inference.preprocess import letterbox, mean_color, normalize
 from caer_ros.model.checkpoint import ModelFileError
 from caer_ros.model.config import BACKBONE_PRESETS, IMAGENET_MEAN, IMAGENET_STD
@@ -339,15 +340,14 @@ def load_teacher_split(config: TeacherTrainConfig, split: str,
 
 def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: float,
              where: str) -> np.ndarray:
-    """``image`` cut to ``box`` widened by ``margin`` of its size on each side, clipped to the
-    image, rounded outward to whole pixels."""
+    """``image`` cut to ``box`` (clipped to the image) widened by ``margin`` of its size on each
+    side: the person crop of :func:`caer_ros.inference.boxes.subject_crop`. A box with no
+    pixel inside the image is a :class:`~training.data.batches.DataError` naming ``where``."""
     height, width = image.shape[:2]
     x1, y1, x2, y2 = box
-    mx, my = margin * (x2 - x1), margin * (y2 - y1)
-    c0, r0 = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))
-    c1, r1 = min(width, math.ceil(x2 + mx)), min(height, math.ceil(y2 + my))
-    if c1 <= c0 or r1 <= r0:
+    if min(x2, width) <= max(x1, 0) or min(y2, height) <= max(y1, 0):
         raise DataError(f"{where}: face box {box} is outside the {width}x{height} image")
+    r0, r1, c0, c1 = subject_crop(box, height, width, margin)
     return image[r0:r1, c0:c1]
 
 

@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from caer_ros import image_file
+from caer_ros import BACKENDS, image_file
 from caer_ros.image_file import ImageFileError
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.overlay import draw_detections
-from caer_ros.inference.predictor import BACKENDS, Predictor
+from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.results import people_json
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.inference.video import VideoOptions, is_video, run_source

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from caer_ros import BACKENDS
 from caer_ros.inference.decode import (
     Detections,
     SummedMaps,
@@ -65,7 +66,6 @@ from caer_ros.model.checkpoint import ModelFile, ModelFileError, load_model_file
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 
-BACKENDS = ("torch", "onnxruntime")
 SUFFIX_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime"}
 
 

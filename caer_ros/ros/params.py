@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-BACKENDS = ("onnxruntime", "torch")
+from caer_ros import BACKENDS
+
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
