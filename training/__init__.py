@@ -1,2 +1,3 @@
-"""Offline training: datasets, pre-transforms, targets, losses, amalgamation, trainer,
-evaluation."""
+"""Offline training: datasets, data (transforms, targets, batches), objectives, the one
+training loop (``loop``) and its two jobs (``train``: BENet / KA / ABAW, ``train_teacher``),
+evaluation and teachers; ARCHITECTURE.md maps them."""

@@ -40,13 +40,12 @@ import yaml
 from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
-from training.config import ConfigError
+from training.config import BEST_BY, ConfigError
 from training.data.batches import DataError, epoch_batches
 from training.distributed import DistributedContext
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
 
 STATE_FORMAT = "caer_ros.training_state"
-BEST_BY = ("loss", "metric")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@
     torchrun --nproc_per_node 2 -m training.train --config ... --data ...   # data-parallel
 
 Trains with Adam (lr 1e-3 by default, BENet 4.1) on the config's tasks and pre-transforms
-(:mod:`training.data.batches`, :mod:`training.objectives.benet`). The run folder (``out``)
+(:mod:`training.data.batches`, :mod:`training.objectives.benet`). :class:`Trainer` is the BENet
+job of the project's one training loop (:mod:`training.loop`: epochs, budget, validation, the
+files below, resume, DDP agreement), which teacher training runs too. The run folder (``out``)
 receives:
 
 - ``best.pt``: the model file with the lowest total validation loss (BENet's *best model*;

@@ -485,7 +485,8 @@ class TeacherJob(Job):
             logits = self.net(images)
         loss = F.cross_entropy(logits.float(), labels)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()}; lower lr")
+            step = self.loop.state.global_step if self.loop is not None else 0
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}; lower lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -13,6 +13,7 @@ keeps the default 0.5.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,8 +91,6 @@ def calibrate_model_file(path: str | Path, records: Sequence[ImageRecord],
         thresholds[set_name] = tuple(float(v) for v in values)
         report[set_name] = {"people": len(scores),
                             "f1": [None if np.isnan(v) else round(float(v), 4) for v in f1]}
-    settings = info.inference.__class__.from_dict(
-        {**info.inference.to_dict(),
-         "emotion_thresholds": {k: list(v) for k, v in thresholds.items()}})
+    settings = dataclasses.replace(info.inference, emotion_thresholds=thresholds)
     save_model_file(path, model, settings, meta={**info.meta, "calibration": report})
     return {k: list(v) for k, v in thresholds.items()}
