@@ -17,8 +17,10 @@ teacher training run (:mod:`training.train_teacher`). ``to_dict()`` writes one a
   (kept as written), ``bool`` only true/false, ``str`` only strings, ``None`` only where the
   type allows it; ``Any`` is taken as it is;
 - then the dataclass is built, so its ``__post_init__`` checks ranges and choices with
-  messages that name the field. A nested section's ``ValueError`` is prefixed with its path
-  and raised as the top-level class's error type.
+  messages that name the field. Errors are raised as the top-level class's error type: where
+  that is a subclass of ``ValueError`` (training's ``ConfigError``), a nested section's plain
+  ``ValueError`` is converted and prefixed with the section's path (``augment: ...``); where it
+  is ``ValueError`` itself (the model file's sections), it passes unchanged.
 
 Class attributes name a section in messages: ``config_name`` ("unknown *model config* key(s)"),
 ``config_keys`` (the noun: ``keys``, ``key(s)``, ``setting(s)``), ``config_path`` (the prefix

@@ -152,6 +152,27 @@ def test_resume_refuses_a_different_config(synthetic_dataset, tmp_path, capsys):
     assert main([*args, "optim.lr=0.01", "--restart"]) == 0
 
 
+def test_a_state_written_before_inference_was_a_section_still_resumes(synthetic_dataset,
+                                                                        tmp_path, capsys):
+    """last.ckpt configs used to hold ``inference`` as its overrides only; such a state resumes
+    (its overrides resolved for the model), and one whose overrides differ is refused."""
+    args = ["--config", str(SMOKE), "--data", str(synthetic_dataset), "--out", str(tmp_path),
+            "--no-progress", "epochs=3", "batch_size=8", "calibrate=false", *TINY]
+    assert main([*args, "max_steps=1"]) == 0
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    for old, resumes in (({"extraction": "center"}, True), ({"extraction": "box_mean"}, False)):
+        torch.save({**state, "config": {**state["config"], "inference": old}},
+                   tmp_path / "last.ckpt")
+        capsys.readouterr()
+        assert main([*args, "max_steps=2"]) == (0 if resumes else 1)
+        printed = capsys.readouterr()
+        assert ("resuming" in printed.out) is resumes
+        assert ("different config (inference differ)" in printed.err) is not resumes
+        if resumes:
+            state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+            assert state["state"]["global_step"] == 2
+
+
 def test_budget_stops_training(synthetic_dataset, tmp_path):
     config = load_config(SMOKE, [*TINY, "epochs=50", "batch_size=4", "budget_minutes=0.0001",
                                  "calibrate=false", f"out={tmp_path}"], synthetic_dataset)

@@ -288,6 +288,11 @@ class TrainConfig(Section):
     amalgamation: AmalgamationConfig | None = None
     init_backbone: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """:func:`config_from_dict` (the sections that depend on others are resolved there)."""
+        return config_from_dict(data)
+
     def effective_pre_transforms(self) -> dict[str, float]:
         """The probabilities actually used: those whose routes train no enabled task are 0."""
         return {name: (p if any(t in self.tasks for t in self.routes.get(name, ())) else 0.0)

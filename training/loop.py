@@ -106,6 +106,10 @@ class Job:
         """The resolved config as plain data (``config.yaml``, checked on resume)."""
         raise NotImplementedError
 
+    def upgrade_config(self, old: dict[str, Any]) -> dict[str, Any]:
+        """``last.ckpt``'s config as this version writes it (before the resume check)."""
+        return old
+
     def train_batches(self, batches: list[list[Any]]) -> Iterable[Any]:
         """The loaded batches of these sample keys (``(epoch, index)`` lists)."""
         raise NotImplementedError
@@ -255,7 +259,7 @@ class TrainingLoop:
                             f"use --restart to start over") from None
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
             raise DataError(f"{path}: not a caer_ros training state; use --restart")
-        old, new = data["config"], self.job.config_dict()
+        old, new = self.job.upgrade_config(data["config"]), self.job.config_dict()
         changed = sorted(k for k in new
                          if k not in self.settings.resumable and old.get(k) != new[k])
         if changed:

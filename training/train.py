@@ -57,6 +57,7 @@ from tqdm import tqdm
 from caer_ros.atomic_file import atomic_write
 from caer_ros.inference.graph import probabilities
 from caer_ros.model.checkpoint import save_model_file
+from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training import distributed
 from training.config import ConfigError, TrainConfig, load_config
@@ -102,13 +103,14 @@ class Trainer(Job):
             self._init_backbone(config.init_backbone)
         self.extras = build_extras(config, self.model, self.ctx.device)
         self.training_net = TrainingNet(self.model, self.extras)
+        # found before the BatchNorms are synchronised (CUDA's SyncBatchNorm is no BatchNorm2d)
+        frozen = {id(p) for p in biases_before_batchnorm(self.training_net)}
         if self.ctx.enabled:
             distributed.synchronise_batchnorm(self.training_net, self.ctx.device)
         self.training_net.to(self.ctx.device)
         self.task_weights: TaskWeights | None = None
         if config.task_weights == "adaptive":
             self.task_weights = TaskWeights(self._emotion_tasks(), config.task_patience)
-        frozen = {id(p) for p in biases_before_batchnorm(self.training_net)}
         trained = [p for p in self.training_net.parameters()
                    if id(p) not in frozen and p.requires_grad]
         if config.optim.name == "sgd":
@@ -168,6 +170,20 @@ class Trainer(Job):
     # ----------------------------------------------------------------- the job
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+    def upgrade_config(self, old: dict[str, Any]) -> dict[str, Any]:
+        """A ``last.ckpt`` config from before ``inference`` was a whole settings section (it
+        held the overrides only, e.g. ``{"extraction": "center"}``) reads as those overrides
+        resolved for the model, so such a run still resumes."""
+        inference = old.get("inference")
+        if not isinstance(inference, dict) or set(inference) >= set(self.config.inference
+                                                                    .to_dict()):
+            return old
+        try:
+            resolved = InferenceSettings.for_model(self.config.model, **inference)
+        except (TypeError, ValueError):
+            return old
+        return {**old, "inference": resolved.to_dict()}
 
     def train_batches(self, batches: list[list[Any]]) -> Any:
         return loader(self.train_set, batches, self.config.workers,

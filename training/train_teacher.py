@@ -16,8 +16,8 @@ model kept is the one with the best average (macro) F1 on the validation set. Im
 network as everywhere in this project: letterboxed to ``input_size`` keeping the aspect ratio
 (:func:`caer_ros.inference.preprocess.letterbox`), augmented (training only; the flip and the
 perspective of :func:`training.data.transforms.geometric`), then normalised. AffectNet images are
-cropped to their face box first (``data.crop_face``, widened by ``data.face_margin`` of its size
-on each side), the aligned-face input the paper describes.
+cropped to their face box first (``data.crop_face``, clipped to the image and widened by
+``data.face_margin`` of its clipped size on each side), the aligned-face input the paper describes.
 
 Training runs the project's one training loop (:mod:`training.loop`, as ``training.train``
 does). The run folder (``out``) receives ``best.pt`` (best validation macro F1), ``final.pt``
@@ -190,6 +190,11 @@ class TeacherTrainConfig(Section):
     device: str = "auto"
     amp: bool = True
 
+    @classmethod
+    def from_dict(cls, data: Any) -> TeacherTrainConfig:
+        """:func:`config_from_dict` (with the checks of :func:`_check`)."""
+        return config_from_dict(data)
+
     def classifier_config(self, classes: Sequence[str]) -> ClassifierConfig:
         return ClassifierConfig(backbone=self.backbone, classes=tuple(classes),
                                 input_size=self.input_size, input_mean=IMAGENET_MEAN,
@@ -340,8 +345,8 @@ def load_teacher_split(config: TeacherTrainConfig, split: str,
 
 def crop_box(image: np.ndarray, box: tuple[float, float, float, float], margin: float,
              where: str) -> np.ndarray:
-    """``image`` cut to ``box`` (clipped to the image) widened by ``margin`` of its size on each
-    side: the person crop of :func:`caer_ros.inference.boxes.subject_crop`. A box with no
+    """``image`` cut to ``box`` clipped to the image and widened by ``margin`` of its clipped size
+    on each side: the person crop of :func:`caer_ros.inference.boxes.subject_crop`. A box with no
     pixel inside the image is a :class:`~training.data.batches.DataError` naming ``where``."""
     height, width = image.shape[:2]
     x1, y1, x2, y2 = box
@@ -444,6 +449,9 @@ class TeacherJob(Job):
         self.progress = progress
         self.out = Path(config.out)
         self.amp = config.amp and ctx.device.type == "cuda"
+        if config.batch_size % ctx.world:  # each process's mean loss: equal shares
+            raise ConfigError(f"batch_size ({config.batch_size}) must be a multiple of the "
+                              f"number of processes ({ctx.world})")
         train_records, report = load_teacher_split(config, "train")
         val_records, val_report = load_teacher_split(config, "val", report.classes)
         if ctx.main:
@@ -454,6 +462,7 @@ class TeacherJob(Job):
             summary = load_pretrained(self.model, config.pretrained).summary()
             if ctx.main:
                 print(summary, flush=True)
+        frozen = {id(p) for p in biases_before_batchnorm(self.model)}  # see training.train
         if ctx.enabled:
             distributed.synchronise_batchnorm(self.model, ctx.device)
         self.model.to(ctx.device)
@@ -461,7 +470,6 @@ class TeacherJob(Job):
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        frozen = {id(p) for p in biases_before_batchnorm(self.model)}  # see training.train
         self.optimizer = torch.optim.Adam(
             [p for p in self.model.parameters() if id(p) not in frozen],
             lr=config.lr, weight_decay=config.weight_decay)
@@ -534,16 +542,22 @@ class TeacherJob(Job):
             "dataset": self.config.data.kind, "out": str(self.out), **meta})
 
 
+def teacher_loop(config: TeacherTrainConfig, ctx: DistributedContext, progress: bool = True,
+                 restart: bool = False) -> TrainingLoop:
+    """The training loop of a teacher run, its run folder taken (``last.ckpt`` read)."""
+    job = TeacherJob(config, ctx, progress)
+    job.loop = TrainingLoop(_loop_settings(config), job, ctx, restart=restart,
+                            progress=progress)
+    return job.loop
+
+
 def train_teacher(config: TeacherTrainConfig, progress: bool = True, restart: bool = False
                   ) -> list[dict[str, Any]]:
     """One training run (module docstring); returns the history. A finished run in
     ``config.out`` is left alone (its history is returned) unless ``restart``."""
     ctx = distributed.setup(config.device)
     try:
-        job = TeacherJob(config, ctx, progress)
-        loop = TrainingLoop(_loop_settings(config), job, ctx, restart=restart,
-                            progress=progress)
-        job.loop = loop
+        loop = teacher_loop(config, ctx, progress, restart)
         if loop.finished:
             if ctx.main:
                 print(loop.finished_message(), flush=True)
@@ -580,14 +594,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    ctx = None
     try:
         config = load_teacher_config(args.config, overrides, args.data)
-        train_teacher(config, progress=not args.no_progress, restart=args.restart)
+        ctx = distributed.setup(config.device)
+        loop = teacher_loop(config, ctx, not args.no_progress, args.restart)
+        if loop.finished:
+            if ctx.main:
+                print(loop.finished_message())
+            loop.close()
+            return 0
+        loop.run()
     except (ConfigError, DataError, ModelFileError, BackboneWeightsError,
             FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train_teacher: error: {exc}", file=sys.stderr)
         return 1
-    print(f"done: {config.out}/best.pt and final.pt")
+    finally:
+        if ctx is not None:
+            distributed.teardown(ctx)
+    if ctx.main:
+        print(f"done: {config.out}/best.pt and final.pt")
     return 0
 
 
