@@ -18,7 +18,7 @@ import pytest
 from caer_ros.inference import tracking
 from caer_ros.inference.cli import INTERRUPTED, main
 from caer_ros.inference.predictor import Predictor
-from caer_ros.inference.video import FrameSampler
+from caer_ros.inference.video import FrameSampler, _Outputs
 from caer_ros.labels import EMOTIC
 from conftest import REPO
 from training.datasets.synthetic import draw_context, draw_person
@@ -161,6 +161,32 @@ def test_ctrl_c_keeps_the_frames_processed(small_model_files, tmp_path):
     assert [line["frame"] for line in written] == list(range(len(written)))
     assert f"interrupted: the files keep the {len(written)} frames processed" in err
     assert len(read_frames(out / "long.mp4")) == len(written)  # closed properly: playable
+
+
+def test_ctrl_c_while_a_frame_is_written_waits_for_both_files(tmp_path):
+    """A SIGINT between a frame's video frame and its JSON line takes effect after both are
+    written, so the two files keep the same frames."""
+    outputs = _Outputs(tmp_path, "clip", 10.0)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    outputs.write({"frame": 0}, frame)
+    lines = outputs.lines
+
+    class Interrupted:  # the JSON Lines file, interrupted after the video frame is written
+        def write(self, text):
+            os.kill(os.getpid(), signal.SIGINT)
+            return lines.write(text)
+
+        def __getattr__(self, name):
+            return getattr(lines, name)
+
+    outputs.lines = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        outputs.write({"frame": 1}, frame)
+    outputs.lines = lines
+    outputs.close()
+    assert [line["frame"] for line in read_lines(tmp_path / "clip.jsonl")] == [0, 1]
+    assert len(read_frames(tmp_path / "clip.mp4")) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_camera_show_and_argument_errors(clip, small_model_files, tmp_path, capsys,

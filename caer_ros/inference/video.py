@@ -19,11 +19,15 @@ are closed properly (the video stays playable).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -117,6 +121,26 @@ def frame_json(source: str, index: int, time_s: float, detections: Any, people: 
     }
 
 
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Ctrl-C (SIGINT) during the block takes effect when it ends, so that a frame's JSON line
+    and its video frame are written both or neither (main thread only: elsewhere, a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if previous is signal.default_int_handler:
+            raise KeyboardInterrupt
+        if callable(previous):
+            previous(caught[0], None)
+
+
 class _Outputs:
     """The JSON Lines file (or stdout) and the annotated video of one source."""
 
@@ -129,6 +153,10 @@ class _Outputs:
             self.lines_path, "w", encoding="utf-8")
 
     def write(self, line: dict[str, Any], drawn: np.ndarray | None) -> None:
+        with _interrupt_after():
+            self._write(line, drawn)
+
+    def _write(self, line: dict[str, Any], drawn: np.ndarray | None) -> None:
         if drawn is not None and self.video_path is not None:
             if self.writer is None:
                 height, width = drawn.shape[:2]
