@@ -480,6 +480,41 @@ def test_teacher_training_resumes_exactly_and_leaves_a_finished_run_alone(tmp_pa
     assert "different config (lr differ)" in capsys.readouterr().err
 
 
+def test_two_processes_take_the_teacher_step_of_one(tmp_path, squares):
+    """torchrun with 2 CPU processes (gloo): each takes half of the global batch, BatchNorm is
+    synchronised and the logged values are the global batch's, so the first step's loss and
+    accuracy equal the 1-process run's (computed before any update, float tolerance); the
+    files are written once."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    config = write_config(tmp_path / "teacher.yaml", epochs=1, max_steps=1)
+    args = ["-m", "training.train_teacher", "--config", str(config), "--data", str(squares),
+            "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, *args],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--standalone", *args]}
+    for name, command in runs.items():
+        done = subprocess.run([*command, "--out", str(tmp_path / name)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        if name == "two":
+            assert done.stdout.count("done: ") == 1  # process 0 only
+    one, two = (json.loads((tmp_path / n / "history.json").read_text())[0]
+                for n in ("one", "two"))
+    assert one["steps"] == two["steps"] == 1
+    assert two["train"]["loss"] == pytest.approx(one["train"]["loss"], rel=1e-5)
+    assert two["train"]["accuracy"] == pytest.approx(one["train"]["accuracy"], abs=1e-6)
+    odd = subprocess.run([*runs["two"], "--out", str(tmp_path / "odd"), "batch_size=3"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert odd.returncode != 0
+    assert "batch_size (3) must be a multiple of the number of processes (2)" in odd.stderr
+
+
 def test_load_teacher_split_resolves_dataset_layouts(tmp_path):
     """AffectNet and EmoSet configs find their files under --data; val uses train's classes."""
     affectnet = tmp_path / "AffectNet"
