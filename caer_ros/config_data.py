@@ -175,12 +175,13 @@ def _convert(kind: Any, value: Any, where: str, error: type[Exception]) -> Any:
     if origin is tuple or origin is list:
         if not isinstance(value, tuple | list):
             return value  # left to the dataclass's own check, whose message is precise
-        args = typing.get_args(kind)
-        if origin is list:
-            member_kinds = [args[0] if args else Any] * len(value)
-        else:
-            member_kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis \
-                else list(args) if len(args) == len(value) else [Any] * len(value)
+        args = typing.get_args(kind) or (Any,)
+        if origin is list or args[-1] is Ellipsis:  # list[X], tuple[X, ...]
+            member_kinds = [args[0]] * len(value)
+        elif len(args) == len(value):  # tuple[X, Y]
+            member_kinds = list(args)
+        else:  # the wrong length: left to the dataclass's own check
+            member_kinds = [Any] * len(value)
         items = [_read(k, v, f"{where}[{i}]", error)
                  for i, (k, v) in enumerate(zip(member_kinds, value, strict=True))]
         return tuple(items) if origin is tuple else items

@@ -414,7 +414,6 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     inference = {"extraction": reading if reading in BU_READINGS else "center",
                  **_mapping(raw.get("inference") or {}, "inference")}
     try:
-        check_keys(InferenceSettings, inference)
         values["inference"] = InferenceSettings.for_model(values["model"], **inference)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inference: {exc}") from None

@@ -90,8 +90,8 @@ class Validation:
 
     loss: float  # the total validation loss (best_by: loss picks the lowest)
     metric: float | None  # the validation metric (best_by: metric picks the highest); None
-    record: dict[str, Any]  # added to the epoch's history record (e.g. ``val``)
-    scalars: dict[str, float] = field(default_factory=dict)  # TensorBoard, under ``val/``
+    record: dict[str, Any]  # added to the epoch's history record; its ``val``: the validation
+    #                         values (the numbers go to TensorBoard, under ``val/``)
     best_meta: dict[str, Any] = field(default_factory=dict)  # added to best.pt's meta
     stop: bool = False  # end the run after this validation (early stop)
 
@@ -101,6 +101,7 @@ class Job:
     :mod:`training.train_teacher` implement it. Methods run in every DDP process unless said."""
 
     train_size: int  # number of training samples
+    loop: TrainingLoop | None = None  # the loop running the job (set by the loop)
 
     def config_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (``config.yaml``, checked on resume)."""
@@ -153,7 +154,7 @@ class Job:
 class TrainingLoop:
     """Run ``job`` under ``settings`` (module docstring). Taking the run folder, checking and
     loading ``last.ckpt`` happen here; :meth:`run` trains; :attr:`finished` says the run found
-    nothing to do (:meth:`finished_message` says why)."""
+    nothing to do (then :meth:`run` prints :meth:`finished_message` and changes nothing)."""
 
     def __init__(self, settings: LoopSettings, job: Job, ctx: DistributedContext,
                  restart: bool = False, progress: bool = True) -> None:
@@ -161,6 +162,7 @@ class TrainingLoop:
             raise ConfigError(f"best_by must be {' or '.join(BEST_BY)}, got {settings.best_by!r}")
         self.settings = settings
         self.job = job
+        job.loop = self
         self.ctx = ctx
         self.out = Path(settings.out)
         self.progress = progress
@@ -295,6 +297,8 @@ class TrainingLoop:
         """Train until a limit ends the run; the history (one record per epoch)."""
         state = self.state
         if self.finished:
+            if self.ctx.main:
+                print(self.finished_message(), flush=True)
             self.close()
             return state.history
         state.finished = False
@@ -377,7 +381,7 @@ class TrainingLoop:
         record.update(validation.record)
         if validation.stop:
             state.early_stopped = True
-        self.log_scalars("val", validation.scalars, state.global_step)
+        self.log_scalars("val", validation.record.get("val", {}), state.global_step)
         if self.writer is not None:
             self.job.log_images(self.writer, state.global_step)
         if self._improved(validation.loss, validation.metric) and self.ctx.main:

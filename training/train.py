@@ -161,9 +161,6 @@ class Trainer(Job):
         """Let other trainings use the run folder (done at the end of :meth:`run`)."""
         self.loop.close()
 
-    def save_state(self) -> None:
-        self.loop.save_state()
-
     def _progress(self) -> float:
         return self.loop.progress_fraction()
 
@@ -176,8 +173,7 @@ class Trainer(Job):
         held the overrides only, e.g. ``{"extraction": "center"}``) reads as those overrides
         resolved for the model, so such a run still resumes."""
         inference = old.get("inference")
-        if not isinstance(inference, dict) or set(inference) >= set(self.config.inference
-                                                                    .to_dict()):
+        if not isinstance(inference, dict):
             return old
         try:
             resolved = InferenceSettings.for_model(self.config.model, **inference)
@@ -241,7 +237,7 @@ class Trainer(Job):
             if self.config.early_stop and self.task_weights.exhausted:
                 stop = fields["early_stopped"] = True
         metric = float(np.mean(list(task_metrics.values()))) if task_metrics else None
-        return Validation(loss=val["total"], metric=metric, record=fields, scalars=val,
+        return Validation(loss=val["total"], metric=metric, record=fields,
                           best_meta={"val_loss": val["total"], "val_metric": metric},
                           stop=stop)
 
@@ -462,19 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides, args.data)
         trainer = Trainer(config, restart=args.restart, progress=not args.no_progress)
         context = trainer.ctx
-        if trainer.finished:
-            if context.main:
-                print(trainer.finished_message())
-            trainer.close()
-            return 0
-        history = trainer.run()
+        history = trainer.run()  # a finished run: says so and changes nothing
     except (ConfigError, DataError, FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train: error: {exc}", file=sys.stderr)
         return 1
     finally:
         if context is not None:
             distributed.teardown(context)
-    if context.main:
+    if context.main and not trainer.finished:
         last = history[-1] if history else {}
         print(f"done: {config.out}/best.pt and final.pt"
               + (f" (last val loss {last['val']['total']:.4f})" if "val" in last else ""))

@@ -477,7 +477,6 @@ class TeacherJob(Job):
         self.train_set = TeacherDataset(train_records, config, train=True)
         self.val_set = TeacherDataset(val_records, config, train=False)
         self.train_size = len(self.train_set)
-        self.loop: TrainingLoop | None = None  # set by train_teacher (save_model reads it)
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -512,7 +511,7 @@ class TeacherJob(Job):
                        self.progress and self.ctx.main)
         scores = {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
         return Validation(loss=val["loss"], metric=val["macro_f1"], record={"val": val},
-                          scalars=val, best_meta=scores)
+                          best_meta=scores)
 
     def epoch_line(self, record: dict[str, Any], validation: Validation,
                    state: TrainState) -> str:
@@ -542,37 +541,25 @@ class TeacherJob(Job):
             "dataset": self.config.data.kind, "out": str(self.out), **meta})
 
 
-def teacher_loop(config: TeacherTrainConfig, ctx: DistributedContext, progress: bool = True,
-                 restart: bool = False) -> TrainingLoop:
-    """The training loop of a teacher run, its run folder taken (``last.ckpt`` read)."""
-    job = TeacherJob(config, ctx, progress)
-    job.loop = TrainingLoop(_loop_settings(config), job, ctx, restart=restart,
-                            progress=progress)
-    return job.loop
-
-
 def train_teacher(config: TeacherTrainConfig, progress: bool = True, restart: bool = False
                   ) -> list[dict[str, Any]]:
     """One training run (module docstring); returns the history. A finished run in
-    ``config.out`` is left alone (its history is returned) unless ``restart``."""
+    ``config.out`` is left alone (it says so; its history is returned) unless ``restart``."""
     ctx = distributed.setup(config.device)
     try:
-        loop = teacher_loop(config, ctx, progress, restart)
-        if loop.finished:
-            if ctx.main:
-                print(loop.finished_message(), flush=True)
-            loop.close()
-            return loop.state.history
-        return loop.run()
+        settings = LoopSettings(out=config.out, epochs=config.epochs,
+                                batch_size=config.batch_size, seed=config.seed,
+                                workers=config.workers, budget_minutes=config.budget_minutes,
+                                max_steps=config.max_steps,
+                                checkpoint_every=config.checkpoint_every, best_by="metric")
+        loop = TrainingLoop(settings, TeacherJob(config, ctx, progress), ctx, restart=restart,
+                            progress=progress)
+        history = loop.run()
+        if ctx.main and not loop.finished:
+            print(f"done: {config.out}/best.pt and final.pt", flush=True)
+        return history
     finally:
         distributed.teardown(ctx)
-
-
-def _loop_settings(config: TeacherTrainConfig) -> LoopSettings:
-    return LoopSettings(out=config.out, epochs=config.epochs, batch_size=config.batch_size,
-                        seed=config.seed, workers=config.workers,
-                        budget_minutes=config.budget_minutes, max_steps=config.max_steps,
-                        checkpoint_every=config.checkpoint_every, best_by="metric")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -594,26 +581,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    ctx = None
     try:
         config = load_teacher_config(args.config, overrides, args.data)
-        ctx = distributed.setup(config.device)
-        loop = teacher_loop(config, ctx, not args.no_progress, args.restart)
-        if loop.finished:
-            if ctx.main:
-                print(loop.finished_message())
-            loop.close()
-            return 0
-        loop.run()
+        train_teacher(config, progress=not args.no_progress, restart=args.restart)
     except (ConfigError, DataError, ModelFileError, BackboneWeightsError,
             FloatingPointError, RunFolderBusy) as exc:
         print(f"training.train_teacher: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if ctx is not None:
-            distributed.teardown(ctx)
-    if ctx.main:
-        print(f"done: {config.out}/best.pt and final.pt")
     return 0
 
 

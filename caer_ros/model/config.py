@@ -69,7 +69,6 @@ class StageConfig(ConfigData):
         return len(self.num_channels)
 
 
-
 @dataclass(frozen=True)
 class AttentionConfig(ConfigData):
     """CBAM-style attention inside each residual block (BENet section 3.1, after Woo et al.).
@@ -93,7 +92,6 @@ class AttentionConfig(ConfigData):
                 or self.spatial_kernel % 2 == 0:
             _fail(f"attention spatial_kernel must be a positive odd integer, "
                   f"got {self.spatial_kernel!r}")
-
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,6 @@ class BackboneConfig(ConfigData):
         if not enabled:
             return replace(self, attention=None)
         return self if self.attention is not None else replace(self, attention=AttentionConfig())
-
 
 
 def _stage(modules: int, blocks: int, channels: tuple[int, ...]) -> StageConfig:
@@ -367,4 +364,3 @@ class ModelConfig(ConfigData):
     def emotion_channels(self) -> dict[str, int]:
         """Category-set name -> number of emotion maps."""
         return {name: len(names) for name, names in self.categories.items()}
-

@@ -98,7 +98,7 @@ class InferenceSettings(ConfigData):
         thresholds = {name: (DEFAULT_EMOTION_THRESHOLD,) * len(names)
                       for name, names in config.categories.items()}
         thresholds.update(overrides.pop("emotion_thresholds", {}))
-        settings = cls(emotion_thresholds=thresholds, **overrides)
+        settings = cls.from_dict({**overrides, "emotion_thresholds": thresholds})
         settings.check_against(config)
         return settings
 
