@@ -490,6 +490,8 @@ def test_two_processes_take_the_teacher_step_of_one(tmp_path, squares):
     import sys
 
     from conftest import REPO
+    from training.config import ConfigError
+    from training.distributed import DistributedContext
 
     config = write_config(tmp_path / "teacher.yaml", epochs=1, max_steps=1)
     args = ["-m", "training.train_teacher", "--config", str(config), "--data", str(squares),
@@ -509,10 +511,10 @@ def test_two_processes_take_the_teacher_step_of_one(tmp_path, squares):
     assert one["steps"] == two["steps"] == 1
     assert two["train"]["loss"] == pytest.approx(one["train"]["loss"], rel=1e-5)
     assert two["train"]["accuracy"] == pytest.approx(one["train"]["accuracy"], abs=1e-6)
-    odd = subprocess.run([*runs["two"], "--out", str(tmp_path / "odd"), "batch_size=3"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert odd.returncode != 0
-    assert "batch_size (3) must be a multiple of the number of processes (2)" in odd.stderr
+    odd = train_teacher.load_teacher_config(config, ["batch_size=3"], squares)
+    with pytest.raises(ConfigError, match=r"batch_size \(3\) must be a multiple of the "
+                                          r"number of processes \(2\)"):
+        train_teacher.TeacherJob(odd, DistributedContext(rank=0, world=2))
 
 
 def test_load_teacher_split_resolves_dataset_layouts(tmp_path):
