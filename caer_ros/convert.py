@@ -1,6 +1,6 @@
 """Convert BENet's released trained models into caer_ros model files.
 
-    python -m caer_ros.convert benet SRC --out DST.pt [--flip-test] [--input-size 512]
+    python -m caer_ros.convert benet SRC --out DST.pt [--no-flip-test] [--input-size HxW]
         [--thresholds-from FILE]
 
 ``SRC`` is any file of the archive BENet's authors released with their code (its ``output/``
@@ -11,9 +11,22 @@ folder, one subfolder per ACIVS 2023 Table 1 row): ``model_best.pth.tar`` or
 allowed as plain data): a file that would run code is refused. The layout is
 read from the keys (EMOTIC's 26 categories; HECO's 8 second when ``bu_mixed.*`` is present),
 every tensor is mapped by name and shape (:mod:`caer_ros.model.public_benet`) and the result is
-written, atomically, as a regular model file with the public code's test settings: detection
-threshold 0.1, peak (NMS) window 5, at most 15 people, the 1/4 and 1/2 maps fused as the public
-code fuses them (box sizes from the 1/4 maps), flip test off unless ``--flip-test``.
+written, atomically, as a regular model file whose inference settings are the public code's
+test path (``../shared/benet_reference``, "Pipeline reference"; README, "Converted models"):
+
+- input: the short side to 512 pixels, the long side in proportion rounded up to a multiple of
+  64, placed by an affine warp about the frame's centre (``resize: short_side``);
+- flip test on (``--no-flip-test``: off, half the network time);
+- scale fusion: the 1/4 logits upsampled to the 1/2 grid, then the sigmoid, averaged with the
+  1/2 maps (``fuse_upsample: logits``); box sizes the mean of both scales (``fuse_sizes:
+  mean``);
+- peaks: the fused heatmap upsampled to the input's resolution, a 5x5 window there
+  (``peak_resolution: input``, ``peak_kernel: 5``), whole-pixel boxes; at most 15 people,
+  detection threshold 0.1;
+- emotion scores read at the peak (``extraction: center``).
+
+``--input-size HxW`` instead letterboxes every frame into a fixed input (multiples of 64), as
+caer_ros-trained models do; the rest of the path is the same.
 
 ``--thresholds-from`` takes per-category emotion thresholds from a caer_ros model file or a
 JSON file ``{"emotic": [26 numbers], "heco": [8 numbers]}``; without it every threshold is 0.5
@@ -47,7 +60,10 @@ from caer_ros.model.weights import BackboneWeightsError, read_state_dict
 
 # The public code's test settings (its test config): what its published numbers used.
 PUBLIC_TEST_SETTINGS = {"detection_threshold": 0.1, "peak_kernel": 5, "top_k": 15,
-                        "fuse_scales": True, "fuse_sizes": "quarter"}
+                        "fuse_scales": True, "fuse_sizes": "mean", "fuse_upsample": "logits",
+                        "flip_test": True, "resize": "short_side", "short_side": 512,
+                        "size_divisor": 64, "peak_resolution": "input",
+                        "extraction": "center"}
 
 
 class ConversionError(ValueError):
@@ -86,14 +102,18 @@ def read_thresholds(path: Path) -> dict[str, Any]:
     return dict(info.inference.emotion_thresholds)
 
 
-def convert_benet(source: Path, out: Path, *, flip_test: bool = False,
-                  input_size: tuple[int, int] = (512, 512),
+def convert_benet(source: Path, out: Path, *, flip_test: bool = True,
+                  input_size: tuple[int, int] | None = None,
                   thresholds: dict[str, Any] | None = None) -> BENet:
     """Convert ``source`` and write the model file ``out``; the converted network is returned.
-    Raises ConversionError (nothing written) on any problem with the inputs."""
+    ``input_size`` (H, W): letterbox into that fixed size instead of the public short-side
+    input. Raises ConversionError (nothing written) on any problem with the inputs."""
     public = read_public_state_dict(source)
+    path = dict(PUBLIC_TEST_SETTINGS, flip_test=flip_test)
+    if input_size is not None:
+        path["resize"] = "letterbox"
     try:
-        config = public_config(set(public), input_size)
+        config = public_config(set(public), input_size or (512, 512))
         state = convert_state_dict(public, config)
     except PublicLayoutError as error:
         raise ConversionError(f"{source}: {error}") from None
@@ -101,7 +121,7 @@ def convert_benet(source: Path, out: Path, *, flip_test: bool = False,
     model.load_state_dict(state)
     try:
         settings = InferenceSettings.for_model(
-            config, flip_test=flip_test, **PUBLIC_TEST_SETTINGS,
+            config, **path,
             **({"emotion_thresholds": thresholds} if thresholds is not None else {}))
     except (ValueError, TypeError) as error:
         raise ConversionError(f"thresholds do not fit the model: {error}") from None
@@ -126,10 +146,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("source", type=Path, metavar="SRC", help="a .pth.tar of the archive")
     parser.add_argument("--out", type=Path, required=True, metavar="DST.pt",
                         help="model file to write")
-    parser.add_argument("--flip-test", action="store_true",
-                        help="record flip test on (the image and its mirror, averaged)")
-    parser.add_argument("--input-size", type=_input_size, default=(512, 512),
-                        help="network input S or HxW, multiples of 64 (default 512)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="flip test: the image and its mirror, averaged (default on, as the "
+                             "public code tests; off halves the network time)")
+    parser.add_argument("--input-size", type=_input_size, default=None,
+                        help="letterbox every frame into this fixed network input, S or HxW, "
+                             "multiples of 64 (default: the public path, short side 512 and "
+                             "the long side following the frame's aspect ratio)")
     parser.add_argument("--thresholds-from", type=Path, metavar="FILE",
                         help="per-category thresholds: a model file or a JSON file")
     return parser.parse_args(argv)
@@ -152,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     sets = ", ".join(f"{name} ({len(names)})" for name, names in model.config.categories.items())
+    size = "short side 512, long side a multiple of 64" if args.input_size is None else \
+        f"{args.input_size[0]}x{args.input_size[1]} (letterbox)"
     print(f"wrote {args.out}: BENet, {parameter_counts(model).total / 1e6:.2f} M parameters, "
-          f"categories {sets}, input {args.input_size[0]}x{args.input_size[1]}, flip test "
-          f"{'on' if args.flip_test else 'off'}")
+          f"categories {sets}, input {size}, flip test {'on' if args.flip_test else 'off'}")
     return 0
 
 

@@ -9,10 +9,13 @@ per-person, in numpy and OpenCV, one image at a time:
    section 4): local maxima (a grey dilation, i.e. a stride-1 max-pool), then the top-K above
    the detection threshold.
 2. :func:`peak_boxes` - box width/height read from the size map at the peaks (BENet 2.2,
-   KA 2.2), centred on the peak cell.
+   KA 2.2), centred on the peak cell; on an input-resolution heatmap (``peak_resolution``
+   ``input``) :func:`pixel_boxes`, BENet's public rule: whole-pixel corners.
 3. :func:`read_people` / :func:`read_scores` - each person's emotion scores from the emotion
-   maps: the mean inside the box (KA section 2.2) or the value at the box centre (BENet
-   sections 2.1 and 3.4). Given boxes work the same way (the evaluator passes ground truth).
+   maps: the mean inside the box (KA section 2.2) or the value at the person's centre, the
+   peak (BENet sections 2.1 and 3.4; with input-resolution peaks, the value the maps'
+   bilinear upsampling to the input has there: :func:`point_values`). Given boxes work the
+   same way, read at their centres (the evaluator passes ground truth).
 
 :func:`find_people` runs 1-3 on a :class:`SummedMaps` (the tests' torch-side reference
 decoder, ``test/helpers/torch_decode.py``, runs the graph's steps in torch before it).
@@ -56,15 +59,24 @@ class SummedMaps:
     """The inference graph's outputs for a batch, as numpy arrays (see
     :mod:`caer_ros.inference.graph`): what people are read from."""
 
-    stride: int  # network-input pixels per map cell
+    stride: int  # network-input pixels per cell of the heatmap and size maps
     heatmap: np.ndarray  # (B, 1, h, w) person-centre probability
     size: np.ndarray  # (B, 2, h, w) box width, height in network-input pixels
-    emotion_sums: dict[str, np.ndarray]  # set name -> (B, E, h + 1, w) row prefix sums
-    continuous_sums: np.ndarray | None = None  # (B, 3, h + 1, w) row prefix sums
+    emotion_sums: dict[str, np.ndarray]  # set name -> (B, E, h_e + 1, w_e) row prefix sums
+    continuous_sums: np.ndarray | None = None  # (B, 3, h_e + 1, w_e) row prefix sums
+    # network-input pixels per cell of the emotion and continuous maps (None: ``stride``)
+    emotion_stride: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.emotion_stride is None:
+            self.emotion_stride = self.stride
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray | Tensor], stride: int) -> SummedMaps:
-        """Wrap the graph's named outputs (numpy arrays, or torch tensors on any device)."""
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray | Tensor], stride: int,
+                     emotion_stride: int | None = None) -> SummedMaps:
+        """Wrap the graph's named outputs (numpy arrays, or torch tensors on any device);
+        ``stride`` is the heatmap's, ``emotion_stride`` the emotion maps' (default the same).
+        """
         arrays = {name: as_numpy(value) for name, value in outputs.items()}
         missing = [name for name in (HEATMAP, SIZE) if name not in arrays]
         if missing:
@@ -76,6 +88,7 @@ class SummedMaps:
             emotion_sums={name[len(EMOTION_SUMS):]: value for name, value in arrays.items()
                           if name.startswith(EMOTION_SUMS)},
             continuous_sums=arrays.get(CONTINUOUS_SUMS),
+            emotion_stride=int(emotion_stride or stride),
         )
         maps._check()
         return maps
@@ -93,6 +106,7 @@ class SummedMaps:
             size=self.size[pick],
             emotion_sums={k: v[pick] for k, v in self.emotion_sums.items()},
             continuous_sums=None if self.continuous_sums is None else self.continuous_sums[pick],
+            emotion_stride=self.emotion_stride,
         )
 
     def emotion_maps(self, name: str) -> np.ndarray:
@@ -108,11 +122,17 @@ class SummedMaps:
         sums = dict(self.emotion_sums)
         if self.continuous_sums is not None:
             sums["continuous"] = self.continuous_sums
+        ratio = self.emotion_stride / self.stride
+        rows, cols = height / ratio, width / ratio
+        if rows != int(rows) or cols != int(cols):
+            raise ValueError(f"a ({height}, {width}) heatmap of stride {self.stride} has no "
+                             f"grid of stride {self.emotion_stride}")
+        rows, cols = int(rows), int(cols)
         for name, value in sums.items():
-            if value.ndim != 4 or value.shape[0] != batch or value.shape[2:] != (height + 1,
-                                                                                  width):
-                raise ValueError(f"{name} sums must be (B, C, {height + 1}, {width}) for a "
-                                 f"({height}, {width}) heatmap, got {value.shape}")
+            if value.ndim != 4 or value.shape[0] != batch or value.shape[2:] != (rows + 1, cols):
+                raise ValueError(f"{name} sums must be (B, C, {rows + 1}, {cols}) for a "
+                                 f"({height}, {width}) heatmap of stride {self.stride}, got "
+                                 f"{value.shape}")
 
 
 @dataclass
@@ -238,6 +258,18 @@ def peak_boxes(size: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: flo
     return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
 
 
+def pixel_boxes(size: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Boxes (K, 4) for peaks at input pixels ``(rows, cols)`` by BENet's public rule: with
+    ``(w, h)`` the size at the peak (clamped >= 0), the corners are the whole numbers
+    ``trunc(c - w / 2), trunc(r - h / 2), trunc(c + w / 2), trunc(r + h / 2)`` in pixel-centre
+    coordinates (``trunc`` toward zero, as an integer cast), returned in this module's
+    convention (pixel ``k`` covers ``[k, k + 1)``: plus 0.5)."""
+    half_w, half_h = np.maximum(size[:, rows, cols].astype(np.float64), 0.0) * 0.5
+    c, r = np.asarray(cols, np.float64), np.asarray(rows, np.float64)
+    corners = np.stack([c - half_w, r - half_h, c + half_w, r + half_h], axis=-1)
+    return np.trunc(corners) + 0.5
+
+
 # --------------------------------------------------------------------------- emotion scores
 
 
@@ -289,36 +321,89 @@ def box_means(sums: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def center_values(sums: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Map values at the cell of each box centre (BENet 2.1): (C, h + 1, w) row prefix sums and
     (K, 4) boxes in map pixels -> (K, C) float32."""
-    _, rows_plus_one, width = sums.shape
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    rows, cols = center_cells((b[:, 0] + b[:, 2]) * 0.5, (b[:, 1] + b[:, 3]) * 0.5, 1.0,
-                              rows_plus_one - 1, width)
+    return cell_values(sums, (b[:, 0] + b[:, 2]) * 0.5, (b[:, 1] + b[:, 3]) * 0.5)
+
+
+def cell_values(sums: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Map values at the cells containing map points ``(x, y)`` (K,) each: (C, h + 1, w) row
+    prefix sums -> (K, C) float32."""
+    _, rows_plus_one, width = sums.shape
+    rows, cols = center_cells(x, y, 1.0, rows_plus_one - 1, width)
     return (sums[:, rows + 1, cols] - sums[:, rows, cols]).T.astype(np.float32)
 
 
+def point_values(sums: np.ndarray, x: np.ndarray, y: np.ndarray, stride: int) -> np.ndarray:
+    """What the maps, bilinearly upsampled ``stride`` times to the input's resolution
+    (``align_corners=False``, as :func:`caer_ros.inference.graph.upsampled`), hold at the input
+    pixels containing the points ``(x, y)`` (K,) each in input pixels: (C, h + 1, w) row prefix
+    sums -> (K, C) float32, without upsampling the maps.
+
+    Per axis, input pixel ``p`` reads map coordinate ``(p + 0.5) / stride - 0.5`` (clamped at
+    0), between cells ``floor`` of it and the next (the last cell repeats), as torch's
+    bilinear interpolation does.
+    """
+    _, rows_plus_one, width = sums.shape
+    height = rows_plus_one - 1
+
+    def axis(value: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pixel = np.clip(np.floor(np.asarray(value, np.float64)), 0, cells * stride - 1)
+        source = np.maximum((pixel + 0.5) / stride - 0.5, 0.0)
+        low = np.minimum(np.floor(source), cells - 1).astype(np.intp)
+        high = np.minimum(low + 1, cells - 1)
+        return low, high, (source - low)[None, :]
+
+    x0, x1, fx = axis(x, width)
+    y0, y1, fy = axis(y, height)
+    def cell(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return (sums[:, rows + 1, cols] - sums[:, rows, cols]).astype(np.float64)
+
+    top = cell(y0, x0) * (1 - fx) + cell(y0, x1) * fx
+    bottom = cell(y1, x0) * (1 - fx) + cell(y1, x1) * fx
+    return (top * (1 - fy) + bottom * fy).T.astype(np.float32)
+
+
 def read_scores(sums: np.ndarray, boxes: np.ndarray, mode: str = "box_mean",
-                stride: float = 1.0) -> np.ndarray:
+                stride: float = 1.0, centers: np.ndarray | None = None,
+                bilinear: bool = False) -> np.ndarray:
     """Per-box values of one image's maps given as row prefix sums (C, h + 1, w), for (K, 4)
-    boxes in pixels of an input ``stride`` times finer than the map -> (K, C) float32."""
+    boxes in pixels of an input ``stride`` times finer than the map -> (K, C) float32.
+
+    ``center`` mode reads at ``centers`` (K, 2) x, y in input pixels (default: the box
+    centres): the cell there, or with ``bilinear`` the input pixel there of the maps'
+    bilinear upsampling (:func:`point_values`)."""
     if mode not in EXTRACTIONS:
         raise ValueError(f"mode must be one of {', '.join(EXTRACTIONS)}, got {mode!r}")
-    in_map = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / float(stride)
-    return box_means(sums, in_map) if mode == "box_mean" else center_values(sums, in_map)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if mode == "box_mean":
+        return box_means(sums, b / float(stride))
+    if centers is None:
+        x, y = (b[:, 0] + b[:, 2]) * 0.5, (b[:, 1] + b[:, 3]) * 0.5
+    else:
+        points = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+        x, y = points[:, 0], points[:, 1]
+    if bilinear:
+        return point_values(sums, x, y, int(stride))
+    return cell_values(sums, x / float(stride), y / float(stride))
 
 
-def read_people(maps: SummedMaps, boxes: np.ndarray, mode: str = "box_mean"
+def read_people(maps: SummedMaps, boxes: np.ndarray, mode: str = "box_mean",
+                centers: np.ndarray | None = None, bilinear: bool = False
                 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Emotion and continuous scores of people with ``boxes`` (B, K, 4) in input pixels.
 
     Returns ``{set name: (B, K, E)}`` and (B, K, 3) or None. Used for decoded boxes and, by the
     evaluator, for ground-truth boxes (ER mAP: predictions read with the annotated boxes).
+    ``centers`` (B, K, 2) and ``bilinear``: where and how ``center`` mode reads
+    (:func:`read_scores`).
     """
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 3 or boxes.shape[0] != maps.batch or boxes.shape[2] != 4:
         raise ValueError(f"boxes must be ({maps.batch}, K, 4), got {boxes.shape}")
 
     def read(sums: np.ndarray) -> np.ndarray:
-        return np.stack([read_scores(sums[b], boxes[b], mode, maps.stride)
+        return np.stack([read_scores(sums[b], boxes[b], mode, maps.emotion_stride,
+                                     None if centers is None else centers[b], bilinear)
                          for b in range(maps.batch)])
 
     emotions = {name: read(sums) for name, sums in maps.emotion_sums.items()}
@@ -353,12 +438,18 @@ def find_people(
             raise ValueError(f"max_people must be an integer >= 0, got {max_people!r}")
         k = min(k, int(max_people))
     primary = _primary_set(maps, primary_set)
+    whole_pixels = settings.peak_resolution == "input"
+    if whole_pixels and maps.stride != 1:
+        raise ValueError(f"peak_resolution 'input' needs an input-resolution heatmap, got "
+                         f"stride {maps.stride}")
     people = []
     for b in range(maps.batch):
         scores, rows, cols = peak_cells(maps.heatmap[b, 0], settings.peak_kernel, k, threshold)
-        boxes = peak_boxes(maps.size[b], rows, cols, maps.stride)
-        one = maps.image(b)
-        emotions, continuous = read_people(one, boxes[None], settings.extraction)
+        boxes = pixel_boxes(maps.size[b], rows, cols) if whole_pixels \
+            else peak_boxes(maps.size[b], rows, cols, maps.stride)
+        centers = np.stack(cell_centers(rows, cols, maps.stride), axis=-1)
+        emotions, continuous = read_people(maps.image(b), boxes[None], settings.extraction,
+                                           centers[None], whole_pixels)
         sets = {name: values[0] for name, values in emotions.items()}
         people.append(Detections(
             boxes=boxes.astype(np.float32),

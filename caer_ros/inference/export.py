@@ -4,7 +4,9 @@ What is exported is the :class:`~caer_ros.inference.graph.InferenceGraph` (BENet
 map-wide decoding steps), with the legacy TorchScript-based exporter of ``torch.onnx``
 (``dynamo=False``: the dynamo exporter needs ``onnxscript``, which caer_ros does not require).
 Input ``images`` (1, 3, H, W), normalised (``dynamic_batch``: (B, 3, H, W); it costs ONNX
-Runtime seconds of symbolic shape inference when a session starts, so batch 1 is the default);
+Runtime seconds of symbolic shape inference when a session starts, so batch 1 is the default;
+H and W are the model's ``input_size``, or dynamic for a model with ``resize: short_side``,
+whose input follows the camera's frame size: verified at two sizes);
 outputs named as in :func:`~caer_ros.inference.graph.output_names` (with ``fusion`` ``mean``
 also the person-centric ``pc_scores.<set>``, run by the predictor on batches of crops: with
 batch 1 it runs them one by one). The model config,
@@ -99,8 +101,10 @@ class ExportSummary:
             if self.int8_difference is not None:
                 checked += (f", max |int8 - float32| of the probabilities on a calibration "
                             f"image {self.int8_difference:.3f}")
+        size = "HxW" if self.settings.resize == "short_side" else \
+            f"{self.input_size[0]}x{self.input_size[1]}"
         return (f"wrote {self.path}: {self.bytes / 1e6:.1f} MB, opset {self.opset}, input "
-                f"{self.batch}x3x{self.input_size[0]}x{self.input_size[1]}, outputs at stride "
+                f"{self.batch}x3x{size}, outputs at stride "
                 f"{self.stride} ({', '.join(self.outputs)}), {_graph_settings(self.settings)}; "
                 f"{checked}; {self.seconds:.1f} s")
 
@@ -163,24 +167,31 @@ def export_with_summary(
     height, width = config.input_size
     meta = {**info.meta, "exported_from": os.path.basename(str(model_path)),
             "exported_by": f"caer_ros {__version__}", "opset": opset}
-    say(f"exporting {model_path}: input {height}x{width}, {_graph_settings(settings)}, "
+    dynamic_size = settings.resize == "short_side"
+    say(f"exporting {model_path}: input {'HxW (dynamic)' if dynamic_size else ''}"
+        f"{'' if dynamic_size else f'{height}x{width}'}, {_graph_settings(settings)}, "
         f"opset {opset}")
 
-    example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    proto = _convert(exported, example, opset, dynamic_batch)
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, height, width, generator=generator)
+    proto = _convert(exported, example, opset, dynamic_batch, dynamic_size)
     data = _finished(proto, config, settings, meta)
     say(f"converted and checked ({len(data) / 1e6:.1f} MB)")
     difference = None
     if verify:
         difference = _verify(graph, data, example)
+        if dynamic_size:  # another size, wider than high: no size was fixed in the graph
+            other = torch.randn(1, 3, height, width + settings.size_divisor,
+                                generator=generator)
+            difference = max(difference, _verify(graph, data, other))
         say(f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
     record, int8_difference = None, None
     if calibration is not None:
         float_data = data
-        quantized, kept = quantize(data, config, calibration, say)
+        quantized, kept = quantize(data, config, calibration, say, settings.resize)
         record = int8_record(calibration, kept)
         data = _finished(quantized, config, settings, {**meta, "int8": record})
-        first = next(calibration_batches(calibration.paths[:1], config))
+        first = next(calibration_batches(calibration.paths[:1], config, settings.resize))
         int8_difference = _probability_difference(float_data, data, graph.output_names, first)
         say(f"int8 graph checked ({len(data) / 1e6:.1f} MB): max |int8 - float32| of the "
             f"probabilities on a calibration image {int8_difference:.3f}")
@@ -241,11 +252,18 @@ def _probability_difference(float_data: bytes, int8_data: bytes, names: list[str
 
 
 def _convert(graph: InferenceGraph, example: torch.Tensor, opset: int,
-             dynamic_batch: bool):  # -> onnx.ModelProto
+             dynamic_batch: bool, dynamic_size: bool = False):  # -> onnx.ModelProto
     import onnx
 
     names = graph.output_names
-    dynamic = {name: {0: "batch"} for name in [onnx_metadata.INPUT_NAME, *names]}
+    dynamic: dict[str, dict[int, str]] = {}
+    for name in [onnx_metadata.INPUT_NAME, *names]:
+        axes = {0: "batch"} if dynamic_batch else {}
+        if dynamic_size and not name.startswith(PC_SCORES):  # the (B, E) scores have no map
+            axes.update({2: f"{name}_height", 3: f"{name}_width"} if name != onnx_metadata.
+                        INPUT_NAME else {2: "H", 3: "W"})
+        if axes:
+            dynamic[name] = axes
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad(), _native_output_discarded():
@@ -255,7 +273,7 @@ def _convert(graph: InferenceGraph, example: torch.Tensor, opset: int,
             torch.onnx.export(
                 graph, (example,), buffer, dynamo=False, opset_version=opset,
                 input_names=[onnx_metadata.INPUT_NAME], output_names=names,
-                dynamic_axes=dynamic if dynamic_batch else None,
+                dynamic_axes=dynamic or None,
                 do_constant_folding=True,
             )
     except Exception as error:  # torch raises many types for unsupported ops / opsets

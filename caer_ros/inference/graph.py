@@ -13,13 +13,18 @@ Its steps (each a small function here):
    the categories for the emotion sets the model scores that way, ``ModelConfig.scores``: sets
    trained with cross-entropy); box sizes from map pixels to network-input pixels
    (size * stride) -> :class:`ScoreMaps`.
-3. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
-   flipped back (the graph runs the image and its mirror as one batch).
-4. :func:`fuse_scales` - HigherHRNet-style aggregation of the 1/4 and 1/2 outputs (BENet
-   section 3.1): resize to the finest grid (bilinear) and average.
+3. :func:`fuse_scales` - HigherHRNet-style aggregation of the 1/4 and 1/2 outputs (BENet
+   section 3.1): resize to the finest grid (bilinear) and average. With ``fuse_upsample``
+   ``logits`` (BENet's public code) the 1/4 *logits* are resized and then activated
+   (:func:`resized_logits`), otherwise the probabilities of step 2 are.
+4. :func:`merge_flipped` - flip test: average with the fused maps of the horizontally flipped
+   image, flipped back (the graph runs the image and its mirror as one batch).
 5. :func:`column_sums` - prefix sums of the emotion and continuous maps down the rows, so the
    host reads the mean of a box from two rows instead of summing the whole box
-   (:mod:`caer_ros.inference.decode`).
+   (:mod:`caer_ros.inference.decode`); with ``peak_resolution`` ``input`` the heatmap and the
+   sizes are upsampled bilinearly to the network input's resolution (:func:`at_input`), where
+   the host searches the peaks (the emotion maps stay on the fused grid: the host reads them
+   at a peak by the same bilinear rule).
 6. :func:`person_centric_scores` - only with ``settings.fusion == "mean"``: the probabilities
    (sigmoid or softmax, as in step 2) of the person-centric head's logits for each image of
    the batch (with the flip test, averaged with the mirrored image's). The predictor runs the
@@ -27,19 +32,23 @@ Its steps (each a small function here):
    (:mod:`caer_ros.inference.fusion`).
 
 Outputs (:func:`output_names`), for a batch of B images and the grid ``(h, w)`` of the output
-stride (2 when the 1/4 and 1/2 maps are fused, else 4):
+stride (2 when the 1/4 and 1/2 maps are fused, else 4; :func:`output_stride`):
 
-- ``heatmap`` (B, 1, h, w): person-centre probability;
-- ``size`` (B, 2, h, w): box width and height in network-input pixels;
+- ``heatmap`` (B, 1, h', w'): person-centre probability, on the grid ``(h, w)`` or, with
+  ``peak_resolution`` ``input``, on the network input's ``(H, W)`` (:func:`peak_stride`);
+- ``size`` (B, 2, h', w'): box width and height in network-input pixels, on the heatmap's grid;
 - ``emotion_sums.<set>`` (B, E, h + 1, w): row ``i`` holds the sum of the emotion
   probabilities of rows ``< i`` (row 0 is zero; the maps are the row differences);
 - ``continuous_sums`` (B, 3, h + 1, w): the same for valence, arousal, dominance (if any);
 - ``pc_scores.<set>`` (B, E): person-centric probabilities of each image taken as one
   person's crop (only with ``fusion`` ``mean``).
 
-``fuse_scales``, ``flip_test`` and ``fusion`` (:data:`GRAPH_SETTINGS`) shape the graph and are
-fixed when it is exported; every other setting (thresholds, top-K, peak window, extraction) is
-read on the host at run time.
+The :data:`GRAPH_SETTINGS` shape the graph and are fixed when it is exported (``resize`` too:
+a ``short_side`` model is exported with a dynamic input height and width, a ``letterbox`` one
+with its fixed ``input_size``); every other setting (thresholds, top-K, peak window,
+extraction, the short side) is read on the host at run time. Every resize of the graph is by
+an integer factor (``scale_factor``), so an exported graph takes any input size the network
+does.
 """
 
 from __future__ import annotations
@@ -62,7 +71,8 @@ SIZE = "size"
 EMOTION_SUMS = "emotion_sums."  # + category-set name
 CONTINUOUS_SUMS = "continuous_sums"
 PC_SCORES = "pc_scores."  # + category-set name
-GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "fuse_sizes", "flip_test", "fusion")
+GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "fuse_sizes", "fuse_upsample", "flip_test",
+                                   "fusion", "peak_resolution", "resize")
 
 
 @dataclass
@@ -82,8 +92,14 @@ class ScoreMaps:
 
 
 def output_stride(config: ModelConfig, settings: InferenceSettings) -> int:
-    """Stride of the graph's output maps: 2 when 1/4 and 1/2 outputs are fused, else 4."""
+    """Stride of the graph's emotion maps: 2 when 1/4 and 1/2 outputs are fused, else 4."""
     return 2 if config.half_resolution and settings.fuse_scales else 4
+
+
+def peak_stride(config: ModelConfig, settings: InferenceSettings) -> int:
+    """Stride of the graph's heatmap and sizes: 1 with ``peak_resolution`` ``input``, else
+    :func:`output_stride`."""
+    return 1 if settings.peak_resolution == "input" else output_stride(config, settings)
 
 
 def output_names(config: ModelConfig, settings: InferenceSettings | None = None) -> list[str]:
@@ -216,31 +232,55 @@ def fuse_scales(scales: Sequence[ScoreMaps], sizes: str = "mean") -> ScoreMaps:
         raise ValueError("fuse_scales needs at least one scale")
     if len(scales) == 1:
         return scales[0]
-    finest = min(scales, key=lambda m: m.stride)
-    grid = tuple(int(v) for v in finest.heatmap.shape[-2:])
+    finest = min(scales, key=lambda m: m.stride).stride
 
-    def resized(t: Tensor) -> Tensor:
-        if tuple(t.shape[-2:]) == grid:
-            return t
-        return F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
-
-    def mean(maps: list[Tensor]) -> Tensor:
-        if len(maps) == 1:
-            return resized(maps[0])
-        total = torch.add(resized(maps[0]), resized(maps[1]))  # a new tensor: update in place
-        for t in maps[2:]:
-            total.add_(resized(t))
-        return total.mul_(1.0 / len(maps))
+    def mean(pairs: list[tuple[Tensor, int]]) -> Tensor:
+        if len(pairs) == 1:
+            return upsampled(*pairs[0], finest)
+        total = torch.add(upsampled(*pairs[0], finest), upsampled(*pairs[1], finest))
+        for t, stride in pairs[2:]:  # ``total`` is a new tensor: update in place
+            total.add_(upsampled(t, stride, finest))
+        return total.mul_(1.0 / len(pairs))
 
     names = list(dict.fromkeys(name for m in scales for name in m.emotions))
-    continuous = [m.continuous for m in scales if m.continuous is not None]
+    continuous = [(m.continuous, m.stride) for m in scales if m.continuous is not None]
+    coarsest = max(scales, key=lambda m: m.stride)  # the first (1/4) of equal strides
     return ScoreMaps(
-        stride=finest.stride,
-        heatmap=mean([m.heatmap for m in scales]),
-        size=mean([m.size for m in scales]) if sizes == "mean"
-        else resized(max(scales, key=lambda m: m.stride).size),
-        emotions={n: mean([m.emotions[n] for m in scales if n in m.emotions]) for n in names},
+        stride=finest,
+        heatmap=mean([(m.heatmap, m.stride) for m in scales]),
+        size=mean([(m.size, m.stride) for m in scales]) if sizes == "mean"
+        else upsampled(coarsest.size, coarsest.stride, finest),
+        emotions={n: mean([(m.emotions[n], m.stride) for m in scales if n in m.emotions])
+                  for n in names},
         continuous=mean(continuous) if continuous else None,
+    )
+
+
+def upsampled(maps: Tensor, stride: int, target: int) -> Tensor:
+    """(B, C, h, w) maps of ``stride`` bilinearly resized (``align_corners=False``, the
+    cell-centre convention) to the grid of the finer ``target`` stride: by the integer factor
+    ``stride / target`` (a ``scale_factor``, so an exported graph keeps dynamic sizes)."""
+    if stride == target:
+        return maps
+    if stride % target:
+        raise ValueError(f"cannot resize stride-{stride} maps to stride {target}: not a "
+                         f"whole factor")
+    return F.interpolate(maps, scale_factor=stride // target, mode="bilinear",
+                         align_corners=False)
+
+
+def resized_logits(scale: ScaleOutput, stride: int) -> ScaleOutput:
+    """``scale``'s logits resized to the grid of the finer ``stride`` (:func:`upsampled`),
+    box sizes converted to that grid's pixels: what BENet's public code fuses (it upsamples
+    the 1/4 logits, then applies the sigmoid)."""
+    factor = scale.stride / stride
+    return ScaleOutput(
+        stride=stride,
+        heatmap=upsampled(scale.heatmap, scale.stride, stride),
+        size=upsampled(scale.size, scale.stride, stride) * factor,
+        emotions={k: upsampled(v, scale.stride, stride) for k, v in scale.emotions.items()},
+        continuous=None if scale.continuous is None
+        else upsampled(scale.continuous, scale.stride, stride),
     )
 
 
@@ -250,7 +290,8 @@ def score_maps(
     flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
     softmax: Collection[str] = (),
 ) -> ScoreMaps:
-    """Steps 2-4: activation, flip merge (if ``flipped`` is given) and scale fusion.
+    """Steps 2-4: activation and scale fusion of each pass, then the flip merge (if
+    ``flipped`` is given).
 
     ``flipped`` is the network output for the horizontally flipped input; it is required when
     ``settings.flip_test`` is on. ``softmax``: the emotion sets scored with a softmax
@@ -258,17 +299,29 @@ def score_maps(
     """
     if settings.flip_test and flipped is None:
         raise ValueError("flip_test is on: pass the output for the horizontally flipped input")
-    output = as_benet_output(output)
-    chosen = output.scales() if settings.fuse_scales else [output.quarter]
-    maps = [activate(s, softmax) for s in chosen]
+    maps = fused_pass(as_benet_output(output), settings, softmax)
     if flipped is not None:
-        flipped = as_benet_output(flipped)
-        flipped_chosen = flipped.scales() if settings.fuse_scales else [flipped.quarter]
-        if len(flipped_chosen) != len(chosen):
-            raise ValueError("flipped output has a different number of scales")
-        maps = [merge_flipped(m, activate(f, softmax))
-                for m, f in zip(maps, flipped_chosen, strict=True)]
-    return fuse_scales(maps, settings.fuse_sizes)
+        mirrored = fused_pass(as_benet_output(flipped), settings, softmax)
+        maps = merge_flipped(maps, mirrored)
+    return maps
+
+
+def fused_pass(output: BENetOutput, settings: InferenceSettings, softmax: Collection[str] = ()
+               ) -> ScoreMaps:
+    """Steps 2-3 for one pass of the network: each scale activated, then fused on the
+    finest grid (``fuse_upsample``: the coarser logits upsampled before the activation, or
+    its probabilities after it)."""
+    chosen = output.scales() if settings.fuse_scales else [output.quarter]
+    if settings.fuse_upsample == "logits" and len(chosen) > 1:
+        finest = min(s.stride for s in chosen)
+        chosen = [resized_logits(s, finest) for s in chosen]
+    return fuse_scales([activate(s, softmax) for s in chosen], settings.fuse_sizes)
+
+
+def at_input(maps: ScoreMaps) -> tuple[Tensor, Tensor]:
+    """The heatmap and sizes of ``maps`` bilinearly upsampled to the network input's
+    resolution (stride 1): where BENet's public code searches the peaks."""
+    return upsampled(maps.heatmap, maps.stride, 1), upsampled(maps.size, maps.stride, 1)
 
 
 def prefix_rows(maps: Tensor) -> Tensor:
@@ -276,9 +329,11 @@ def prefix_rows(maps: Tensor) -> Tensor:
     return F.pad(maps, (0, 0, 1, 0)).cumsum(2)
 
 
-def column_sums(maps: ScoreMaps) -> dict[str, Tensor]:
-    """Step 5: the graph's named outputs (module docstring) from fused, activated maps."""
-    out = {HEATMAP: maps.heatmap, SIZE: maps.size}
+def column_sums(maps: ScoreMaps, peaks_at_input: bool = False) -> dict[str, Tensor]:
+    """Step 5: the graph's named outputs (module docstring) from fused, activated maps;
+    ``peaks_at_input``: heatmap and sizes at the input's resolution (:func:`at_input`)."""
+    heatmap, size = at_input(maps) if peaks_at_input else (maps.heatmap, maps.size)
+    out = {HEATMAP: heatmap, SIZE: size}
     for name, probabilities in maps.emotions.items():
         out[EMOTION_SUMS + name] = prefix_rows(probabilities)
     if maps.continuous is not None:
@@ -306,6 +361,7 @@ class InferenceGraph(nn.Module):
         self.model = model
         self.settings = settings
         self.stride = output_stride(model.config, settings)
+        self.peak_stride = peak_stride(model.config, settings)
         self.output_names = output_names(model.config, settings)
         self.softmax = model.config.softmax_sets  # read once, not per frame
 
@@ -320,7 +376,8 @@ class InferenceGraph(nn.Module):
             flipped: dict[str, Tensor] | None = {k: v[batch:] for k, v in every.items()}
         else:
             output, flipped = every, None
-        named = column_sums(score_maps(output, self.settings, flipped, self.softmax))
+        named = column_sums(score_maps(output, self.settings, flipped, self.softmax),
+                            self.peak_stride == 1)
         if self.fusion:
             for name, scores in person_centric_scores(self.model, raw).items():
                 named[PC_SCORES + name] = torch.add(scores[:batch], scores[batch:]).mul_(0.5) \

@@ -9,9 +9,11 @@
                          and tools reading the file without caer_ros)
     caer_ros.inference   InferenceSettings.to_dict()  (fuse_scales, fuse_sizes, flip_test,
                          fusion: fixed in the graph; the rest are run-time defaults)
-    caer_ros.graph       {"input": "images", "outputs": [names], "stride": 2 or 4,
-                         "emotion_layout": "row_prefix_sums"}  (outputs include the
-                         pc_scores.<set> ones when fusion is mean)
+    caer_ros.graph       {"input": "images", "outputs": [names], "stride": 1, 2 or 4,
+                         "emotion_stride": 2 or 4, "emotion_layout": "row_prefix_sums"}
+                         (stride: of the heatmap and sizes; emotion_stride: of the emotion
+                         maps, the same as stride when absent (files written before it);
+                         outputs include the pc_scores.<set> ones when fusion is mean)
     caer_ros.meta        the model file's meta (trained, seed, created_by, ...) plus the
                          export's (source, opset)
 
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from caer_ros.inference.graph import output_names, output_stride
+from caer_ros.inference.graph import output_names, output_stride, peak_stride
 from caer_ros.model.checkpoint import ModelFile, ModelFileError, upgraded_config
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
@@ -52,13 +54,14 @@ class GraphInfo:
 
     input: str
     outputs: tuple[str, ...]
-    stride: int
+    stride: int  # of the heatmap and sizes
+    emotion_stride: int  # of the emotion and continuous maps
 
 
 def graph_info(config: ModelConfig, settings: InferenceSettings) -> GraphInfo:
     """The interface of the graph exported for ``config`` and ``settings``."""
     return GraphInfo(INPUT_NAME, tuple(output_names(config, settings)),
-                     output_stride(config, settings))
+                     peak_stride(config, settings), output_stride(config, settings))
 
 
 def encode(config: ModelConfig, settings: InferenceSettings,
@@ -72,7 +75,8 @@ def encode(config: ModelConfig, settings: InferenceSettings,
         CATEGORIES_KEY: json.dumps({k: list(v) for k, v in config.categories.items()}),
         INFERENCE_KEY: json.dumps(settings.to_dict()),
         GRAPH_KEY: json.dumps({"input": graph.input, "outputs": list(graph.outputs),
-                               "stride": graph.stride, "emotion_layout": EMOTION_LAYOUT}),
+                               "stride": graph.stride, "emotion_stride": graph.emotion_stride,
+                               "emotion_layout": EMOTION_LAYOUT}),
         META_KEY: json.dumps(dict(meta or {})),
     }
 
@@ -108,8 +112,8 @@ def decode(path: str, props: Mapping[str, str]) -> tuple[ModelFile, GraphInfo]:
     graph = _json(path, props, GRAPH_KEY)
     expected = graph_info(config, settings)
     if not isinstance(graph, dict) or graph.get("emotion_layout") != EMOTION_LAYOUT or \
-            GraphInfo(graph.get("input"), tuple(graph.get("outputs", ())),
-                      graph.get("stride")) != expected:
+            GraphInfo(graph.get("input"), tuple(graph.get("outputs", ())), graph.get("stride"),
+                      graph.get("emotion_stride", graph.get("stride"))) != expected:
         raise ModelFileError(path, f"graph description {graph!r} does not match its config "
                                    f"(expected {expected})")
     meta = _json(path, props, META_KEY)

@@ -5,8 +5,15 @@ backend behind one interface. Used by the ROS node, ``caer-infer`` and the evalu
 backend) or an exported ONNX file (``.onnx``, ONNX Runtime backend; see
 :mod:`caer_ros.inference.export`). Per frame (:meth:`Predictor.predict`):
 
-    letterbox + normalise (preprocess) -> InferenceGraph (backend) -> find_people (decode)
-    -> boxes back to image pixels [-> BU+PC fusion]
+    letterbox or BENet's short-side warp + normalise (preprocess) -> InferenceGraph (backend)
+    -> find_people (decode) -> boxes back to image pixels [-> BU+PC fusion]
+
+With the setting ``resize: short_side`` the network input size follows the frame
+(:func:`~caer_ros.inference.preprocess.short_side_size`): it is worked out once per frame size
+(the last few sizes are remembered with their input buffers) and :attr:`Predictor.input_size`
+is the last frame's; frames of different sizes in one :meth:`Predictor.predict_batch` run in
+one network run per input size. A frame the network cannot take raises
+:class:`~caer_ros.inference.preprocess.FrameSizeError` (a ValueError) naming its size.
 
 The backend runs :class:`~caer_ros.inference.graph.InferenceGraph` (BENet, activation, flip
 test, scale fusion, prefix sums); the host only finds peaks and reads each person's scores.
@@ -54,8 +61,8 @@ from caer_ros.inference.decode import (
     read_people,
 )
 from caer_ros.inference.fusion import crop_batch, fuse_mean, person_centric_outputs
-from caer_ros.inference.graph import GRAPH_SETTINGS, output_stride
-from caer_ros.inference.preprocess import Letterbox, preprocess
+from caer_ros.inference.graph import GRAPH_SETTINGS, output_stride, peak_stride
+from caer_ros.inference.preprocess import Letterbox, input_size_for, prepare
 from caer_ros.inference.runners import (
     OnnxRunner,
     ProviderSpec,
@@ -67,6 +74,7 @@ from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 
 SUFFIX_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime"}
+REMEMBERED_SIZES = 4  # frame sizes whose network input size and buffer are kept
 
 
 class Predictor:
@@ -92,9 +100,12 @@ class Predictor:
         self.detection_threshold = settings.detection_threshold
         self.backend = runner.name
         self.has_continuous = self.config.continuous
+        # the network input of the last frame (a letterbox model's is always its input_size)
         self.input_size: tuple[int, int] = self.config.input_size
-        self.stride = output_stride(self.config, settings)
-        self._buffer = np.empty((1, 3, *self.input_size), dtype=np.float32)
+        self.stride = peak_stride(self.config, settings)  # of the heatmap the peaks come from
+        self.emotion_stride = output_stride(self.config, settings)
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}  # frame (h, w) -> input (H, W)
+        self._buffers: dict[tuple[int, int], np.ndarray] = {}  # input (H, W) -> (1, 3, H, W)
         self._lock = threading.Lock()
 
     @classmethod
@@ -174,18 +185,34 @@ class Predictor:
 
     def predict_batch(self, images: Sequence[np.ndarray], detection_threshold: float | None = None,
                       max_people: int | None = None) -> list[Detections]:
-        """:meth:`predict` for several images in one network run."""
+        """:meth:`predict` for several images (one network run per network input size)."""
         if not images:
             return []
-        maps, placements = self._maps(images)
-        return self._fused(images, self._people(maps, placements, detection_threshold,
-                                                max_people))
+        maps = self._maps(images)
+        return self._fused(images, self._people(maps, detection_threshold, max_people))
+
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The network input (H, W) for a ``height`` x ``width`` frame (the model's fixed
+        ``input_size`` with ``resize: letterbox``); raises
+        :class:`~caer_ros.inference.preprocess.FrameSizeError` for a frame the network cannot
+        take. Remembered for the last few frame sizes."""
+        key = (int(height), int(width))
+        size = self._sizes.get(key)
+        if size is None:
+            s = self.settings
+            size = input_size_for(key, s.resize, self.config.input_size, s.short_side,
+                                  s.size_divisor)
+            if len(self._sizes) >= REMEMBERED_SIZES:
+                self._sizes.pop(next(iter(self._sizes)))
+            self._sizes[key] = size
+        return size
 
     def forward_maps(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
-        """The graph's maps for one image (a batch of one, arrays of its own) and its letterbox
-        placement: for reading other boxes (:func:`~caer_ros.inference.decode.read_people`,
-        boxes mapped with ``Letterbox.to_input``)."""
-        maps, (placement,) = self._maps([image])
+        """The graph's maps for one image (a batch of one, arrays of its own) and its
+        placement on the network input: for reading other boxes
+        (:func:`~caer_ros.inference.decode.read_people`, boxes mapped with
+        ``Letterbox.to_input``)."""
+        ((maps, placement),) = self._maps([image])
         return maps, placement
 
     def read_boxes(self, image: np.ndarray, boxes: np.ndarray) -> Detections:
@@ -208,7 +235,7 @@ class Predictor:
         ``boxes``. The evaluator needs both for every test image."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         maps, placement = self.forward_maps(image)
-        (found,) = self._people(maps, [placement], detection_threshold, max_people)
+        (found,) = self._people([(maps, placement)], detection_threshold, max_people)
         read = self._read(maps, placement, boxes)
         found, read = self._fused([image, image], [found, read], boxes=[found.boxes, boxes])
         return found, read
@@ -226,8 +253,8 @@ class Predictor:
             times["fusion"] = []
         for run in range(runs + 1):  # the first run warms up
             marks = [time.perf_counter()]
-            maps, placements = self._maps([image], marks)
-            (found,) = self._people(maps, placements, 0.0, people)
+            maps = self._maps([image], marks)
+            (found,) = self._people(maps, 0.0, people)
             marks.append(time.perf_counter())
             if len(found) != people:
                 raise RuntimeError(f"found {len(found)} people, not {people}")
@@ -241,37 +268,61 @@ class Predictor:
     # ----------------------------------------------------------------------- the pipeline
 
     def _maps(self, images: Sequence[np.ndarray], marks: list[float] | None = None
-              ) -> tuple[SummedMaps, list[Letterbox]]:
-        """Pre-processing and the graph, one run for ``images``: their summed maps and
-        letterbox placements. ``marks`` gets ``time.perf_counter()`` after each stage."""
-        if len(images) == 1:
-            batch = self._buffer  # one frame: the reused input buffer (under the lock)
-        else:
-            batch = np.empty((len(images), 3, *self.input_size), dtype=np.float32)
+              ) -> list[tuple[SummedMaps, Letterbox]]:
+        """Pre-processing and the graph for ``images``: per image its maps (a batch of one)
+        and placement; one network run per input size. ``marks`` gets
+        ``time.perf_counter()`` after each stage (of one-size batches)."""
+        sizes = [self.input_size_for(*_frame_size(image)) for image in images]
+        found: list[tuple[SummedMaps, Letterbox] | None] = [None] * len(images)
+        for size in dict.fromkeys(sizes):
+            members = [n for n, s in enumerate(sizes) if s == size]
+            for n, item in zip(members, self._run([images[n] for n in members], size, marks),
+                               strict=True):
+                found[n] = item
+        return found
+
+    def _run(self, images: Sequence[np.ndarray], size: tuple[int, int],
+             marks: list[float] | None) -> list[tuple[SummedMaps, Letterbox]]:
+        """One network run on ``images``, all placed on a ``size`` input."""
+        settings, config = self.settings, self.config
         with self._lock:
-            placements = [preprocess(image, self.input_size, mean=self.config.input_mean,
-                                     std=self.config.input_std, out=batch[n:n + 1])[1]
+            batch = self._buffer(size) if len(images) == 1 else \
+                np.empty((len(images), 3, *size), dtype=np.float32)
+            placements = [prepare(image, size, settings.resize, mean=config.input_mean,
+                                  std=config.input_std, out=batch[n:n + 1])[1]
                           for n, image in enumerate(images)]
+            self.input_size = size
             if marks is not None:
                 marks.append(time.perf_counter())
             outputs = self._runner.run(batch)
         if marks is not None:
             marks.append(time.perf_counter())
-        return SummedMaps.from_outputs(outputs, self.stride), placements
+        maps = SummedMaps.from_outputs(outputs, self.stride, self.emotion_stride)
+        return [(maps.image(n), placement) for n, placement in enumerate(placements)]
 
-    def _people(self, maps: SummedMaps, placements: Sequence[Letterbox],
+    def _buffer(self, size: tuple[int, int]) -> np.ndarray:
+        """The reused one-frame input buffer of ``size`` (called under the lock)."""
+        buffer = self._buffers.get(size)
+        if buffer is None:
+            if len(self._buffers) >= REMEMBERED_SIZES:
+                self._buffers.pop(next(iter(self._buffers)))
+            buffer = self._buffers[size] = np.empty((1, 3, *size), dtype=np.float32)
+        return buffer
+
+    def _people(self, maps: Sequence[tuple[SummedMaps, Letterbox]],
                 detection_threshold: float | None, max_people: int | None
                 ) -> list[Detections]:
-        """The people found in ``maps``, boxes in each image's pixels."""
-        people = find_people(maps, self.settings, detection_threshold=detection_threshold,
-                             max_people=max_people, primary_set=self.category_set)
-        return [p.to_image(placement) for p, placement in zip(people, placements, strict=True)]
+        """The people found in each image's maps, boxes in the image's pixels."""
+        return [find_people(one, self.settings, detection_threshold=detection_threshold,
+                            max_people=max_people, primary_set=self.category_set)[0]
+                .to_image(placement) for one, placement in maps]
 
     def _read(self, maps: SummedMaps, placement: Letterbox, boxes: np.ndarray) -> Detections:
         """The people at ``boxes`` ((K, 4) float64, image pixels) of a one-image ``maps``
         (before fusion)."""
         inside = placement.to_input(boxes)
-        emotions, continuous = read_people(maps, inside[None], self.settings.extraction)
+        emotions, continuous = read_people(maps, inside[None], self.settings.extraction,
+                                           bilinear=self.settings.peak_resolution == "input")
         heat = maps.heatmap[0, 0]
         rows, cols = center_cells((inside[:, 0] + inside[:, 2]) / 2,
                                   (inside[:, 1] + inside[:, 3]) / 2, maps.stride, *heat.shape)
@@ -308,12 +359,14 @@ class Predictor:
         return fused
 
     def _crops(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> np.ndarray:
-        """The crops of ``boxes[i]`` (image pixels) of ``images[i]``, all as one batch."""
-        batch = np.empty((sum(len(b) for b in boxes), 3, *self.input_size), dtype=np.float32)
+        """The crops of ``boxes[i]`` (image pixels) of ``images[i]``, all as one batch, each
+        letterboxed into the model's ``input_size``."""
+        size = self.config.input_size
+        batch = np.empty((sum(len(b) for b in boxes), 3, *size), dtype=np.float32)
         start = 0
         for image, found in zip(images, boxes, strict=True):
             stop = start + len(found)
-            crop_batch(image, found, self.input_size, mean=self.config.input_mean,
+            crop_batch(image, found, size, mean=self.config.input_mean,
                        std=self.config.input_std, out=batch[start:stop])
             start = stop
         return batch
@@ -321,3 +374,11 @@ class Predictor:
     def __repr__(self) -> str:
         return (f"Predictor({self.path!r}, backend={self.backend!r}, input={self.input_size}, "
                 f"categories={self.category_set}({len(self.categories)}))")
+
+
+def _frame_size(image: np.ndarray) -> tuple[int, int]:
+    """(h, w) of an image array, with the letterbox's check of what an image is."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        raise ValueError(f"image must be an (h, w) or (h, w, channels) numpy array, got "
+                         f"{getattr(image, 'shape', type(image).__name__)}")
+    return image.shape[0], image.shape[1]

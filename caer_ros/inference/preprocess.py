@@ -15,6 +15,16 @@ coordinates, pixel ``(row i, column j)`` covers ``[j, j + 1) x [i, i + 1)``; a b
 
 Pipeline: :func:`letterbox` (uint8 in, uint8 RGB out, so training augmentations can run on it)
 then :func:`normalize`; :func:`preprocess` does both for the per-frame path.
+
+BENet's test path (the setting ``resize: short_side``) sizes the input by the frame instead:
+:func:`short_side_size` gives the network input for a frame (short side to ``short_side``,
+the long side kept in proportion and rounded up to a multiple of ``divisor``) and
+:func:`center_warp` places the frame there as BENet's public code does: an affine warp
+``x_in = s * (x - cx) + W / 2`` about the frame's centre pixel ``cx = floor(w / 2 + 0.5)``,
+in OpenCV's convention (integer coordinates at pixel centres), black outside the frame. In
+this module's convention that is ``x_input = x * s + pad_x`` with
+``pad_x = W / 2 - s * cx + (1 - s) / 2``: the same :class:`Letterbox` record, with a
+fractional offset. :func:`prepare` picks the path from the settings.
 """
 
 from __future__ import annotations
@@ -30,16 +40,26 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PAD_RGB: tuple[int, int, int] = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104)
 
 
+# Limits of the short-side path: the long side of the network input at most this many pixels
+# (8:1 at a 512-pixel short side; a wider frame is not a camera image the model can read).
+MAX_INPUT_SIDE = 4096
+
+
+class FrameSizeError(ValueError):
+    """A frame whose size the network cannot take (one line naming the size and the limit)."""
+
+
 @dataclass(frozen=True)
 class Letterbox:
     """How one image was placed on the network input: ``input = original * scale + pad``.
 
-    ``original_size`` and ``input_size`` are ``(height, width)``.
+    ``original_size`` and ``input_size`` are ``(height, width)``. ``pad_x`` and ``pad_y`` are
+    whole pixels for :func:`letterbox`, fractional for :func:`center_warp`.
     """
 
     scale: float
-    pad_x: int
-    pad_y: int
+    pad_x: float
+    pad_y: float
     original_size: tuple[int, int]
     input_size: tuple[int, int]
 
@@ -103,6 +123,79 @@ def letterbox(
         cv2.BORDER_CONSTANT, value=tuple(int(v) for v in pad_rgb),
     )
     return canvas, Letterbox(float(scale), pad_x, pad_y, (h, w), (height, width))
+
+
+def short_side_size(height: int, width: int, short_side: int = 512, divisor: int = 64
+                    ) -> tuple[int, int]:
+    """BENet's test input ``(H, W)`` for an ``height`` x ``width`` frame: the short side becomes
+    ``short_side``, the long one ``short_side * long / short`` rounded up to a multiple of
+    ``divisor`` (e.g. 600x400 -> 768x512 W x H, 1280x720 -> 960x512). Raises
+    :class:`FrameSizeError` for an empty frame or one whose long side would exceed
+    :data:`MAX_INPUT_SIDE`."""
+    if height < 1 or width < 1:
+        raise FrameSizeError(f"frame {width}x{height} (w x h) has no pixels")
+    short, long = min(height, width), max(height, width)
+    # integers: ceil(short_side * long / (short * divisor)) * divisor, no float rounding
+    sized = -(-short_side * long // (short * divisor)) * divisor
+    if sized > MAX_INPUT_SIDE:
+        raise FrameSizeError(
+            f"frame {width}x{height} (w x h) is too elongated: with its short side at "
+            f"{short_side} px the network input would be {sized} px long, over the "
+            f"{MAX_INPUT_SIDE} px limit (aspect ratio at most {MAX_INPUT_SIDE // short_side}:1)")
+    return (short_side, sized) if height <= width else (sized, short_side)
+
+
+def center_warp(image: np.ndarray, input_size: tuple[int, int], *, rgb: bool = False
+                ) -> tuple[np.ndarray, Letterbox]:
+    """Place ``image`` on an ``input_size`` (H, W) canvas by BENet's test-time affine warp.
+
+    The scale is ``s = min(H, W) / min(h, w)`` (the short side fills the short side); the
+    frame's centre pixel ``(cx, cy) = (floor(w / 2 + 0.5), floor(h / 2 + 0.5))`` goes to
+    ``(W / 2, H / 2)`` in OpenCV's pixel-centre coordinates; bilinear sampling
+    (``cv2.warpAffine``, ``INTER_LINEAR``); input pixels outside the frame are black. Images as
+    for :func:`letterbox`; returns the (H, W, 3) uint8 RGB canvas and the placement in this
+    module's convention (see the module docstring).
+    """
+    height, width = _check_size(input_size)
+    _check_image(image)
+    h, w = image.shape[:2]
+    scale = min(height, width) / min(h, w)
+    cx, cy = np.floor(w / 2 + 0.5), np.floor(h / 2 + 0.5)
+    ox, oy = width / 2 - scale * cx, height / 2 - scale * cy
+    matrix = np.array([[scale, 0.0, ox], [0.0, scale, oy]], dtype=np.float64)
+    warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    canvas = _to_rgb(warped.reshape(height, width, -1), rgb)
+    shift = 0.5 * (1.0 - scale)  # OpenCV's pixel-centre coordinates -> pixel k covers [k, k+1)
+    return canvas, Letterbox(float(scale), float(ox + shift), float(oy + shift), (h, w),
+                             (height, width))
+
+
+def input_size_for(image_size: tuple[int, int], resize: str, fixed: tuple[int, int],
+                   short_side: int = 512, divisor: int = 64) -> tuple[int, int]:
+    """The network input (H, W) for a frame of ``image_size`` (h, w): ``fixed`` (the model's
+    ``input_size``) with ``resize`` ``letterbox``, :func:`short_side_size` with ``short_side``.
+    """
+    if resize == "letterbox":
+        if image_size[0] < 1 or image_size[1] < 1:
+            raise FrameSizeError(f"frame {image_size[1]}x{image_size[0]} (w x h) has no pixels")
+        return tuple(fixed)
+    if resize == "short_side":
+        return short_side_size(*image_size, short_side, divisor)
+    raise ValueError(f"resize must be letterbox or short_side, got {resize!r}")
+
+
+def prepare(image: np.ndarray, input_size: tuple[int, int], resize: str = "letterbox", *,
+            rgb: bool = False, mean: tuple[float, float, float] = IMAGENET_MEAN,
+            std: tuple[float, float, float] = IMAGENET_STD, out: np.ndarray | None = None
+            ) -> tuple[np.ndarray, Letterbox]:
+    """One frame -> network input of ``input_size`` by ``resize``: :func:`preprocess`
+    (``letterbox``) or :func:`center_warp` then :func:`normalize` (``short_side``; the size from
+    :func:`input_size_for`)."""
+    if resize == "letterbox":
+        return preprocess(image, input_size, rgb=rgb, mean=mean, std=std, out=out)
+    canvas, placement = center_warp(image, input_size, rgb=rgb)
+    return normalize(canvas, mean, std, out=out), placement
 
 
 def normalize(

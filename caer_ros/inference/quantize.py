@@ -43,7 +43,7 @@ import numpy as np
 
 from caer_ros.image_file import ImageFileError, read_image
 from caer_ros.inference import onnx_metadata
-from caer_ros.inference.preprocess import preprocess
+from caer_ros.inference.preprocess import prepare
 from caer_ros.model.config import ModelConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -134,11 +134,15 @@ def calibration_set(source: str | os.PathLike, count: int = DEFAULT_CALIBRATION_
     return CalibrationSet(Path(source), layout, tuple(chosen), len(files), tuple(unreadable))
 
 
-def calibration_batches(paths: Sequence[Path], config: ModelConfig) -> Iterator[np.ndarray]:
-    """Each image as the network input the predictor makes of it, (1, 3, H, W) float32."""
+def calibration_batches(paths: Sequence[Path], config: ModelConfig, resize: str = "letterbox"
+                        ) -> Iterator[np.ndarray]:
+    """Each image as the network input the predictor makes of it, (1, 3, H, W) float32, all at
+    the model's ``input_size``: a short-side model (``resize``) sees each image placed as the
+    predictor places it (its short side filling the input), so the activations have the
+    camera's statistics; one size keeps the calibrator's ranges comparable."""
     for path in paths:
-        batch, _ = preprocess(read_image(path), config.input_size, mean=config.input_mean,
-                              std=config.input_std)
+        batch, _ = prepare(read_image(path), config.input_size, resize,
+                           mean=config.input_mean, std=config.input_std)
         yield batch
 
 
@@ -187,9 +191,11 @@ def int8_record(calibration: CalibrationSet, float_node_count: int) -> dict[str,
 
 
 def quantize(data: bytes, config: ModelConfig, calibration: CalibrationSet,
-             progress: Callable[[str], None] | None = None) -> tuple[Any, int]:
+             progress: Callable[[str], None] | None = None, resize: str = "letterbox"
+             ) -> tuple[Any, int]:
     """The float graph ``data`` (a serialised ONNX model) quantized to int8 as an
-    ``onnx.ModelProto`` (metadata not set), and the number of nodes left in float32."""
+    ``onnx.ModelProto`` (metadata not set), and the number of nodes left in float32;
+    ``resize``: the model's setting (:func:`calibration_batches`)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -200,7 +206,7 @@ def quantize(data: bytes, config: ModelConfig, calibration: CalibrationSet,
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     say = progress or (lambda _message: None)
-    batches = calibration_batches(calibration.paths, config)
+    batches = calibration_batches(calibration.paths, config, resize)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -123,7 +123,7 @@ class OnnxRunner:
                                            f"{text[:160]})") from None
             raise ModelFileError(path, f"ONNX Runtime cannot open it: {text[:200]}") from None
         info, graph = onnx_metadata.decode(str(path), session.get_modelmeta().custom_metadata_map)
-        _check_session(path, session, info.config, graph)
+        _check_session(path, session, info.config, info.inference, graph)
         got = session.get_providers()
         LOG.info("%s: ONNX Runtime session on %s", path, ", ".join(got))
         wanted = _provider_name(chosen[0])
@@ -228,7 +228,7 @@ def _check_readable(path: Path) -> None:
 
 
 def _check_session(path: Path, session: Any, config: ModelConfig,
-                   graph: onnx_metadata.GraphInfo) -> None:
+                   settings: InferenceSettings, graph: onnx_metadata.GraphInfo) -> None:
     """The session's input and outputs are those the metadata describes."""
     problem = "the graph does not match its caer_ros metadata:"
     inputs = session.get_inputs()
@@ -236,9 +236,13 @@ def _check_session(path: Path, session: Any, config: ModelConfig,
         raise ModelFileError(path, f"{problem} inputs {[i.name for i in inputs]}, expected "
                                    f"[{graph.input!r}]")
     shape = list(inputs[0].shape)
-    if len(shape) != 4 or shape[1:] != [3, *config.input_size]:
+    # a short-side model's graph takes any height and width (named dynamic dimensions)
+    spatial = ["H", "W"] if settings.resize == "short_side" else list(config.input_size)
+    dynamic = [not isinstance(v, int) for v in shape[2:]]
+    if len(shape) != 4 or shape[1] != 3 or (
+            shape[2:] != spatial if settings.resize == "letterbox" else not all(dynamic)):
         raise ModelFileError(path, f"{problem} input shape {shape}, expected "
-                                   f"[batch, 3, {config.input_size[0]}, {config.input_size[1]}]")
+                                   f"[batch, 3, {spatial[0]}, {spatial[1]}]")
     names = [o.name for o in session.get_outputs()]
     if sorted(names) != sorted(graph.outputs):
         raise ModelFileError(path, f"{problem} outputs {names}, expected {list(graph.outputs)}")

@@ -6,13 +6,26 @@
 - ``extraction``: how a person's emotion scores are read from the emotion maps: ``box_mean``
   averages the maps inside the detected box (KA paper 2.1-2.2) or ``center`` reads the pixel
   at the box centre (BENet 2.1).
+- ``resize``: how a frame becomes the network input. ``letterbox`` scales it into the model's
+  fixed ``input_size`` (H, W) keeping the aspect ratio, centred on a border of the mean
+  colour (how caer_ros trains). ``short_side`` is BENet's test path: the frame's short side
+  becomes ``short_side`` pixels and the long side follows the aspect ratio, rounded up to a
+  multiple of ``size_divisor``; the frame is warped about its centre (an affine map,
+  ``cv2.warpAffine``, integer coordinates at pixel centres), the rest of the input is black.
+  The network input size then follows the camera's resolution.
 - ``peak_kernel``: max-pooling window of the heatmap peak search (CenterNet); ``top_k``: at
-  most that many peaks per image.
+  most that many peaks per image. ``peak_resolution``: where peaks are searched: ``map``, on
+  the output grid (a peak decodes to its cell's centre), or ``input``: the fused heatmap and
+  sizes are upsampled bilinearly to the network input's resolution first and a peak is a whole
+  input pixel, its box corners whole pixels too (BENet's public code: ``trunc(c -+ w / 2)``);
+  emotion maps are then read at the peak as their bilinear upsampling would give.
 - ``fuse_scales``: average the 1/4 and 1/2 outputs (when the model has both): the
   probabilities of each scale's maps (sigmoid, or softmax for a set the model scores so), the
   1/4 maps upsampled bilinearly to the 1/2 grid; ``fuse_sizes`` says where the fused box
   sizes come from: ``mean`` of both scales, or ``quarter``, the 1/4 sizes
-  alone (upsampled), as BENet's public code does. ``fuse_scales`` false is the *fast head
+  alone (upsampled). ``fuse_upsample`` says what is upsampled to the finer grid:
+  ``probabilities`` (activate, then upsample) or ``logits`` (upsample the logits, then
+  activate: BENet's public code). ``fuse_scales`` false is the *fast head
   mode*: the 1/2-resolution branches are not computed at all (README, "Choosing a speed").
   ``flip_test``: also run the horizontally flipped image and average (maps mirrored back).
 - ``fusion``: ``none`` reads each person's emotion scores from the bottom-up emotion maps
@@ -32,6 +45,11 @@ from caer_ros.model.config import ModelConfig
 EXTRACTIONS = ("box_mean", "center")
 FUSIONS = ("none", "mean")
 SIZE_SOURCES = ("mean", "quarter")
+UPSAMPLED = ("probabilities", "logits")
+RESIZES = ("letterbox", "short_side")
+PEAK_RESOLUTIONS = ("map", "input")
+# The network's coarsest feature map is 1/32 of the input: an input size must divide by it.
+NETWORK_MULTIPLE = 32
 DEFAULT_EMOTION_THRESHOLD = 0.5
 
 
@@ -59,8 +77,13 @@ class InferenceSettings(ConfigData):
     top_k: int = 32
     fuse_scales: bool = True
     fuse_sizes: str = "mean"
+    fuse_upsample: str = "probabilities"
     flip_test: bool = False
     fusion: str = "none"
+    resize: str = "letterbox"
+    short_side: int = 512
+    size_divisor: int = 64
+    peak_resolution: str = "map"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detection_threshold",
@@ -88,8 +111,20 @@ class InferenceSettings(ConfigData):
         if not isinstance(self.fuse_sizes, str) or self.fuse_sizes not in SIZE_SOURCES:
             _fail(f"fuse_sizes must be one of {', '.join(SIZE_SOURCES)}, "
                   f"got {self.fuse_sizes!r}")
-        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
-            _fail(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        for name, choices in (("fusion", FUSIONS), ("fuse_upsample", UPSAMPLED),
+                              ("resize", RESIZES), ("peak_resolution", PEAK_RESOLUTIONS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                _fail(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("short_side", "size_divisor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1 \
+                    or value % NETWORK_MULTIPLE:
+                _fail(f"{name} must be a positive multiple of {NETWORK_MULTIPLE} (the network's "
+                      f"coarsest stride), got {value!r}")
+        if self.short_side % self.size_divisor:
+            _fail(f"short_side ({self.short_side}) must be a multiple of size_divisor "
+                  f"({self.size_divisor})")
 
     @classmethod
     def for_model(cls, config: ModelConfig, **overrides: Any) -> InferenceSettings:
