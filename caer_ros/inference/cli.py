@@ -2,7 +2,8 @@
 
     caer-infer PATH... --model M.pt|M.onnx [--out DIR] [--backend torch|onnxruntime]
                [--device cpu|cuda] [--providers P,P] [--fp16] [--threshold T] [--max-people N]
-               [--fusion none|mean] [--every N] [--max-fps F] [--smoothing S] [--no-tracking]
+               [--fusion none|mean] [--category-set NAME] [--every N] [--max-fps F]
+               [--smoothing S] [--no-tracking]
     caer-infer --camera N --model M [--out DIR] [--show] ...
 
 Videos and cameras: :mod:`caer_ros.inference.video`.
@@ -30,6 +31,7 @@ from caer_ros.image_file import ImageFileError
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import Predictor
+from caer_ros.inference.preprocess import FrameSizeError
 from caer_ros.inference.results import people_json
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.inference.video import VideoOptions, is_video, run_source
@@ -103,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float,
                         help="detection threshold (default: the model's)")
     parser.add_argument("--max-people", type=int, help="at most this many people per image")
+    parser.add_argument("--category-set", metavar="NAME",
+                        help="report this category set of the model (e.g. heco of an EMOTIC + "
+                             "HECO model; default: its first)")
     parser.add_argument("--fusion", choices=FUSIONS,
                         help="mean: each person's scores are the mean of the bottom-up and the "
                              "person-centric head (on a crop of the person), BENet Table 4; "
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_file(args.model, backend=args.backend, device=args.device,
                                         providers=args.providers, fp16=args.fp16,
                                         fusion=args.fusion, changes=setting_changes(args))
+        if args.category_set:
+            predictor.use_category_set(args.category_set)
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -269,7 +276,7 @@ def run_images(paths: list[Path], predictor: Predictor, args: argparse.Namespace
                 raise ImageError(f"cannot write {out / f'{name}.png'}")
             tqdm.write(f"{path}: {len(people)} people -> {out / name}.json, .png",
                        file=sys.stdout)
-        except ImageError as error:
+        except (ImageError, FrameSizeError) as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
         except OSError as error:

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from caer_ros.inference.overlay import draw_detections
+from caer_ros.inference.preprocess import FrameSizeError
 from caer_ros.inference.results import number, people_json
 from caer_ros.inference.tracking import IOU_THRESHOLD, MAX_MISSED, IouTracker, track
 
@@ -274,8 +275,11 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
                 (index / fps if fps else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             if not sampler.take(index, time_s):
                 continue
-            detections = predictor.predict(image, detection_threshold=options.threshold,
-                                           max_people=options.max_people)
+            try:
+                detections = predictor.predict(image, detection_threshold=options.threshold,
+                                               max_people=options.max_people)
+            except FrameSizeError as error:  # every frame of a video has the same size
+                raise VideoError(f"frame {index}: {error}") from None
             people = track(tracker, detections)
             drawn = None
             if out is not None or window.open:

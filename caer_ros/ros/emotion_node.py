@@ -60,6 +60,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from caer_msgs.msg import PersonEmotionArray
+from caer_ros.inference.preprocess import FrameSizeError
 from caer_ros.inference.tracking import IOU_THRESHOLD, MAX_MISSED, IouTracker
 from caer_ros.ros import params as node_params
 from caer_ros.ros.diagnostics import FrameStats, diagnostic_status
@@ -124,6 +125,8 @@ class EmotionNode(LifecycleNode):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._last_input_warning = ("", 0.0)
+        self._input_size: tuple[int, ...] = ()  # the last frame's network input (H, W)
+        self._input_size_changes = 0
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -299,7 +302,7 @@ class EmotionNode(LifecycleNode):
         overlay = overlay_pub is not None and overlay_pub.get_subscription_count() > 0
         try:
             output = process_frame(msg, self.predictor, self.settings, self.tracker, overlay)
-        except ImageConversionError as err:
+        except (ImageConversionError, FrameSizeError) as err:
             self.stats.bad()
             self.get_logger().warning(f"skipping bad frame from {self.input_topic}: {err}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
@@ -318,6 +321,27 @@ class EmotionNode(LifecycleNode):
         if output.overlay is not None:
             overlay_pub.publish(output.overlay)
         self.stats.processed(time.monotonic() - arrived)
+        self._note_input_size(msg)
+
+    def _note_input_size(self, msg: Image | CompressedImage) -> None:
+        """Log the network input size when it changes (it follows the frame size for a model
+        with ``resize: short_side``; a TensorRT engine is built for each new size)."""
+        size = tuple(getattr(self.predictor, "input_size", ()) or ())
+        if size == self._input_size:
+            return
+        first = not self._input_size
+        self._input_size = size
+        self._input_size_changes += 0 if first else 1
+        frame = f"{msg.width}x{msg.height} " if isinstance(msg, Image) else ""
+        text = (f"network input {size[0]}x{size[1]} (H x W) for {frame}frames from "
+                f"{self.input_topic}")
+        if first:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(
+                f"frame size changed: {text} ({self._input_size_changes} changes so far; "
+                f"the input size follows the frame size, and a TensorRT engine is built for "
+                f"each new one)", throttle_duration_sec=LOG_THROTTLE_S)
 
     # ------------------------------------------------------------------ services, timers
 
