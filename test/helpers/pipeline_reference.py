@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from helpers.benet_reference import DATA, rule_state_dict, write_archive_file
 
 REFERENCE = DATA / "pipeline_reference.json"
