@@ -8,6 +8,7 @@ command line and compared with the public model's outputs stored in the fixtures
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -84,7 +85,10 @@ def test_converted_archive_file_gives_the_public_outputs(public_states, tmp_path
     assert set(info.config.scores.values()) == {"sigmoid"}
     settings = info.inference
     assert (settings.detection_threshold, settings.peak_kernel, settings.top_k) == (0.1, 5, 15)
-    assert settings.fuse_scales and settings.fuse_sizes == "quarter" and not settings.flip_test
+    # the public test path (pipeline reference), letterboxed into the fixed --input-size
+    assert settings.fuse_scales and settings.fuse_sizes == "mean" and settings.flip_test
+    assert (settings.fuse_upsample, settings.peak_resolution, settings.extraction,
+            settings.resize) == ("logits", "input", "center", "letterbox")
     _check_parity(model, layout)
     if not heco:  # every released tensor but the unused fusion MLP is in the network
         unused = sum(v.numel() for k, v in public_states[layout].items()
@@ -101,7 +105,7 @@ def test_converted_model_exported_runs_the_same_in_onnx_runtime(converted_heco, 
     onnx_path = tmp_path / "benet_heco.onnx"
     export_with_summary(path, onnx_path, flip_test=True, verify=False)
     runner, info = OnnxRunner.open(onnx_path, "cpu", None, False)
-    assert info.inference.flip_test and info.inference.fuse_sizes == "quarter"
+    assert info.inference.flip_test and info.inference.fuse_sizes == "mean"
     image = fixture("emotic_heco")["input"]
     got = runner.run(image)
     expected = InferenceGraph(model, info.inference).eval().outputs(torch.from_numpy(image))
@@ -111,23 +115,33 @@ def test_converted_model_exported_runs_the_same_in_onnx_runtime(converted_heco, 
         assert relative_error(np.asarray(got[name]), value.detach().numpy()) < TOLERANCE, name
 
 
-def test_public_scale_fusion_takes_sizes_from_the_quarter_maps(converted_heco):
+def test_public_scale_fusion_upsamples_logits_and_averages_sizes(converted_heco):
     from caer_ros.inference.graph import score_maps
 
     _, model = converted_heco
     image = torch.from_numpy(fixture("emotic_heco")["input"])
     with torch.no_grad():
         output = model(image, classifiers=False)
-    load = load_model_file(converted_heco[0])[1].inference
-    fused = score_maps(output, load)
-    quarter = output.quarter.size * 4  # input pixels
-    upsampled = torch.nn.functional.interpolate(quarter, scale_factor=2, mode="bilinear",
-                                                align_corners=False)
-    torch.testing.assert_close(fused.size, upsampled)
-    heat = (torch.nn.functional.interpolate(output.quarter.heatmap.sigmoid(), scale_factor=2,
-                                            mode="bilinear", align_corners=False)
-            + output.half.heatmap.sigmoid()) / 2
+    settings = load_model_file(converted_heco[0])[1].inference
+    fused = score_maps(output, dataclasses.replace(settings, flip_test=False))
+
+    def up(maps):
+        return torch.nn.functional.interpolate(maps, scale_factor=2, mode="bilinear",
+                                               align_corners=False)
+
+    # sizes in input pixels: the upsampled 1/4 sizes (x4) and the 1/2 ones (x2), averaged
+    torch.testing.assert_close(fused.size, (up(output.quarter.size * 4)
+                                            + output.half.size * 2) / 2)
+    # the 1/4 logits upsampled, then the sigmoid, then the mean with the 1/2 probabilities
+    heat = (up(output.quarter.heatmap).sigmoid() + output.half.heatmap.sigmoid()) / 2
     torch.testing.assert_close(fused.heatmap, heat)
+    heco = (up(output.quarter.emotions["heco"]).sigmoid()
+            + output.half.emotions["heco"].sigmoid()) / 2
+    torch.testing.assert_close(fused.emotions["heco"], heco)
+    probabilities_first = (up(output.quarter.heatmap.sigmoid())
+                           + output.half.heatmap.sigmoid()) / 2
+    assert not torch.allclose(fused.heatmap, probabilities_first, atol=1e-6, rtol=0), \
+        "the two fusion orders must differ on these maps for the check above to mean anything"
 
 
 def test_thresholds_from_a_json_file_are_stored(public_states, tmp_path):

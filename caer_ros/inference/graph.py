@@ -17,8 +17,9 @@ Its steps (each a small function here):
    section 3.1): resize to the finest grid (bilinear) and average. With ``fuse_upsample``
    ``logits`` (BENet's public code) the 1/4 *logits* are resized and then activated
    (:func:`resized_logits`), otherwise the probabilities of step 2 are.
-4. :func:`merge_flipped` - flip test: average with the fused maps of the horizontally flipped
-   image, flipped back (the graph runs the image and its mirror as one batch).
+4. :func:`merge_flipped` - flip test: average with the maps of the horizontally flipped image,
+   flipped back (the graph runs the image and its mirror as one batch; :func:`score_maps`
+   says in which order 3 and 4 run).
 5. :func:`column_sums` - prefix sums of the emotion and continuous maps down the rows, so the
    host reads the mean of a box from two rows instead of summing the whole box
    (:mod:`caer_ros.inference.decode`); with ``peak_resolution`` ``input`` the heatmap and the
@@ -290,20 +291,32 @@ def score_maps(
     flipped: BENetOutput | Mapping[str, Tensor | np.ndarray] | None = None,
     softmax: Collection[str] = (),
 ) -> ScoreMaps:
-    """Steps 2-4: activation and scale fusion of each pass, then the flip merge (if
-    ``flipped`` is given).
+    """Steps 2-4: activation, scale fusion and the flip merge (if ``flipped`` is given).
 
     ``flipped`` is the network output for the horizontally flipped input; it is required when
     ``settings.flip_test`` is on. ``softmax``: the emotion sets scored with a softmax
-    (``ModelConfig.softmax_sets``).
+    (``ModelConfig.softmax_sets``). Probabilities are linear from step 2 on, so the order of
+    fusion and flip merge is free: each scale is merged first (bit for bit what files written
+    before ``fuse_upsample`` existed gave); with ``fuse_upsample`` ``logits`` each pass is fused
+    first, as BENet's public code does (the sigmoid comes after the upsampling).
     """
     if settings.flip_test and flipped is None:
         raise ValueError("flip_test is on: pass the output for the horizontally flipped input")
-    maps = fused_pass(as_benet_output(output), settings, softmax)
-    if flipped is not None:
-        mirrored = fused_pass(as_benet_output(flipped), settings, softmax)
-        maps = merge_flipped(maps, mirrored)
-    return maps
+    output = as_benet_output(output)
+    mirrored = None if flipped is None else as_benet_output(flipped)
+    if settings.fuse_upsample == "logits":
+        maps = fused_pass(output, settings, softmax)
+        return maps if mirrored is None else \
+            merge_flipped(maps, fused_pass(mirrored, settings, softmax))
+    chosen = output.scales() if settings.fuse_scales else [output.quarter]
+    maps = [activate(s, softmax) for s in chosen]
+    if mirrored is not None:
+        mirrored_chosen = mirrored.scales() if settings.fuse_scales else [mirrored.quarter]
+        if len(mirrored_chosen) != len(chosen):
+            raise ValueError("flipped output has a different number of scales")
+        maps = [merge_flipped(m, activate(f, softmax))
+                for m, f in zip(maps, mirrored_chosen, strict=True)]
+    return fuse_scales(maps, settings.fuse_sizes)
 
 
 def fused_pass(output: BENetOutput, settings: InferenceSettings, softmax: Collection[str] = ()
