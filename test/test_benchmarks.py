@@ -56,6 +56,12 @@ def test_bench_inference_quick(tmp_path):
         assert set(stages) == {"pre", "model", "decode"} and all(map(_number, stages.values()))
     (preset,) = figures["presets"].values()
     assert _number(preset["params_m"]) and _number(preset["gflops"])
+    public = figures["public_path"]
+    assert public["frame_size"] == [160, 120] and public["input_size"] == [128, 192]
+    assert _number(public["decode_ms"]) and _number(public["overhead_ratio"])
+    assert set(public["flip_cost"]) == {"torch", "onnxruntime"}
+    for backend in ("torch", "onnxruntime"):
+        assert set(public["stages_ms"][backend]) == {"off", "on"}
 
 
 def test_bench_learn_quick(tmp_path):
