@@ -7,8 +7,9 @@
     caer_ros.config      ModelConfig.to_dict()  (architecture, categories, input size, norm.)
     caer_ros.categories  {set name: [category names]}  (the same as in the config; for people
                          and tools reading the file without caer_ros)
-    caer_ros.inference   InferenceSettings.to_dict()  (fuse_scales, fuse_sizes, flip_test,
-                         fusion: fixed in the graph; the rest are run-time defaults)
+    caer_ros.inference   InferenceSettings.to_dict()  (graph.GRAPH_SETTINGS are fixed in the
+                         graph, whose input height and width are dynamic with resize
+                         short_side; the rest are run-time defaults)
     caer_ros.graph       {"input": "images", "outputs": [names], "stride": 1, 2 or 4,
                          "emotion_stride": 2 or 4, "emotion_layout": "row_prefix_sums"}
                          (stride: of the heatmap and sizes; emotion_stride: of the emotion
