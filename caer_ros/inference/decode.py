@@ -318,13 +318,6 @@ def box_means(sums: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return (total / area[:, None]).astype(np.float32)
 
 
-def center_values(sums: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Map values at the cell of each box centre (BENet 2.1): (C, h + 1, w) row prefix sums and
-    (K, 4) boxes in map pixels -> (K, C) float32."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return cell_values(sums, (b[:, 0] + b[:, 2]) * 0.5, (b[:, 1] + b[:, 3]) * 0.5)
-
-
 def cell_values(sums: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Map values at the cells containing map points ``(x, y)`` (K,) each: (C, h + 1, w) row
     prefix sums -> (K, C) float32."""
@@ -355,6 +348,7 @@ def point_values(sums: np.ndarray, x: np.ndarray, y: np.ndarray, stride: int) ->
 
     x0, x1, fx = axis(x, width)
     y0, y1, fy = axis(y, height)
+
     def cell(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return (sums[:, rows + 1, cols] - sums[:, rows, cols]).astype(np.float64)
 

@@ -107,6 +107,7 @@ class Predictor:
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}  # frame (h, w) -> input (H, W)
         self._buffers: dict[tuple[int, int], np.ndarray] = {}  # input (H, W) -> (1, 3, H, W)
         self._lock = threading.Lock()
+        self._sizes_lock = threading.Lock()
 
     @classmethod
     def from_file(
@@ -202,9 +203,10 @@ class Predictor:
             s = self.settings
             size = input_size_for(key, s.resize, self.config.input_size, s.short_side,
                                   s.size_divisor)
-            if len(self._sizes) >= REMEMBERED_SIZES:
-                self._sizes.pop(next(iter(self._sizes)))
-            self._sizes[key] = size
+            with self._sizes_lock:
+                while len(self._sizes) >= REMEMBERED_SIZES:
+                    self._sizes.pop(next(iter(self._sizes)))
+                self._sizes[key] = size
         return size
 
     def forward_maps(self, image: np.ndarray) -> tuple[SummedMaps, Letterbox]:
