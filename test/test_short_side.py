@@ -304,3 +304,45 @@ def test_node_takes_odd_and_changing_frame_sizes(short_side_files, tmp_path):
     finally:
         probe.close()
         stop_node(process, signal.SIGINT)
+
+
+def test_int8_export_keeps_the_dynamic_input(short_side_files, tmp_path):
+    """The int8 export of a short-side model takes any input size too (calibrated at the
+    model's ``input_size``, each image placed as the predictor places it)."""
+    from caer_ros.inference.export import export_with_summary
+
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for n, (height, width) in enumerate([(120, 160), (90, 160), (160, 120)]):
+        cv2.imwrite(str(images / f"{n}.png"), _scene(height, width, seed=n))
+    summary = export_with_summary(short_side_files[0], tmp_path / "int8.onnx",
+                                  int8_calibration=images, calibration_images=3, verify=False)
+    assert summary.int8 is not None and summary.int8["calibration_images"] == 3
+    predictor = Predictor.from_file(tmp_path / "int8.onnx")
+    reference = Predictor.from_file(short_side_files[1])
+    assert predictor.backend.endswith(":int8")
+    for height, width in [(120, 160), (160, 90)]:
+        image = _scene(height, width, seed=7)
+        got = predictor.predict(image, detection_threshold=0.0, max_people=3)
+        assert predictor.input_size == reference.input_size_for(height, width)
+        expected = reference.predict(image, detection_threshold=0.0, max_people=3)
+        assert len(got) == len(expected) == 3
+        assert np.abs(got.scores - expected.scores).max() < 0.1  # int8 differs a little
+
+
+def test_training_evaluate_runs_the_short_side_path(short_side_files, tmp_path):
+    """The evaluator reads a short-side model through the same predictor: each test image at
+    its own input size, annotated boxes read at their centres."""
+    from training.datasets.emotic import load_emotic
+    from training.datasets.synthetic import generate
+    from training.evaluation.evaluate import evaluate
+
+    generate(tmp_path, images=6, seed=5, size=160, heco=False)
+    records, _ = load_emotic(tmp_path, "train")
+    predictor = Predictor.from_file(short_side_files[0])
+    result = evaluate(predictor, records, detection_threshold=0.05, progress=False)
+    last = cv2.imread(str(records[-1].path))
+    assert predictor.input_size == short_side_size(*last.shape[:2], 96, 32)
+    assert result["people"] == sum(len(r.people) for r in records)
+    for key in ("er_map", "pd_ap", "oer_map"):
+        assert result[key] is None or 0.0 <= result[key] <= 100.0, (key, result[key])
