@@ -316,8 +316,8 @@ def test_int8_export_keeps_the_dynamic_input(short_side_files, tmp_path):
     for n, (height, width) in enumerate([(120, 160), (90, 160), (160, 120)]):
         cv2.imwrite(str(images / f"{n}.png"), _scene(height, width, seed=n))
     summary = export_with_summary(short_side_files[0], tmp_path / "int8.onnx",
-                                  int8_calibration=images, calibration_images=3, verify=False)
-    assert summary.int8 is not None and summary.int8["calibration_images"] == 3
+                                  int8_calibration=images, calibration_images=2, verify=False)
+    assert summary.int8 is not None and summary.int8["calibration_images"] == 2
     predictor = Predictor.from_file(tmp_path / "int8.onnx")
     reference = Predictor.from_file(short_side_files[1])
     assert predictor.backend.endswith(":int8")
@@ -325,9 +325,12 @@ def test_int8_export_keeps_the_dynamic_input(short_side_files, tmp_path):
         image = _scene(height, width, seed=7)
         got = predictor.predict(image, detection_threshold=0.0, max_people=3)
         assert predictor.input_size == reference.input_size_for(height, width)
-        expected = reference.predict(image, detection_threshold=0.0, max_people=3)
-        assert len(got) == len(expected) == 3
-        assert np.abs(got.scores - expected.scores).max() < 0.1  # int8 differs a little
+        assert len(got) == 3
+        assert (got.boxes[:, 2] <= width).all() and (got.boxes[:, 3] <= height).all()
+        (int8_maps, _), (float_maps, _) = (p.forward_maps(image) for p in (predictor, reference))
+        difference = np.abs(int8_maps.heatmap - float_maps.heatmap).max()
+        print(f"{height}x{width}: max |int8 - float32| heatmap {difference:.3f}")
+        assert difference < 0.1  # int8 differs a little, everywhere on the map
 
 
 def test_training_evaluate_runs_the_short_side_path(short_side_files, tmp_path):
@@ -343,6 +346,7 @@ def test_training_evaluate_runs_the_short_side_path(short_side_files, tmp_path):
     result = evaluate(predictor, records, detection_threshold=0.05, progress=False)
     last = cv2.imread(str(records[-1].path))
     assert predictor.input_size == short_side_size(*last.shape[:2], 96, 32)
-    assert result["people"] == sum(len(r.people) for r in records)
+    assert result.people == sum(len(r.people) for r in records)
     for key in ("er_map", "pd_ap", "oer_map"):
-        assert result[key] is None or 0.0 <= result[key] <= 100.0, (key, result[key])
+        value = getattr(result, key)
+        assert np.isnan(value) or 0.0 <= value <= 100.0, (key, value)
