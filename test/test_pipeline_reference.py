@@ -18,9 +18,6 @@ to the reference exactly in our convention (its ``box_input`` plus 0.5, mapped b
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
 import time
 from pathlib import Path
 
@@ -137,22 +134,13 @@ def test_onnx_export_finds_the_authors_people(converted, photos, tmp_path, name)
 
 
 def test_emotion_node_answers_the_photo_with_the_authors_people(converted, photos, tmp_path):
-    from helpers.node_probe import NodeProbe, image_msg, start_node, stop_node
+    from helpers.node_probe import image_msg, running_node
 
     name = "emotic_seed2023"
     entry = next(e for e in CASES[name]["images"] if e["image"] == "coffee")  # 600x400, 3:2
-    domain = random.SystemRandom().randint(1, 100)
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "node.log"
-    process = start_node(env, log, "-p", f"model_path:={converted[name]}",
-                         "-p", "backend:=torch", "-p", "qos_reliability:=reliable",
-                         "-p", "detection_threshold:=0.0", "-p", "tracking:=false")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        probe = NodeProbe(domain, reliable=True)
-    try:
-        assert probe.wait_for_node(process, "raw", 60.0), log.read_text()
+    with running_node(tmp_path, "-p", f"model_path:={converted[name]}", "-p", "backend:=torch",
+                      "-p", "detection_threshold:=0.0", "-p", "tracking:=false"
+                      ) as (process, probe, log):
         msg = probe.stamp(image_msg(photos["coffee"][1]), frame_id="camera")
         answer, _ = probe.answer(msg, 60.0, process)
         assert answer is not None, log.read_text()[-3000:]
@@ -164,9 +152,6 @@ def test_emotion_node_answers_the_photo_with_the_authors_people(converted, photo
         while "network input 512x768" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "network input 512x768 (H x W) for 600x400 frames" in log.read_text()
-    finally:
-        probe.close()
-        stop_node(process, signal.SIGINT)
 
 
 def test_reference_file_is_the_shared_one():

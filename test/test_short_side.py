@@ -257,24 +257,12 @@ def test_node_takes_odd_and_changing_frame_sizes(short_side_files, tmp_path):
     """A 1x1 frame is answered (nobody), a 10000x10 one is skipped with one line naming its
     size, frames whose size changes every message are each answered with their own header and
     boxes inside the frame; the node lives through all of it."""
-    import os
-    import random
-    import signal
     import time
 
-    from helpers.node_probe import NodeProbe, image_msg, start_node, stop_node
+    from helpers.node_probe import image_msg, running_node
 
-    domain = random.SystemRandom().randint(1, 100)
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "node.log"
-    process = start_node(env, log, "-p", f"model_path:={short_side_files[1]}",
-                         "-p", "qos_reliability:=reliable", "-p", "detection_threshold:=0.0")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        probe = NodeProbe(domain, reliable=True)
-    try:
-        assert probe.wait_for_node(process, "raw", 60.0), log.read_text()
+    with running_node(tmp_path, "-p", f"model_path:={short_side_files[1]}",
+                      "-p", "detection_threshold:=0.0") as (process, probe, log):
         tiny = probe.stamp(image_msg(np.full((1, 1, 3), 200, np.uint8)))
         answer, _ = probe.answer(tiny, 30.0, process)
         assert answer is not None and answer.header == tiny.header, log.read_text()[-3000:]
@@ -301,9 +289,6 @@ def test_node_takes_odd_and_changing_frame_sizes(short_side_files, tmp_path):
         text = log.read_text()
         assert "skipping bad frame" in text and "frame 10000x10 (w x h) is too elongated" in text
         assert "frame size changed: network input" in text
-    finally:
-        probe.close()
-        stop_node(process, signal.SIGINT)
 
 
 def test_int8_export_keeps_the_dynamic_input(short_side_files, tmp_path):

@@ -11,10 +11,14 @@ module can talk to several nodes on different domains.
 from __future__ import annotations
 
 import array
+import contextlib
+import os
+import random
+import signal
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -71,6 +75,36 @@ def stop_node(process: subprocess.Popen, signal_number: int, timeout: float = 20
             process.wait(10)
             return None
     return process.returncode
+
+
+@contextlib.contextmanager
+def running_node(folder: Path, *ros_args: str, timeout: float = 60.0
+                 ) -> Iterator[tuple[subprocess.Popen, NodeProbe, Path]]:
+    """One node on a domain of its own (loopback only), reliable QoS, log in ``folder``/node.log,
+    and a reliable probe that saw it come up: ``(process, probe, log)``; both are stopped
+    after."""
+    domain = random.SystemRandom().randint(1, 100)
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
+    log = folder / "node.log"
+    process = start_node(env, log, "-p", "qos_reliability:=reliable", *ros_args)
+    previous = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the probe's own discovery
+    try:
+        probe = NodeProbe(domain, reliable=True)
+    finally:
+        if previous is None:
+            del os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+        else:
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = previous
+    try:
+        if not probe.wait_for_node(process, "raw", timeout):
+            raise AssertionError(f"the node did not come up (exit {process.poll()}):\n"
+                                 f"{log.read_text()[-3000:]}")
+        yield process, probe, log
+    finally:
+        probe.close()
+        stop_node(process, signal.SIGINT)
 
 
 def stamp_key(msg) -> tuple[int, int]:
