@@ -335,3 +335,31 @@ def test_training_evaluate_runs_the_short_side_path(short_side_files, tmp_path):
     for key in ("er_map", "pd_ap", "oer_map"):
         value = getattr(result, key)
         assert np.isnan(value) or 0.0 <= value <= 100.0, (key, value)
+
+
+def test_command_line_options_choose_the_path(short_side_files, tmp_path, capsys):
+    """``--resize``, ``--peak-resolution`` and ``--fuse-upsample`` on caer-infer (a model
+    file's settings replaced) and on the export (fixed in the graph it writes)."""
+    from caer_ros.inference import export
+
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), _scene(120, 200, seed=3))
+    answers = {}
+    for name, options in {"file": [], "letterbox": ["--resize", "letterbox"],
+                          "map": ["--peak-resolution", "map", "--fuse-upsample",
+                                  "probabilities"]}.items():
+        assert cli.main([str(image), "--model", str(short_side_files[0]), "--threshold", "0",
+                         "--max-people", "4", *options]) == 0
+        answers[name] = json.loads(capsys.readouterr().out)["people"]
+    boxes = {name: np.array([p["box"] for p in people]) for name, people in answers.items()}
+    assert all(len(b) == 4 for b in boxes.values())
+    assert not np.allclose(boxes["file"], boxes["letterbox"])  # another input, other people
+    assert not np.allclose(boxes["file"], boxes["map"])  # peaks on the 1/2 grid, other boxes
+    out = tmp_path / "letterbox.onnx"
+    assert export.main(["--model", str(short_side_files[0]), "--out", str(out),
+                        "--resize", "letterbox", "--no-verify"]) == 0
+    assert "input 1x3x96x128" in capsys.readouterr().out
+    predictor = Predictor.from_file(out)
+    assert predictor.settings.resize == "letterbox"
+    predictor.predict(_scene(120, 200))
+    assert predictor.input_size == (96, 128)

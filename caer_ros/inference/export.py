@@ -33,7 +33,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from caer_ros.inference.quantize import (
     int8_record,
     quantize,
 )
-from caer_ros.inference.setting_args import add_setting_arguments
+from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.model.checkpoint import ModelFileError, load_model_file
 from caer_ros.model.inference_settings import FUSIONS, InferenceSettings
 
@@ -125,6 +125,7 @@ def export_with_summary(
     flip_test: bool | None = None,
     fusion: str | None = None,
     fuse_sizes: str | None = None,
+    changes: Mapping[str, Any] | None = None,
     dynamic_batch: bool = False,
     verify: bool = True,
     int8_calibration: str | os.PathLike | None = None,
@@ -135,7 +136,7 @@ def export_with_summary(
 
     ``input_size`` (H, W, multiples of 32) replaces the config's; ``fuse_scales``,
     ``fuse_sizes``, ``flip_test`` and ``fusion`` replace the model file's settings (they are
-    fixed in the graph);
+    fixed in the graph), and so do ``changes`` (setting name -> value, e.g. ``resize``);
     ``dynamic_batch`` makes the batch dimension dynamic (default: 1); ``verify``
     runs the result in ONNX Runtime against torch; ``int8_calibration`` (a folder of images
     or an EMOTIC-layout dataset) quantizes the graph to int8, calibrated on
@@ -156,7 +157,7 @@ def export_with_summary(
                      (("fuse_scales", fuse_scales), ("fuse_sizes", fuse_sizes),
                       ("flip_test", flip_test), ("fusion", fusion))
                      if value is not None}
-    settings = dataclasses.replace(info.inference, **graph_changes)
+    settings = dataclasses.replace(info.inference, **{**graph_changes, **(changes or {})})
     settings.check_against(config)
     calibration = None
     if int8_calibration is not None:  # a bad calibration set fails before the long work
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.out, opset=args.opset,
             input_size=None if args.input_size is None else tuple(args.input_size),
             fuse_scales=args.fuse_scales, flip_test=args.flip_test, fusion=args.fusion,
-            fuse_sizes=args.fuse_sizes,
+            fuse_sizes=args.fuse_sizes, changes=setting_changes(args),
             dynamic_batch=args.dynamic_batch, verify=args.verify,
             int8_calibration=args.calibration if args.int8 else None,
             calibration_images=args.calibration_images,
