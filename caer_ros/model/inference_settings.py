@@ -4,8 +4,9 @@
 - ``emotion_thresholds``: per category set, one threshold per category: a person's ``labels``
   are the categories scoring at or above theirs.
 - ``extraction``: how a person's emotion scores are read from the emotion maps: ``box_mean``
-  averages the maps inside the detected box (KA paper 2.1-2.2) or ``center`` reads the pixel
-  at the box centre (BENet 2.1).
+  averages the maps inside the detected box (KA paper 2.1-2.2) or ``center`` reads them at
+  the person's centre, the detected peak (BENet 2.1; a given box, e.g. an annotated one, at
+  its centre).
 - ``resize``: how a frame becomes the network input. ``letterbox`` scales it into the model's
   fixed ``input_size`` (H, W) keeping the aspect ratio, centred on a border of the mean
   colour (how caer_ros trains). ``short_side`` is BENet's test path: the frame's short side
