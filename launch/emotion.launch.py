@@ -6,9 +6,10 @@
 Arguments: ``image_topic`` (camera topic; with image_transport compressed the node reads
 ``<image_topic>/compressed``), ``params_file`` (default: the installed config/emotion.yaml,
 whose values equal the node's defaults), ``model_path`` (overrides the params file's when
-non-empty) and ``autostart`` (true or false, overrides the params file's when non-empty;
+non-empty), ``autostart`` (true or false, overrides the params file's when non-empty;
 false: the node waits unconfigured for ``ros2 lifecycle set /emotion_node configure`` or a
-lifecycle manager).
+lifecycle manager) and ``use_sim_time`` (true: the node's clock follows ``/clock``, as when
+replaying a rosbag with ``ros2 bag play --clock``; default false).
 """
 
 import os
@@ -26,11 +27,15 @@ def _emotion_node(context):
     autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
     if autostart not in ("", "true", "false"):
         raise ValueError(f"autostart: must be true or false, got {autostart!r}")
+    use_sim_time = LaunchConfiguration("use_sim_time").perform(context).strip().lower()
+    if use_sim_time not in ("true", "false"):
+        raise ValueError(f"use_sim_time: must be true or false, got {use_sim_time!r}")
     parameters = [LaunchConfiguration("params_file").perform(context)]
     if model_path:
         parameters.append({"model_path": model_path})
     if autostart:
         parameters.append({"autostart": autostart == "true"})
+    parameters.append({"use_sim_time": use_sim_time == "true"})
     return [
         Node(
             package="caer_ros",
@@ -68,6 +73,10 @@ def generate_launch_description():
             "autostart", default_value="",
             description="true: configure and activate at start; false: wait unconfigured for a "
                         "lifecycle manager; empty: the params file's autostart (true).",
+        ),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false",
+            description="true: the node's clock follows /clock (rosbag replay with --clock).",
         ),
         OpaqueFunction(function=_emotion_node),
     ])

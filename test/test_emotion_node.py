@@ -25,13 +25,17 @@ def _run_node(ros_env, *ros_args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_missing_model_exits_1_naming_the_path(ros_env, tmp_path):
-    model = tmp_path / "no_such_model.onnx"
-    result = _run_node(ros_env, "-p", f"model_path:={model}")
+@pytest.mark.parametrize(("name", "backend"), [("no_such_model.onnx", "auto"),
+                                               ("no_such_model.pt", "auto"),
+                                               ("no_such_model.pt", "onnxruntime")])
+def test_missing_model_exits_1_naming_the_path(ros_env, tmp_path, name, backend):
+    """A missing file is said to be missing, whatever the backend (not that a .pt file needs
+    the torch backend)."""
+    model = tmp_path / name
+    result = _run_node(ros_env, "-p", f"model_path:={model}", "-p", f"backend:={backend}")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("emotion_node: ") and str(model) in lines[0]
+    assert lines == [f"emotion_node: model file {model}: no such file"], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -55,7 +59,7 @@ def test_bad_parameters_exit_1_with_one_message_each(ros_env):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("emotion_node: bad parameters: ")
-    for part in ("backend: must be one of onnxruntime, torch, got 'tensorflow'",
+    for part in ("backend: must be one of auto, onnxruntime, torch, got 'tensorflow'",
                  "smoothing: must be in [0, 1)", "qos_reliability: must be one of"):
         assert part in lines[0], part
 

@@ -436,3 +436,26 @@ def test_nodes_stop_cleanly_on_sigint(node_processes, raw_node, compressed_node)
         assert stop_node(process, signal.SIGINT) == 0, log.read_text()[-3000:]
         text = log.read_text()
         assert " failed: " not in text and "Traceback" not in text, text[-3000:]
+
+
+# --------------------------------------------------------------------------- backend, sim time
+
+
+def test_pt_model_runs_with_the_default_backend_and_sim_time_can_be_set(small_model_files,
+                                                                        tmp_path):
+    """``backend: auto`` (the default) runs a .pt file with torch; ``use_sim_time``, a
+    parameter rclpy owns, can be set at runtime (our parameter checks pass it on) and answers
+    still carry their frame's header. (The node's timers, /diagnostics among them, then run on
+    /clock, which nobody publishes here.)"""
+    from helpers.node_probe import running_node
+
+    with running_node(tmp_path, "-p", f"model_path:={small_model_files[0]}") as (
+            process, probe, log):
+        result = probe.set_parameter("use_sim_time", True)
+        assert result is not None and result.successful, result
+        refused = probe.set_parameter("use_sim_timer", True)
+        assert refused is not None and not refused.successful
+        msg = probe.stamp(image_msg(synthetic_scene(320, 240, 2, seed=9)))
+        answer, _ = _answer((process, probe, log), msg)
+        assert answer.header == msg.header
+        assert "(torch" in log.read_text()  # "configured: model ... (torch:cpu, ...)"

@@ -55,12 +55,14 @@ def test_launch_file_starts_the_emotion_node_console_script():
 def test_launch_arguments_and_remappings():
     tree = ast.parse(LAUNCH.read_text())
     declared = {ast.literal_eval(c.args[0]): c for c in _calls(tree, "DeclareLaunchArgument")}
-    assert set(declared) == {"image_topic", "params_file", "model_path", "autostart"}
+    assert set(declared) == {"image_topic", "params_file", "model_path", "autostart",
+                             "use_sim_time"}
     assert ast.literal_eval(_keyword(declared["image_topic"], "default_value")) == \
         "/camera/image_raw"
     # Empty: the params file's value (a launch default never overrides the params file).
     assert ast.literal_eval(_keyword(declared["model_path"], "default_value")) == ""
     assert ast.literal_eval(_keyword(declared["autostart"], "default_value")) == ""
+    assert ast.literal_eval(_keyword(declared["use_sim_time"], "default_value")) == "false"
     default_params = ast.unparse(_keyword(declared["params_file"], "default_value"))
     assert "default_params" in default_params
     assert "get_package_share_directory" in LAUNCH.read_text()
@@ -73,14 +75,16 @@ def test_launch_arguments_and_remappings():
 
 def test_parameters_set_by_the_launch_file_exist():
     """Every parameter name the launch file sets is in config/emotion.yaml and declared by the
-    node (params.declare on a real node)."""
+    node (params.declare on a real node), or one rclpy owns (use_sim_time)."""
     tree = ast.parse(LAUNCH.read_text())
     names = {ast.literal_eval(key) for d in ast.walk(tree) if isinstance(d, ast.Dict)
              for key in d.keys}
-    assert names == {"model_path", "autostart"}
+    assert names == {"model_path", "autostart", "use_sim_time"}
+    ours = {name for name in names if not node_params.is_ros_owned(name)}
+    assert ours == {"model_path", "autostart"}
     yaml_names = set(yaml.safe_load(CONFIG.read_text())["emotion_node"]["ros__parameters"])
-    assert names <= yaml_names
-    assert names <= set(node_params.defaults())
+    assert ours <= yaml_names
+    assert ours <= set(node_params.defaults())
 
 
 def test_launch_description_loads_where_launch_is_installed(tmp_path, monkeypatch):

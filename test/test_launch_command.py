@@ -30,7 +30,7 @@ def test_command_matches_the_launch_file():
     assert Path(command[0]).name in (NODE_NAME, Path(sys.executable).name)
     assert command[command.index("--ros-args") + 1:][-2:] == ["-p", "x:=1"]
     assert _pairs(command, "--params-file") == [str(REPO / "config" / "emotion.yaml")]
-    assert _pairs(command, "-p")[0] == "model_path:=/m/e.onnx"
+    assert _pairs(command, "-p")[:2] == ["model_path:=/m/e.onnx", "use_sim_time:=false"]
     assert _pairs(command, "-r") == [f"__node:={NODE_NAME}", "image:=/cam/image",
                                      "image/compressed:=/cam/image/compressed"]
     # The same defaults and remappings as the launch file's.
@@ -42,13 +42,20 @@ def test_command_matches_the_launch_file():
 
 
 def test_autostart_as_the_launch_argument_sets_it():
-    assert _pairs(emotion_node_command(autostart=False), "-p") == ["autostart:=false"]
-    assert _pairs(emotion_node_command(autostart=True), "-p") == ["autostart:=true"]
+    assert _pairs(emotion_node_command(autostart=False), "-p") == ["autostart:=false",
+                                                                    "use_sim_time:=false"]
+    assert _pairs(emotion_node_command(autostart=True), "-p") == ["autostart:=true",
+                                                                   "use_sim_time:=false"]
     assert "autostart" in LAUNCH.read_text()
+
+
+def test_use_sim_time_as_the_launch_argument_sets_it():
+    assert _pairs(emotion_node_command(use_sim_time=True), "-p") == ["use_sim_time:=true"]
+    assert "use_sim_time" in LAUNCH.read_text()
 
 
 def test_no_model_path_means_the_params_file_one():
     command = emotion_node_command()
-    assert "-p" not in command
+    assert _pairs(command, "-p") == ["use_sim_time:=false"]  # no model_path of its own
     assert default_params_file().is_file()
     assert f"image:={DEFAULT_IMAGE_TOPIC}" in command

@@ -35,7 +35,7 @@ def test_yaml_documents_every_parameter():
 
 def test_yaml_defaults_are_the_project_defaults():
     values = _yaml_params()
-    assert values["backend"] == "onnxruntime"
+    assert values["backend"] == "auto"  # by the model file's type
     assert values["model_path"] == "models/emotion.onnx"
     assert values["qos_reliability"] == "best_effort"
     assert values["autostart"] is True  # a plain node unless asked: as before lifecycle
@@ -196,3 +196,13 @@ def test_relative_model_path_is_resolved_against_the_current_directory(tmp_path,
     assert node_params.resolve_model_path("models/emotion.onnx") == str(
         tmp_path / "models" / "emotion.onnx")
     assert node_params.resolve_model_path("/abs/m.pt") == "/abs/m.pt"
+
+
+def test_ros_owned_parameters_are_passed_on_and_unknown_ones_named():
+    for name in ("use_sim_time", "qos_overrides./camera/image_raw.subscription.reliability"):
+        assert node_params.change_error(name, True, configured=True) is None
+    assert node_params.change_error("use_sim_timer", True, configured=False) == \
+        "unknown parameter 'use_sim_timer'"
+    assert NodeParams(backend="auto").backend == "auto"
+    _, error = node_params.check("backend", "tensorrt")
+    assert error == "backend: must be one of auto, onnxruntime, torch, got 'tensorrt'"

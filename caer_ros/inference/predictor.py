@@ -133,6 +133,8 @@ class Predictor:
             every = {**({} if fusion is None else {"fusion": fusion}), **(changes or {})}
             return dataclasses.replace(chosen, **every) if every else chosen
 
+        if not path.exists():  # before any word on the file's type
+            raise ModelFileError(path, "no such file")
         backend = backend or SUFFIX_BACKENDS.get(path.suffix.lower())
         if backend is None:
             raise ModelFileError(path, f"unknown model file type {path.suffix or '(none)'!r}: "

@@ -45,6 +45,7 @@ file are unusable (one line on stderr naming the problem) or ``autostart`` is no
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -84,10 +85,13 @@ class StartupError(RuntimeError):
 def load_predictor(params: NodeParams) -> Any:
     """The Predictor for ``params``; raises StartupError naming the model path and reason."""
     path = node_params.resolve_model_path(params.model_path)
+    if not os.path.exists(path):
+        raise StartupError(f"model file {path}: no such file")
     try:
         from caer_ros.inference.predictor import Predictor
 
-        return Predictor.from_file(path, backend=params.backend, device=params.device,
+        backend = None if params.backend == "auto" else params.backend  # None: by suffix
+        return Predictor.from_file(path, backend=backend, device=params.device,
                                    providers=list(params.providers) or None, fp16=params.fp16)
     except Exception as err:  # the predictor's own errors, ImportError, ORT/torch errors
         reason = " ".join(str(err).split()) or type(err).__name__

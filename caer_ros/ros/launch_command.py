@@ -1,10 +1,10 @@
 """The command line ``launch/emotion.launch.py`` runs, for machines without ROS ``launch``.
 
 ``ros2 launch caer_ros emotion.launch.py image_topic:=T params_file:=P model_path:=M
-autostart:=A`` starts the console script ``emotion_node`` as::
+autostart:=A use_sim_time:=S`` starts the console script ``emotion_node`` as::
 
     emotion_node --ros-args -r __node:=emotion_node --params-file P [-p model_path:=M]
-        [-p autostart:=A] -r image:=T -r image/compressed:=T/compressed
+        [-p autostart:=A] -p use_sim_time:=S -r image:=T -r image/compressed:=T/compressed
 
 rclpy reads those arguments itself, so :func:`emotion_node_command` gives the same node without
 ``launch``/``launch_ros`` (not on PyPI): ``make demo``, the tests and the benchmarks start the
@@ -45,9 +45,11 @@ def emotion_node_command(image_topic: str = DEFAULT_IMAGE_TOPIC,
                          params_file: str | Path | None = None,
                          model_path: str | Path | None = None,
                          ros_args: Sequence[str] = (),
-                         autostart: bool | None = None) -> list[str]:
+                         autostart: bool | None = None,
+                         use_sim_time: bool = False) -> list[str]:
     """The launch file's command (module docstring); ``ros_args`` go after it (``-p x:=y``).
-    ``model_path`` and ``autostart`` left out (None): the params file's."""
+    ``model_path`` and ``autostart`` left out (None): the params file's; ``use_sim_time`` is
+    always set, as the launch argument (default false)."""
     params = Path(params_file) if params_file is not None else default_params_file()
     command = [*node_executable(), "--ros-args", "-r", f"__node:={NODE_NAME}",
                "--params-file", str(params)]
@@ -55,5 +57,6 @@ def emotion_node_command(image_topic: str = DEFAULT_IMAGE_TOPIC,
         command += ["-p", f"model_path:={model_path}"]
     if autostart is not None:
         command += ["-p", f"autostart:={str(bool(autostart)).lower()}"]
+    command += ["-p", f"use_sim_time:={str(bool(use_sim_time)).lower()}"]
     command += ["-r", f"image:={image_topic}", "-r", f"image/compressed:={image_topic}/compressed"]
     return [*command, *ros_args]

@@ -26,6 +26,10 @@ import numpy as np
 from caer_ros import BACKENDS
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
+NODE_BACKENDS = ("auto", *BACKENDS)  # auto: by the model file's type (.onnx, .pt)
+# Parameters rclpy itself owns (declared by every node, or by QoS overrides): ours to pass on.
+ROS_OWNED = ("use_sim_time",)
+ROS_OWNED_PREFIXES = ("qos_overrides.",)
 RELIABILITIES = ("best_effort", "reliable")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 _PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
@@ -42,8 +46,9 @@ class NodeParams:
     model_path: str = field(default="models/emotion.onnx", metadata=_doc(
         "Model file (.onnx or .pt checkpoint); a relative path is resolved against the "
         "node's current directory."))
-    backend: str = field(default="onnxruntime", metadata=_doc(
-        "Inference backend: onnxruntime or torch."))
+    backend: str = field(default="auto", metadata=_doc(
+        "Inference backend: auto (by the model file: .onnx -> onnxruntime, .pt -> torch), "
+        "onnxruntime or torch."))
     device: str = field(default="cpu", metadata=_doc(
         "Device: cpu, cuda or cuda:N."))
     providers: tuple[str, ...] = field(default=(), metadata=_doc(
@@ -147,6 +152,8 @@ def read(node: Any) -> dict[str, Any]:
 def change_error(name: str, value: Any, configured: bool) -> str | None:
     """Why ``name`` may not become ``value`` now (None: it may); ``configured``: the node
     holds a model (inactive or active), so only :data:`DYNAMIC` parameters may change."""
+    if is_ros_owned(name):
+        return None  # rclpy checks its own (use_sim_time, qos_overrides.*)
     if name in START_ONLY:
         return f"{name}: read-only, it is used only when the node starts"
     _, error = check(name, value)
@@ -155,6 +162,11 @@ def change_error(name: str, value: Any, configured: bool) -> str | None:
                  f"node is unconfigured (ros2 lifecycle set /emotion_node cleanup) and is "
                  f"used at the next configure")
     return error
+
+
+def is_ros_owned(name: str) -> bool:
+    """A parameter rclpy declares and checks itself (``use_sim_time``, ``qos_overrides.*``)."""
+    return name in ROS_OWNED or name.startswith(ROS_OWNED_PREFIXES)
 
 
 def check(name: str, value: Any) -> tuple[Any, str | None]:
@@ -302,7 +314,7 @@ def _max_rate_hz(value: Any) -> float:
 
 _CHECKS = {
     "model_path": _model_path,
-    "backend": _choice(BACKENDS),
+    "backend": _choice(NODE_BACKENDS),
     "device": _device,
     "providers": _providers,
     "fp16": _boolean,
