@@ -132,3 +132,21 @@ def test_flip_test_and_scale_fusion_options(images, small_model_files, capsys):
     assert main([str(good), "--model", str(onnx_path), "--flip-test"]) == 2
     err = capsys.readouterr().err
     assert "flip_test" in err and "fixed in the exported graph" in err
+
+
+def test_category_set_heco_reports_its_scores_with_one_label(images, small_model_files, capsys):
+    """``--category-set heco``: HECO's 8 scores, and its labels the top category alone (a
+    single-label set); an unknown set is one line, exit 2."""
+    from caer_ros.labels import HECO
+
+    good, _ = images
+    assert main([str(good), "--model", str(small_model_files[0]), "--threshold", "0",
+                 "--max-people", "5", "--category-set", "heco"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["category_set"] == "heco" and len(result["people"]) == 5
+    for person in result["people"]:
+        assert list(person["scores"]) == list(HECO)
+        top = max(person["scores"], key=person["scores"].get)
+        assert person["labels"] == [top]
+    assert main([str(good), "--model", str(small_model_files[0]), "--category-set", "fer"]) == 2
+    assert "no category set 'fer'" in capsys.readouterr().err

@@ -257,6 +257,8 @@ def test_converted_model_answers_in_emotion_node(converted_heco, tmp_path, categ
         for person in answer.people:
             assert len(person.scores) == len(names)
             assert all(0.0 <= s <= 1.0 for s in person.scores)
+            if category_set == "heco":  # single-label: the top category alone
+                assert list(person.labels) == [names[int(np.argmax(person.scores))]]
             assert np.isnan(person.valence)  # no continuous head in BENet
     finally:
         probe.close()

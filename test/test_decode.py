@@ -467,6 +467,13 @@ def test_labels_over_threshold_highest_first():
         ["Peace", "Anger"], ["Anger"], ["Peace", "Anger"]
     ]
     assert labels_over_threshold(np.zeros((0, 4)), categories, 0.5) == []
+    # a single-label set: the top category alone, whatever its score (ties: category order) ...
+    assert labels_over_threshold(scores, categories, per_category, single_label=True) == [
+        ["Happiness"], ["Anger"], ["Peace"]
+    ]
+    # ... or only when it reaches its threshold (Happiness 0.9 < 0.95)
+    assert labels_over_threshold(scores, categories, per_category, single_label=True,
+                                 top_needs_threshold=True) == [[], ["Anger"], ["Peace"]]
     with pytest.raises(ValueError, match="one per category"):
         labels_over_threshold(scores, categories, [0.5, 0.5])
     with pytest.raises(ValueError, match="scores must be"):

@@ -75,7 +75,8 @@ def test_when_each_parameter_may_change():
     from caer_ros.ros.params import START_ONLY, change_error
 
     changes = {"detection_threshold": 0.4, "emotion_threshold": [0.2, 0.3, 0.4],
-               "max_people": 3, "smoothing": 0.5, "max_rate_hz": 2.0}
+               "max_people": 3, "smoothing": 0.5, "max_rate_hz": 2.0,
+               "single_label_threshold": True}
     assert set(changes) == DYNAMIC and START_ONLY == {"autostart"}
     for name, value in changes.items():
         assert change_error(name, value, configured=True) is None, name

@@ -178,7 +178,8 @@ def result_json(path: Path, image: np.ndarray, people: Detections, predictor: Pr
         "category_set": predictor.category_set,
         "people": people_json(people.boxes, people.detection_scores, people.scores,
                               people.continuous, predictor.categories,
-                              predictor.emotion_thresholds),
+                              predictor.emotion_thresholds,
+                              single_label=predictor.single_label),
     }
 
 
@@ -270,7 +271,8 @@ def run_images(paths: list[Path], predictor: Predictor, args: argparse.Namespace
                 tqdm.write(json.dumps(result), file=sys.stdout)
                 continue
             drawn = draw_detections(image, people, predictor.categories,
-                                    predictor.emotion_thresholds)
+                                    predictor.emotion_thresholds,
+                                    single_label=predictor.single_label)
             (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             if not cv2.imwrite(str(out / f"{name}.png"), drawn):
                 raise ImageError(f"cannot write {out / f'{name}.png'}")

@@ -457,12 +457,15 @@ def find_people(
 
 
 def labels_over_threshold(
-    scores: np.ndarray, categories: Sequence[str], thresholds: float | Sequence[float]
+    scores: np.ndarray, categories: Sequence[str], thresholds: float | Sequence[float],
+    single_label: bool = False, top_needs_threshold: bool = False,
 ) -> list[list[str]]:
     """Per person, the category names whose score is >= their threshold, highest score first.
 
     ``scores``: (N, E); ``thresholds``: one float for all categories or one per category.
-    Ties keep the category order.
+    Ties keep the category order. ``single_label`` (a set where each person has one category,
+    HECO): the top category alone, whatever its score, or only when it reaches its threshold
+    with ``top_needs_threshold``.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[1] != len(categories):
@@ -480,6 +483,8 @@ def labels_over_threshold(
         )
     order = np.argsort(-s, axis=1, kind="stable")
     passed = np.take_along_axis(s, order, axis=1) >= t[order]
+    if single_label:
+        order, passed = order[:, :1], passed[:, :1] | (not top_needs_threshold)
     return [[categories[j] for j in order[n][passed[n]]] for n in range(s.shape[0])]
 
 

@@ -34,20 +34,25 @@ def text_scale(height: int, width: int) -> tuple[float, int]:
 
 
 def top_labels(scores: np.ndarray, categories: Sequence[str],
-               thresholds: float | Sequence[float], max_labels: int = 3
+               thresholds: float | Sequence[float], max_labels: int = 3,
+               single_label: bool = False, top_needs_threshold: bool = False
                ) -> list[list[tuple[str, float]]]:
     """Per person, ``(category, score)`` of :func:`~caer_ros.inference.decode.
-    labels_over_threshold` (at or above the threshold, highest first), at most ``max_labels``."""
+    labels_over_threshold` (at or above the threshold, highest first; the top one alone for a
+    ``single_label`` set), at most ``max_labels``."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1, len(categories))
     index = {name: j for j, name in enumerate(categories)}
     return [[(name, float(row[index[name]])) for name in names[:max_labels]]
-            for row, names in zip(s, labels_over_threshold(s, categories, thresholds),
+            for row, names in zip(s, labels_over_threshold(s, categories, thresholds,
+                                                           single_label, top_needs_threshold),
                                   strict=True)]
 
 
 def draw_detections(image: np.ndarray, detections: Any, categories: Sequence[str],
                     thresholds: float | Sequence[float], ids: Sequence[str] | None = None,
-                    scores: np.ndarray | None = None, max_labels: int = 3) -> np.ndarray:
+                    scores: np.ndarray | None = None, max_labels: int = 3,
+                    single_label: bool = False, top_needs_threshold: bool = False
+                    ) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) uint8 BGR with every detected person drawn.
 
     ``detections``: anything with ``boxes`` (N, 4) and ``detection_scores`` (N,) and
@@ -56,7 +61,8 @@ def draw_detections(image: np.ndarray, detections: Any, categories: Sequence[str
     """
     boxes = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4)
     shown = np.asarray(detections.scores if scores is None else scores)
-    labels = top_labels(shown, categories, thresholds, max_labels) if len(boxes) else []
+    labels = top_labels(shown, categories, thresholds, max_labels, single_label,
+                        top_needs_threshold) if len(boxes) else []
     captions = []
     for n, person_labels in enumerate(labels):
         head = f"{ids[n]}  " if ids is not None and ids[n] else ""

@@ -26,13 +26,14 @@ def number(value: Any) -> float | None:
 
 def people_json(boxes: np.ndarray, detection_scores: np.ndarray, scores: np.ndarray,
                 continuous: np.ndarray | None, categories: Sequence[str],
-                thresholds: np.ndarray, ids: Sequence[str] | None = None
-                ) -> list[dict[str, Any]]:
+                thresholds: np.ndarray, ids: Sequence[str] | None = None,
+                single_label: bool = False) -> list[dict[str, Any]]:
     """One dict per person (module docstring), in the order given. ``scores`` (N, E) are the
-    ones to report (smoothed ones for tracked people); labels are read from them."""
+    ones to report (smoothed ones for tracked people); labels are read from them (the top one
+    alone for a ``single_label`` set)."""
     categories = tuple(categories)
     scores = np.asarray(scores, dtype=np.float32).reshape(len(boxes), len(categories))
-    labels = labels_over_threshold(scores, categories, thresholds)
+    labels = labels_over_threshold(scores, categories, thresholds, single_label)
     people = []
     for n in range(len(boxes)):
         values = [None] * 3 if continuous is None else [number(v) for v in continuous[n][:3]]

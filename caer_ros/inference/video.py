@@ -107,8 +107,8 @@ class FrameSampler:
 
 
 def frame_json(source: str, index: int, time_s: float, detections: Any, people: Any,
-               categories: tuple[str, ...], thresholds: np.ndarray, tracking: bool
-               ) -> dict[str, Any]:
+               categories: tuple[str, ...], thresholds: np.ndarray, tracking: bool,
+               single_label: bool = False) -> dict[str, Any]:
     """The JSON line of one processed frame: ``source``, ``frame`` (index in the source, from
     0), ``time_s`` (its time in the video; seconds since start for a camera) and ``people``
     (:func:`caer_ros.inference.results.people_json` with the tracked ``id`` and scores)."""
@@ -118,7 +118,7 @@ def frame_json(source: str, index: int, time_s: float, detections: Any, people: 
         "time_s": number(time_s),
         "people": people_json(detections.boxes, detections.detection_scores, people.scores,
                               people.continuous, categories, thresholds,
-                              ids=people.ids if tracking else None),
+                              ids=people.ids if tracking else None, single_label=single_label),
     }
 
 
@@ -251,6 +251,7 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
         if options.tracking else None
     categories = tuple(predictor.categories)
     thresholds = np.asarray(predictor.emotion_thresholds, dtype=np.float32)
+    single_label = bool(getattr(predictor, "single_label", False))
     window = _Window(options.show)
     bar = tqdm(total=count or None, unit="frame", desc=name, file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
@@ -284,10 +285,11 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
             drawn = None
             if out is not None or window.open:
                 drawn = draw_detections(image, detections, categories, thresholds,
+                                        single_label=single_label,
                                         ids=people.ids if tracker is not None else None,
                                         scores=people.scores)
             outputs.write(frame_json(result.source, index, time_s, detections, people, categories,
-                                     thresholds, tracker is not None), drawn)
+                                     thresholds, tracker is not None, single_label), drawn)
             result.processed += 1
             bar.set_postfix(processed=result.processed, people=len(people.ids))
             if drawn is not None and not window.show(drawn):

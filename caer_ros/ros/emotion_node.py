@@ -465,7 +465,9 @@ def frame_settings(params: NodeParams, predictor: Any) -> FrameSettings:
     thresholds = node_params.emotion_thresholds(params.emotion_threshold,
                                                 tuple(predictor.categories),
                                                 predictor.emotion_thresholds)
-    return FrameSettings(detection, thresholds, params.max_people)
+    return FrameSettings(detection, thresholds, params.max_people,
+                         bool(getattr(predictor, "single_label", False)),
+                         params.single_label_threshold)
 
 
 def _type_name(msg_type: type) -> str:

@@ -39,6 +39,8 @@ class FrameSettings:
     detection_threshold: float
     emotion_thresholds: np.ndarray  # (E,), one per category of the predictor
     max_people: int
+    single_label: bool = False  # the reported set has one category per person: the top label
+    single_label_threshold: bool = False  # ... and only when it reaches its threshold
 
 
 @dataclass(frozen=True)
@@ -89,24 +91,31 @@ def process_frame(msg: Image | CompressedImage, predictor: Any, settings: FrameS
     people = track(tracker, detections)
     categories = tuple(predictor.categories)
     result = people_message(msg.header, categories, detections, people,
-                            settings.emotion_thresholds)
+                            settings.emotion_thresholds, settings.single_label,
+                            settings.single_label_threshold)
     drawn = None
     if overlay:
         drawn = bgr_to_image(draw_detections(image, detections, categories,
                                              settings.emotion_thresholds, ids=people.ids,
-                                             scores=people.scores), msg.header)
+                                             scores=people.scores,
+                                             single_label=settings.single_label,
+                                             top_needs_threshold=settings.single_label_threshold),
+                             msg.header)
     return FrameOutput(result, drawn)
 
 
 def people_message(header: Any, categories: tuple[str, ...], detections: Any,
-                   people: TrackedPeople, thresholds: np.ndarray) -> PersonEmotionArray:
-    """The PersonEmotionArray of one frame (header copied, people in detection order)."""
+                   people: TrackedPeople, thresholds: np.ndarray, single_label: bool = False,
+                   top_needs_threshold: bool = False) -> PersonEmotionArray:
+    """The PersonEmotionArray of one frame (header copied, people in detection order; for a
+    ``single_label`` set each person's labels are the top category alone)."""
     msg = PersonEmotionArray()
     msg.header = header
     msg.categories = list(categories)
     scores = np.asarray(people.scores, dtype=np.float32)
     scores = scores.reshape(len(people.ids), len(categories))
-    labels = labels_over_threshold(scores, categories, thresholds)
+    labels = labels_over_threshold(scores, categories, thresholds, single_label,
+                                   top_needs_threshold)
     for n, person_id in enumerate(people.ids):
         x_min, y_min, x_max, y_max = (float(v) for v in detections.boxes[n])
         valence = arousal = dominance = math.nan

@@ -67,6 +67,9 @@ class NodeParams:
         "model; empty: the model file's thresholds.", dynamic=True))
     max_people: int = field(default=20, metadata=_doc(
         "At most this many people per frame, the most confident first (>= 1).", dynamic=True))
+    single_label_threshold: bool = field(default=False, metadata=_doc(
+        "For a single-label category set (HECO: one category per person), labels hold the top "
+        "category alone; true: only when its score reaches its threshold.", dynamic=True))
     image_transport: str = field(default="raw", metadata=_doc(
         "raw: subscribe image (sensor_msgs/Image); compressed: image/compressed "
         "(sensor_msgs/CompressedImage)."))
@@ -322,6 +325,7 @@ _CHECKS = {
     "detection_threshold": _detection_threshold,
     "emotion_threshold": _emotion_threshold,
     "max_people": _max_people,
+    "single_label_threshold": _boolean,
     "image_transport": _choice(IMAGE_TRANSPORTS),
     "qos_reliability": _choice(RELIABILITIES),
     "publish_overlay": _boolean,
