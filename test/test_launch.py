@@ -48,15 +48,22 @@ def test_launch_file_starts_the_emotion_node_console_script():
     assert ast.literal_eval(_keyword(node, "executable")) == script
     module, function = target.split(":")
     assert callable(getattr(importlib.import_module(module), function))
-    # The params file's top-level key is the node name: they must agree.
-    assert [ast.literal_eval(_keyword(node, "name"))] == list(yaml.safe_load(CONFIG.read_text()))
+    # The params file's top-level key is the default node name; the node's name and
+    # namespace are launch arguments, and params_for_node gives that section to the node.
+    assert list(yaml.safe_load(CONFIG.read_text())) == ["emotion_node"]
+    assert ast.unparse(_keyword(node, "name")) == "node_name"
+    assert "namespace" in ast.unparse(_keyword(node, "namespace"))
+    assert "params_for_node" in ast.unparse(_keyword(node, "parameters")) or \
+        "params_for_node(" in LAUNCH.read_text()
 
 
 def test_launch_arguments_and_remappings():
     tree = ast.parse(LAUNCH.read_text())
     declared = {ast.literal_eval(c.args[0]): c for c in _calls(tree, "DeclareLaunchArgument")}
     assert set(declared) == {"image_topic", "params_file", "model_path", "autostart",
-                             "use_sim_time"}
+                             "use_sim_time", "namespace", "node_name"}
+    assert ast.literal_eval(_keyword(declared["namespace"], "default_value")) == ""
+    assert ast.literal_eval(_keyword(declared["node_name"], "default_value")) == "emotion_node"
     assert ast.literal_eval(_keyword(declared["image_topic"], "default_value")) == \
         "/camera/image_raw"
     # Empty: the params file's value (a launch default never overrides the params file).
@@ -106,7 +113,8 @@ def test_launch_description_loads_where_launch_is_installed(tmp_path, monkeypatc
     description = module.generate_launch_description()
     assert isinstance(description, launch.LaunchDescription)
     arguments = {a.name: a for a in description.get_launch_arguments()}
-    assert set(arguments) == {"image_topic", "params_file", "model_path", "autostart"}
+    assert set(arguments) == {"image_topic", "params_file", "model_path", "autostart",
+                              "use_sim_time", "namespace", "node_name"}
     context = launch.LaunchContext()
     for action in description.entities:
         action.visit(context)

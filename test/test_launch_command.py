@@ -54,6 +54,15 @@ def test_use_sim_time_as_the_launch_argument_sets_it():
     assert "use_sim_time" in LAUNCH.read_text()
 
 
+def test_namespace_and_node_name_as_the_launch_arguments_set_them():
+    command = emotion_node_command(namespace="head", node_name="head_emotion")
+    assert _pairs(command, "-r")[:2] == ["__node:=head_emotion", "__ns:=/head"]
+    assert _pairs(emotion_node_command(namespace="/robot/base/"), "-r")[1] == "__ns:=/robot/base"
+    assert "__ns" not in " ".join(emotion_node_command(namespace=""))
+    text = LAUNCH.read_text()
+    assert "namespace" in text and "node_name" in text
+
+
 def test_no_model_path_means_the_params_file_one():
     command = emotion_node_command()
     assert _pairs(command, "-p") == ["use_sim_time:=false"]  # no model_path of its own

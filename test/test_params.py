@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import math
+import os
 from dataclasses import fields
 
 import numpy as np
@@ -58,7 +59,8 @@ def test_node_declares_exactly_the_yaml_values(ros_env):
     rclpy.init(args=["--ros-args", "--params-file", str(CONFIG)], context=context)
     try:
         node = rclpy.create_node("emotion_node", context=context)
-        declared = node_params.declare(node)
+        declared, refused = node_params.declare(node)
+        assert refused == {}
         assert set(declared) == {f.name for f in fields(NodeParams)}
         normalised = {k: [] if v is None else (list(v) if isinstance(v, array.array) else v)
                       for k, v in declared.items()}
@@ -67,6 +69,119 @@ def test_node_declares_exactly_the_yaml_values(ros_env):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_params_file_reaches_a_renamed_node_in_a_namespace(ros_env, tmp_path):
+    """config/emotion.yaml's emotion_node section reaches a renamed node in a namespace (one
+    node per camera) as the launch file gives it (params_for_node); a section named after
+    that node sets its own values over it; -p still overrides the file."""
+    import rclpy
+
+    from caer_ros.ros.launch_command import params_for_node
+
+    assert params_for_node(CONFIG) == CONFIG  # the default node reads the file itself
+    params = tmp_path / "two_cameras.yaml"
+    params.write_text(CONFIG.read_text() + "/head/head_emotion:\n  ros__parameters:\n"
+                      "    max_people: 3\n")
+    head_file = params_for_node(params, "head", "head_emotion")
+    base_file = params_for_node(params, "/base/", "base_emotion")
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(head_file), "--params-file",
+                     str(base_file), "-p", "smoothing:=0.25"], context=context)
+    try:
+        head = rclpy.create_node("head_emotion", namespace="/head", context=context)
+        base = rclpy.create_node("base_emotion", namespace="/base", context=context)
+        head_values, _ = node_params.declare(head)
+        base_values, _ = node_params.declare(base)
+        assert head_values["max_people"] == 3 and head_values["smoothing"] == 0.25
+        assert head_values["model_path"] == _yaml_params()["model_path"]
+        assert NodeParams.from_values(base_values) == NodeParams(smoothing=0.25)
+        head.destroy_node()
+        base.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    bad = tmp_path / "not_yaml.yaml"
+    bad.write_text("emotion_node: [unclosed")
+    assert params_for_node(bad, "head") == bad  # rcl reports what is wrong with it
+
+
+def test_descriptors_show_ranges_and_when_each_may_change(ros_env):
+    """What ros2 param describe and rqt_reconfigure show: floating-point and integer ranges,
+    autostart read-only, and when each parameter may change."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context)
+    try:
+        node = rclpy.create_node("emotion_node", context=context)
+        node_params.declare(node)
+        described = {d.name: d for d in node.describe_parameters(
+            [f.name for f in fields(NodeParams)])}
+        ranges = {name: (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value)
+                  for name, d in described.items() if d.floating_point_range}
+        assert ranges == {"detection_threshold": (-1.0, 1.0), "emotion_threshold": (0.0, 1.0),
+                          "smoothing": (0.0, 1.0), "max_rate_hz": (0.0, node_params.MAX_RATE_HZ)}
+        integer = {name: (d.integer_range[0].from_value, d.integer_range[0].to_value)
+                   for name, d in described.items() if d.integer_range}
+        assert integer == {"max_people": (1, node_params.MAX_PEOPLE)}
+        assert [n for n, d in described.items() if d.read_only] == ["autostart"]
+        assert "any time" in described["smoothing"].additional_constraints
+        assert "unconfigured" in described["model_path"].additional_constraints
+        assert all(d.description for d in described.values())
+        # rclpy itself refuses a value outside the range, before the node's callback.
+        from rclpy.parameter import Parameter
+
+        (result,) = node.set_parameters([Parameter("max_people", value=5000)])
+        assert not result.successful and "max_people" in result.reason
+        (result,) = node.set_parameters([Parameter("smoothing", value=1.5)])
+        assert not result.successful and "smoothing" in result.reason
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_a_value_outside_its_range_at_start_is_refused_with_its_name(ros_env):
+    """-p max_people:=5000 (or a params file): rclpy refuses it when the node declares it; the
+    parameter keeps its default and declare returns the error for the node to report."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", "max_people:=5000", "-p", "smoothing:=0.5"],
+               context=context)
+    try:
+        node = rclpy.create_node("emotion_node", context=context)
+        values, refused = node_params.declare(node)
+        assert list(refused) == ["max_people"]
+        assert "max_people" in refused["max_people"] and "5000" in refused["max_people"]
+        assert values["max_people"] == NodeParams().max_people
+        assert values["smoothing"] == 0.5
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_tensorrt_provider_options_come_from_the_parameters(tmp_path):
+    from caer_ros.ros.params import provider_specs, tensorrt_options
+
+    assert provider_specs(NodeParams()) is None  # chosen from device
+    params = NodeParams(providers=("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                   "CPUExecutionProvider"),
+                        fp16=True, tensorrt_engine_cache=str(tmp_path / "engines"))
+    trt, cuda, cpu = provider_specs(params)
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert trt == ("TensorrtExecutionProvider", tensorrt_options(params))
+    assert trt[1] == {"trt_fp16_enable": True, "trt_int8_enable": False,
+                      "trt_engine_cache_enable": True,
+                      "trt_engine_cache_path": str(tmp_path / "engines"),
+                      "trt_timing_cache_enable": True,
+                      "trt_timing_cache_path": str(tmp_path / "engines")}
+    no_cache = tensorrt_options(params.replace(tensorrt_engine_cache="", tensorrt_int8=True))
+    assert no_cache == {"trt_fp16_enable": True, "trt_int8_enable": True}
+    home = tensorrt_options(NodeParams(providers=("TensorrtExecutionProvider",)))
+    assert home["trt_engine_cache_path"] == os.path.expanduser("~/.cache/caer_ros/tensorrt")
+    with pytest.raises(node_params.ParamsError, match="tensorrt_int8: needs "
+                                                      "TensorrtExecutionProvider"):
+        NodeParams(tensorrt_int8=True, providers=("CUDAExecutionProvider",))
 
 
 def test_when_each_parameter_may_change():
@@ -126,7 +241,8 @@ BAD_VALUES = [
     ("detection_threshold", "0.3"), ("detection_threshold", math.nan),
     ("emotion_threshold", [0.5, 1.2]), ("emotion_threshold", "0.5"),
     ("emotion_threshold", [0.5, None]), ("emotion_threshold", -0.1),
-    ("max_people", 0), ("max_people", 2.5), ("max_people", True),
+    ("max_people", 0), ("max_people", 2.5), ("max_people", True), ("max_people", 1001),
+    ("max_rate_hz", 1001.0), ("tensorrt_int8", "no"), ("tensorrt_engine_cache", 3),
     ("image_transport", "theora"), ("qos_reliability", "reliable_ish"),
     ("publish_overlay", 1), ("tracking", "true"),
     ("smoothing", 1.0), ("smoothing", -0.1), ("smoothing", 2),

@@ -100,10 +100,13 @@ LIFECYCLE_STATES = ("unconfigured", "inactive", "active", "finalized")
 
 def diagnostic_status(name: str, backend: str, input_topic: str, stats: StatsWindow,
                       enabled: bool, no_input_after_s: float = 5.0, state: str = "active",
-                      error: str = "") -> DiagnosticStatus:
+                      error: str = "", loading: tuple[str, float] | None = None
+                      ) -> DiagnosticStatus:
     """One status: the lifecycle ``state`` (and, while active, running or paused), OK or WARN
     with the reason (no input while active, bad frames), ERROR with ``error`` (why the last
-    configure failed, while unconfigured); values for each count."""
+    configure failed, while unconfigured); values for each count. ``loading``: (what, seconds
+    so far) while a configure loads the model (e.g. "building engine", 95.0): said in the
+    message and as ``loading`` / ``loading_s``."""
     if state not in LIFECYCLE_STATES:
         raise ValueError(f"unknown lifecycle state {state!r}")
     problems = []
@@ -111,10 +114,11 @@ def diagnostic_status(name: str, backend: str, input_topic: str, stats: StatsWin
         problems.append(f"no image on {input_topic} for {no_input_after_s:.0f} s")
     if stats.new_bad:
         problems.append(f"{stats.new_bad} bad or failed frames")
-    if error and state == "unconfigured":
+    if error and state == "unconfigured" and loading is None:
         problems.append(f"configure failed: {error}")
     status = DiagnosticStatus(name=name, hardware_id=backend)
-    status.level = (DiagnosticStatus.ERROR if error and state == "unconfigured" else
+    status.level = (DiagnosticStatus.ERROR if error and state == "unconfigured" and
+                    loading is None else
                     DiagnosticStatus.WARN if problems else DiagnosticStatus.OK)
     doing = {
         "active": "running" if enabled else "paused (~/enable)",
@@ -122,6 +126,8 @@ def diagnostic_status(name: str, backend: str, input_topic: str, stats: StatsWin
         "unconfigured": "no model loaded",
         "finalized": "shut down",
     }[state]
+    if loading is not None:
+        doing = f"configuring: {loading[0]} ({loading[1]:.0f} s)"
     status.message = "; ".join([f"{state}: {doing}", *problems])
     values = {
         "lifecycle_state": state,
@@ -138,5 +144,7 @@ def diagnostic_status(name: str, backend: str, input_topic: str, stats: StatsWin
         "frames_bad": str(stats.bad),
         "frames_failed": str(stats.failed),
     }
+    if loading is not None:
+        values.update(loading=loading[0], loading_s=f"{loading[1]:.1f}")
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     return status

@@ -1,9 +1,14 @@
 """emotion_node: camera images in, people and their emotions out (DESIGN.md, Node contract).
 
 Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), by the
-``image_transport`` parameter; publishes ``/people_emotions`` (caer_msgs/PersonEmotionArray),
-``/people_emotions/overlay`` (bgr8 Image, with ``publish_overlay``) and ``/diagnostics``;
+``image_transport`` parameter; publishes ``people_emotions`` (caer_msgs/PersonEmotionArray),
+``people_emotions/overlay`` (bgr8 Image, with ``publish_overlay``) and ``/diagnostics``;
 serves ``~/enable`` (std_srvs/SetBool) to pause and resume. Parameters: config/emotion.yaml.
+Topic names are relative: without a namespace they are ``/people_emotions``, ...; in
+namespace ``/head`` (``--ros-args -r __ns:=/head``, the launch file's ``namespace``) they are
+``/head/people_emotions``, ..., so one node per camera can run in one ROS graph.
+``/diagnostics`` stays absolute (every node's status goes there), named by the node's fully
+qualified name.
 
 Lifecycle: a managed node (``rclpy.lifecycle``; ``ros2 lifecycle set /emotion_node
 configure|activate|deactivate|cleanup|shutdown``, or a lifecycle manager):
@@ -32,12 +37,17 @@ paused"), ``data: true`` resumes. ``data: true`` while inactive activates the no
 unconfigured it is refused (success false: configure first). ``data: false`` while not active
 has nothing to pause (success true). Every activation starts unpaused.
 
-Threads: the executor (main thread) runs the subscription callback, which only puts the
-newest message into a one-slot box, plus the services (enable, lifecycle transitions),
-parameter callbacks and timers. While active, one worker thread takes frames from the box and
-runs the frame path (:func:`caer_ros.ros.frame_path.process_frame`), then publishes;
-deactivating joins it before the transition completes. Frames replaced in the box before the
-worker took them are counted as dropped.
+Threads: a two-thread executor (main thread) runs, in the node's default callback group, the
+subscription callback, which only puts the newest message into a one-slot box, the services
+(enable, lifecycle transitions), parameter callbacks and autostart; and in a group of their
+own the diagnostics and input-check timers (on the steady clock, so they tick under sim time
+before ``/clock`` arrives). A configure that loads the model for minutes (a TensorRT engine
+build) therefore keeps ``/diagnostics`` publishing ("configuring: building engine (95 s)");
+the lifecycle transition answers with its outcome when the load is done. While active, one
+worker thread takes frames from the box and runs the frame path
+(:func:`caer_ros.ros.frame_path.process_frame`), then publishes; deactivating joins it before
+the transition completes. Frames replaced in the box before the worker took them are counted
+as dropped.
 
 Exit status: 0 after SIGINT/SIGTERM, 1 when, with ``autostart``, the parameters or the model
 file are unusable (one line on stderr naming the problem) or ``autostart`` is not a boolean.
@@ -55,8 +65,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 
@@ -70,9 +83,9 @@ from caer_ros.ros.image_conversion import ImageConversionError
 from caer_ros.ros.params import NodeParams, ParamsError
 from caer_ros.ros.qos import image_qos, incompatible_qos_hint, input_problem
 
-NODE_NAME = "emotion_node"
-PEOPLE_TOPIC = "/people_emotions"
-OVERLAY_TOPIC = "/people_emotions/overlay"
+NODE_NAME = node_params.NODE_NAME
+PEOPLE_TOPIC = "people_emotions"  # relative: in the node's namespace
+OVERLAY_TOPIC = "people_emotions/overlay"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 NO_INPUT_WARN_S = 5.0  # warn about the input topic when nothing arrived for this long
 LOG_THROTTLE_S = 5.0
@@ -83,16 +96,26 @@ class StartupError(RuntimeError):
 
 
 def load_predictor(params: NodeParams) -> Any:
-    """The Predictor for ``params``; raises StartupError naming the model path and reason."""
+    """The Predictor for ``params``; raises StartupError naming the model path and reason.
+    With TensorRT among the providers, its options come from the parameters
+    (:func:`~caer_ros.ros.params.provider_specs`) and the engine cache folder is created."""
     path = node_params.resolve_model_path(params.model_path)
     if not os.path.exists(path):
         raise StartupError(f"model file {path}: no such file")
+    providers = node_params.provider_specs(params)
+    if node_params.TENSORRT_PROVIDER in params.providers and params.tensorrt_engine_cache:
+        folder = node_params.resolve_model_path(params.tensorrt_engine_cache)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise StartupError(f"tensorrt_engine_cache: cannot create {folder}: "
+                               f"{err.strerror or err}") from None
     try:
         from caer_ros.inference.predictor import Predictor
 
         backend = None if params.backend == "auto" else params.backend  # None: by suffix
         return Predictor.from_file(path, backend=backend, device=params.device,
-                                   providers=list(params.providers) or None, fp16=params.fp16)
+                                   providers=providers, fp16=params.fp16)
     except Exception as err:  # the predictor's own errors, ImportError, ORT/torch errors
         reason = " ".join(str(err).split()) or type(err).__name__
         raise StartupError(reason if path in reason else f"cannot load model {path}: {reason}")\
@@ -105,7 +128,8 @@ class EmotionNode(LifecycleNode):
 
     def __init__(self, predictor_factory=load_predictor) -> None:
         super().__init__(NODE_NAME)
-        autostart, error = node_params.check("autostart", node_params.declare(self)["autostart"])
+        values, self._refused_at_start = node_params.declare(self)
+        autostart, error = node_params.check("autostart", values["autostart"])
         if error:
             raise StartupError(f"bad parameters: {error}")
         self.autostart: bool = autostart
@@ -131,14 +155,39 @@ class EmotionNode(LifecycleNode):
         self._last_input_warning = ("", 0.0)
         self._input_size: tuple[int, ...] = ()  # the last frame's network input (H, W)
         self._input_size_changes = 0
+        self._loading: tuple[str, float] | None = None  # (what, since time.monotonic())
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.create_service(SetBool, "~/enable", self._on_enable)
-        self.create_timer(1.0, self._publish_diagnostics)
-        self.create_timer(NO_INPUT_WARN_S, self._check_input)
+        # Diagnostics tick beside a long configure, and without /clock under sim time.
+        monitor, steady = MutuallyExclusiveCallbackGroup(), Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=monitor, clock=steady)
+        self.create_timer(NO_INPUT_WARN_S, self._check_input, callback_group=monitor,
+                          clock=steady)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
     # ------------------------------------------------------------------ process start and end
+
+    def start_when_spinning(self) -> Future:
+        """autostart, run by the executor as soon as it spins (in the default callback group,
+        so a lifecycle request waits for it, while diagnostics tick): a future whose result
+        is "" when the node is active, or the reason it could not start."""
+        future = Future()
+        timer = None
+
+        def start_once() -> None:
+            timer.cancel()
+            self.destroy_timer(timer)
+            try:
+                self.start()
+            except StartupError as err:
+                future.set_result(str(err))
+            else:
+                future.set_result("")
+
+        timer = self.create_timer(0.0, start_once,
+                                  clock=Clock(clock_type=ClockType.STEADY_TIME))
+        return future
 
     def start(self) -> None:
         """autostart: configure and activate now; StartupError (the reason) when either fails."""
@@ -173,11 +222,13 @@ class EmotionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
         self.state = "inactive"
+        outputs = [self.people_pub.topic_name] + ([self.overlay_pub.topic_name]
+                                                  if self.overlay_pub else [])
         self.get_logger().info(
             f"configured: model {node_params.resolve_model_path(self.params.model_path)} "
             f"({self.predictor.backend}, {len(self.categories)} categories); input "
             f"{self.input_topic} ({self.params.image_transport}, {self.params.qos_reliability}); "
-            f"output {PEOPLE_TOPIC}" + (f", {OVERLAY_TOPIC}" if self.overlay_pub else ""))
+            f"output {', '.join(outputs)}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -233,10 +284,22 @@ class EmotionNode(LifecycleNode):
     def _configure(self) -> None:
         """Everything the frame path needs, from the parameters as they are now."""
         try:
+            if self._refused_at_start:
+                raise ParamsError(list(self._refused_at_start.values()))
             params = NodeParams.from_values(node_params.read(self))
         except ParamsError as err:
             raise StartupError(f"bad parameters: {err}") from None
-        predictor = self._predictor_factory(params)
+        what = loading_what(params)
+        if what == "building engine":  # the one slow load worth a line (a bad file: one line)
+            self.get_logger().info(
+                f"{what} for {node_params.resolve_model_path(params.model_path)}: minutes the "
+                f"first time on a Jetson, then read from tensorrt_engine_cache; /diagnostics "
+                f"tell the time so far")
+        self._loading = (what, time.monotonic())
+        try:
+            predictor = self._predictor_factory(params)
+        finally:
+            self._loading = None
         if params.category_set:
             try:
                 predictor.use_category_set(params.category_set)
@@ -374,10 +437,14 @@ class EmotionNode(LifecycleNode):
         return response
 
     def _publish_diagnostics(self) -> None:
-        backend = self.predictor.backend if self.predictor is not None else ""
-        status = diagnostic_status(f"{self.get_name()}: people emotions", backend,
-                                   self.input_topic, self.stats.window(), self.enabled,
-                                   NO_INPUT_WARN_S, self.state, self.configure_error)
+        predictor, loading = self.predictor, self._loading
+        backend = predictor.backend if predictor is not None else ""
+        if loading is not None:
+            loading = (loading[0], time.monotonic() - loading[1])
+        status = diagnostic_status(f"{self.get_fully_qualified_name().lstrip('/')}: people "
+                                   f"emotions", backend, self.input_topic, self.stats.window(),
+                                   self.enabled, NO_INPUT_WARN_S, self.state,
+                                   self.configure_error, loading)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
@@ -385,10 +452,12 @@ class EmotionNode(LifecycleNode):
     def _check_input(self) -> None:
         """Every 5 s without input while active: say why (no publisher, wrong type, QoS
         mismatch)."""
-        if self.state != "active" or self.stats.seconds_since_input() < NO_INPUT_WARN_S:
+        params = self.params  # this timer runs beside the transitions
+        if self.state != "active" or params is None or \
+                self.stats.seconds_since_input() < NO_INPUT_WARN_S:
             return
         problem = input_problem(self.input_topic, _type_name(self.input_type),
-                                self.params.qos_reliability,
+                                params.qos_reliability,
                                 self.get_publishers_info_by_topic(self.input_topic))
         if problem:
             self._warn_input(problem)
@@ -416,7 +485,8 @@ class EmotionNode(LifecycleNode):
         configured = self.state in ("inactive", "active")
         errors = []
         for parameter in changed:
-            error = node_params.change_error(parameter.name, parameter.value, configured)
+            error = node_params.change_error(parameter.name, parameter.value, configured,
+                                             self.get_fully_qualified_name())
             if error is None and configured and parameter.name == "emotion_threshold":
                 value, _ = node_params.check(parameter.name, parameter.value)
                 try:
@@ -430,7 +500,10 @@ class EmotionNode(LifecycleNode):
 
     def _apply_parameters(self, changed: list[Any]) -> None:
         """Configured: use the new values from the next frame on (the worker reads them per
-        frame). Unconfigured: nothing to do, the next configure reads them."""
+        frame). Unconfigured: nothing to do, the next configure reads them. A value set now
+        replaces one refused at start."""
+        for parameter in changed:
+            self._refused_at_start.pop(parameter.name, None)
         if self.params is None:
             self.get_logger().info("parameters changed, used at the next configure: " +
                                    ", ".join(f"{p.name}={p.value!r}" for p in changed))
@@ -470,28 +543,48 @@ def frame_settings(params: NodeParams, predictor: Any) -> FrameSettings:
                          params.single_label_threshold)
 
 
+def loading_what(params: NodeParams) -> str:
+    """What a configure with ``params`` spends its time on: "building engine" when ONNX
+    Runtime will run TensorRT (an engine is built, or read from the cache, for the model),
+    else "loading model"."""
+    onnx = params.backend == "onnxruntime" or (
+        params.backend == "auto" and params.model_path.lower().endswith(".onnx"))
+    if not onnx or node_params.TENSORRT_PROVIDER not in params.providers:
+        return "loading model"
+    try:
+        import onnxruntime
+    except ImportError:
+        return "loading model"
+    available = node_params.TENSORRT_PROVIDER in onnxruntime.get_available_providers()
+    return "building engine" if available else "loading model"
+
+
 def _type_name(msg_type: type) -> str:
     """``sensor_msgs/msg/Image`` for the Image class (the graph's type names)."""
     module = msg_type.__module__.split(".")
     return f"{module[0]}/{module[1]}/{msg_type.__name__}"
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int:
     """Console script ``emotion_node``: run until SIGINT/SIGTERM; 1 when autostart cannot
-    configure (or activate) the node."""
+    configure (or activate) the node. ``predictor_factory``: how the model is loaded (tests
+    give a slow one)."""
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = EmotionNode()
+        node = EmotionNode(predictor_factory)
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
         if node.autostart:
-            node.start()
+            started = node.start_when_spinning()
+            executor.spin_until_future_complete(started)
+            if started.done() and started.result():
+                raise StartupError(started.result())
         else:
             node.get_logger().info("unconfigured (autostart false): waiting for "
                                    f"ros2 lifecycle set {node.get_fully_qualified_name()} "
                                    "configure")
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
         executor.spin()
     except StartupError as err:
         print(f"{NODE_NAME}: {err}", file=sys.stderr, flush=True)

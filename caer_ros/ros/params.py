@@ -31,12 +31,19 @@ NODE_BACKENDS = ("auto", *BACKENDS)  # auto: by the model file's type (.onnx, .p
 ROS_OWNED = ("use_sim_time",)
 ROS_OWNED_PREFIXES = ("qos_overrides.",)
 RELIABILITIES = ("best_effort", "reliable")
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+MAX_PEOPLE = 1000
+MAX_RATE_HZ = 1000.0
+NODE_NAME = "emotion_node"
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 _PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
 
 
-def _doc(text: str, dynamic: bool = False, start_only: bool = False) -> dict[str, Any]:
-    return {"doc": text, "dynamic": dynamic, "start_only": start_only}
+def _doc(text: str, dynamic: bool = False, start_only: bool = False,
+         limits: tuple[float, float] | None = None) -> dict[str, Any]:
+    """A field's metadata: its description, when it may change, and the range its descriptor
+    shows (``ros2 param describe``, rqt_reconfigure); :func:`check` tells the exact rule."""
+    return {"doc": text, "dynamic": dynamic, "start_only": start_only, "limits": limits}
 
 
 @dataclass(frozen=True)
@@ -56,17 +63,27 @@ class NodeParams:
         "[TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]; "
         "empty: chosen from device. Ignored by the torch backend."))
     fp16: bool = field(default=False, metadata=_doc(
-        "Run the network in half precision (GPU only)."))
+        "Run the network in half precision (GPU only): torch on CUDA, or ONNX Runtime's "
+        "TensorRT provider (trt_fp16_enable)."))
+    tensorrt_int8: bool = field(default=False, metadata=_doc(
+        "TensorRT's int8 mode (trt_int8_enable), for an int8 export; needs "
+        "TensorrtExecutionProvider in providers."))
+    tensorrt_engine_cache: str = field(default="~/.cache/caer_ros/tensorrt", metadata=_doc(
+        "Folder where ONNX Runtime's TensorRT provider keeps the engines it builds (and its "
+        "timing cache), so a restart reads them instead of building again (minutes on a "
+        "Jetson); created when needed; empty: no cache. Used with TensorrtExecutionProvider."))
     category_set: str = field(default="", metadata=_doc(
         "Category set to report, for a model with several (e.g. heco of an EMOTIC + HECO "
         "model); empty: the model's first."))
     detection_threshold: float = field(default=-1.0, metadata=_doc(
-        "Minimum person detection score, 0..1; -1: the model file's value.", dynamic=True))
+        "Minimum person detection score, 0..1; -1: the model file's value.", dynamic=True,
+        limits=(-1.0, 1.0)))
     emotion_threshold: tuple[float, ...] = field(default=(), metadata=_doc(
         "Label threshold(s), 0..1: one value for every category, or one per category of the "
-        "model; empty: the model file's thresholds.", dynamic=True))
+        "model; empty: the model file's thresholds.", dynamic=True, limits=(0.0, 1.0)))
     max_people: int = field(default=20, metadata=_doc(
-        "At most this many people per frame, the most confident first (>= 1).", dynamic=True))
+        f"At most this many people per frame, the most confident first (1..{MAX_PEOPLE}).",
+        dynamic=True, limits=(1, MAX_PEOPLE)))
     single_label_threshold: bool = field(default=False, metadata=_doc(
         "For a single-label category set (HECO: one category per person), labels hold the top "
         "category alone; true: only when its score reaches its threshold.", dynamic=True))
@@ -83,10 +100,11 @@ class NodeParams:
         "Give each person a stable id across frames (IoU tracking); off: ids are empty."))
     smoothing: float = field(default=0.0, metadata=_doc(
         "Exponential smoothing of a tracked person's scores, 0 <= s < 1 (0: off): "
-        "s_t = smoothing * s_(t-1) + (1 - smoothing) * x_t.", dynamic=True))
+        "s_t = smoothing * s_(t-1) + (1 - smoothing) * x_t.", dynamic=True,
+        limits=(0.0, 1.0)))
     max_rate_hz: float = field(default=0.0, metadata=_doc(
-        "Process at most this many frames per second (> 0); 0: as fast as possible.",
-        dynamic=True))
+        f"Process at most this many frames per second (up to {MAX_RATE_HZ:g}); 0: as fast as "
+        f"possible.", dynamic=True, limits=(0.0, MAX_RATE_HZ)))
     autostart: bool = field(default=True, metadata=_doc(
         "Configure and activate at start, so the node processes frames at once; false: wait "
         "unconfigured for a lifecycle manager (ros2 lifecycle set /emotion_node configure).",
@@ -100,6 +118,9 @@ class NodeParams:
                 errors.append(error)
             else:
                 object.__setattr__(self, f.name, value)
+        if not errors and self.tensorrt_int8 and TENSORRT_PROVIDER not in self.providers:
+            errors.append(f"tensorrt_int8: needs {TENSORRT_PROVIDER} in providers, got "
+                          f"{list(self.providers)}")
         if errors:
             raise ParamsError(errors)
 
@@ -132,17 +153,53 @@ def defaults() -> dict[str, Any]:
             for f in fields(NodeParams)}
 
 
-def declare(node: Any) -> dict[str, Any]:
-    """Declare every parameter on an rclpy ``node`` (:data:`START_ONLY` ones read-only);
-    returns the values it then holds."""
-    from rcl_interfaces.msg import ParameterDescriptor
+def declare(node: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Declare every parameter on an rclpy ``node`` with its descriptor (:func:`descriptor`);
+    returns the values it then holds, and the errors of values given at start (a params file,
+    ``-p``) that rclpy refused for being outside their range: those parameters keep their
+    default, and the error is the node's to report (name -> message)."""
+    from rclpy.exceptions import InvalidParameterValueException
 
     values = defaults()
+    refused = {}
     for f in fields(NodeParams):
-        node.declare_parameter(f.name, values[f.name], ParameterDescriptor(
-            description=f.metadata["doc"], dynamic_typing=True,
-            read_only=f.metadata["start_only"]))
-    return read(node)
+        try:
+            node.declare_parameter(f.name, values[f.name], descriptor(f.name))
+        except InvalidParameterValueException as err:
+            reason = str(err).partition("Reason: ")[2] or str(err)
+            refused[f.name] = f"{f.name}: {reason.rstrip('.')} (the value given at start)"
+            node.declare_parameter(f.name, values[f.name], descriptor(f.name),
+                                   ignore_override=True)
+    return read(node), refused
+
+
+def descriptor(name: str) -> Any:
+    """The ``rcl_interfaces/ParameterDescriptor`` of parameter ``name``: its description,
+    dynamic typing (so that ``5`` for a float is ours to accept), read-only for
+    :data:`START_ONLY`, a floating-point or integer range where it has one, and when it may
+    change."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    (f,) = (f for f in fields(NodeParams) if f.name == name)
+    meta = f.metadata
+    if meta["start_only"]:
+        when = "read only at start"
+    elif meta["dynamic"]:
+        when = "may change at any time (used from the next frame on)"
+    else:
+        when = ("may change while the node is unconfigured; read at configure "
+                "(ros2 lifecycle set <node> cleanup, set it, configure)")
+    result = ParameterDescriptor(name=name, description=meta["doc"], dynamic_typing=True,
+                                 read_only=meta["start_only"], additional_constraints=when)
+    if meta["limits"] is not None:
+        low, high = meta["limits"]
+        if isinstance(f.default, int) and not isinstance(f.default, bool):
+            result.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
+                                                 step=1)]
+        else:
+            result.floating_point_range = [FloatingPointRange(
+                from_value=float(low), to_value=float(high), step=0.0)]
+    return result
 
 
 def read(node: Any) -> dict[str, Any]:
@@ -152,9 +209,11 @@ def read(node: Any) -> dict[str, Any]:
             for name, default in values.items()}
 
 
-def change_error(name: str, value: Any, configured: bool) -> str | None:
+def change_error(name: str, value: Any, configured: bool,
+                 node: str = f"/{NODE_NAME}") -> str | None:
     """Why ``name`` may not become ``value`` now (None: it may); ``configured``: the node
-    holds a model (inactive or active), so only :data:`DYNAMIC` parameters may change."""
+    holds a model (inactive or active), so only :data:`DYNAMIC` parameters may change;
+    ``node``: its fully qualified name, for the command the message suggests."""
     if is_ros_owned(name):
         return None  # rclpy checks its own (use_sim_time, qos_overrides.*)
     if name in START_ONLY:
@@ -162,7 +221,7 @@ def change_error(name: str, value: Any, configured: bool) -> str | None:
     _, error = check(name, value)
     if error is None and configured and name not in DYNAMIC:
         error = (f"{name}: read-only while the node is configured; it can change while the "
-                 f"node is unconfigured (ros2 lifecycle set /emotion_node cleanup) and is "
+                 f"node is unconfigured (ros2 lifecycle set {node} cleanup) and is "
                  f"used at the next configure")
     return error
 
@@ -201,6 +260,27 @@ def emotion_thresholds(value: Sequence[float], categories: Sequence[str],
             f"categories ({', '.join(categories)}): give one value, one per category, or [] "
             f"for the model file's thresholds")
     return np.asarray(value, dtype=np.float32)
+
+
+def tensorrt_options(params: NodeParams) -> dict[str, Any]:
+    """ONNX Runtime's TensorRT provider options for ``params``: fp16 and int8 modes, and the
+    engine and timing caches in ``tensorrt_engine_cache`` (when set)."""
+    options: dict[str, Any] = {"trt_fp16_enable": params.fp16,
+                               "trt_int8_enable": params.tensorrt_int8}
+    if params.tensorrt_engine_cache:
+        folder = resolve_model_path(params.tensorrt_engine_cache)
+        options.update(trt_engine_cache_enable=True, trt_engine_cache_path=folder,
+                       trt_timing_cache_enable=True, trt_timing_cache_path=folder)
+    return options
+
+
+def provider_specs(params: NodeParams) -> list[Any] | None:
+    """The ONNX Runtime providers for ``params``: names, TensorRT's with its options
+    (:func:`tensorrt_options`); None when ``providers`` is empty (chosen from ``device``)."""
+    if not params.providers:
+        return None
+    return [(name, tensorrt_options(params)) if name == TENSORRT_PROVIDER else name
+            for name in params.providers]
 
 
 def resolve_model_path(path: str) -> str:
@@ -296,8 +376,8 @@ def _emotion_threshold(value: Any) -> tuple[float, ...]:
 
 
 def _max_people(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("must be an integer >= 1")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PEOPLE:
+        raise ValueError(f"must be an integer in [1, {MAX_PEOPLE}]")
     return value
 
 
@@ -310,9 +390,15 @@ def _smoothing(value: Any) -> float:
 
 def _max_rate_hz(value: Any) -> float:
     number = _number(value)
-    if number < 0.0:
-        raise ValueError("must be > 0, or 0 for as fast as possible")
+    if not 0.0 <= number <= MAX_RATE_HZ:
+        raise ValueError(f"must be in (0, {MAX_RATE_HZ:g}], or 0 for as fast as possible")
     return number
+
+
+def _cache_folder(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a folder path, or empty for no cache")
+    return value.strip()
 
 
 _CHECKS = {
@@ -321,6 +407,8 @@ _CHECKS = {
     "device": _device,
     "providers": _providers,
     "fp16": _boolean,
+    "tensorrt_int8": _boolean,
+    "tensorrt_engine_cache": _cache_folder,
     "category_set": _category_set,
     "detection_threshold": _detection_threshold,
     "emotion_threshold": _emotion_threshold,

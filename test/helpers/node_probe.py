@@ -27,7 +27,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -51,16 +51,24 @@ TRANSITIONS = {
 }
 
 
-def node_command(*ros_args: str) -> list[str]:
+def node_command(*ros_args: str, camera_topic: str = CAMERA_TOPIC, namespace: str = "",
+                 node_name: str = "emotion_node") -> list[str]:
     """``emotion_node --ros-args ... --params-file config/emotion.yaml -r image:=/camera/image_raw
     ...``: the launch file's command (:mod:`caer_ros.ros.launch_command`), then ``ros_args``."""
-    return emotion_node_command(CAMERA_TOPIC, CONFIG, ros_args=ros_args)
+    return emotion_node_command(camera_topic, CONFIG, ros_args=ros_args, namespace=namespace,
+                                node_name=node_name)
 
 
-def start_node(env: dict[str, str], log: Path, *ros_args: str) -> subprocess.Popen:
-    """The node as a process in ``REPO``, stdout and stderr to ``log``."""
+def start_node(env: dict[str, str], log: Path, *ros_args: str,
+               command: list[str] | None = None, **where: str) -> subprocess.Popen:
+    """The node as a process in ``REPO``, stdout and stderr to ``log``; ``where``: the
+    camera_topic, namespace and node_name of :func:`node_command`; ``command``: another
+    program in place of the ``emotion_node`` script (the arguments follow it)."""
+    arguments = node_command(*ros_args, **where)
+    if command is not None:
+        arguments = [*command, *arguments[arguments.index("--ros-args"):]]
     with log.open("w") as out:
-        return subprocess.Popen(node_command(*ros_args), env=env, cwd=REPO, stdout=out,
+        return subprocess.Popen(arguments, env=env, cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT)
 
 
@@ -118,7 +126,14 @@ class NodeProbe:
     effort). Answers are kept by their header stamp: give every published frame its own.
     """
 
-    def __init__(self, domain_id: int, reliable: bool = True, name: str = "emotion_probe"):
+    def __init__(self, domain_id: int, reliable: bool = True, name: str = "emotion_probe",
+                 camera_topic: str = CAMERA_TOPIC, namespace: str = "",
+                 node_name: str = "emotion_node"):
+        """``camera_topic``, ``namespace``, ``node_name``: where the node listens and what it
+        is called (its outputs are in its namespace, its services under its name)."""
+        namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self.people_topic = namespace + PEOPLE_TOPIC
+        self.node_path = f"{namespace}/{node_name}"
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
@@ -126,25 +141,27 @@ class NodeProbe:
         self.executor.add_node(self.node)
         reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         frames = QoSProfile(depth=500, reliability=reliability)
-        self.raw_pub = self.node.create_publisher(Image, CAMERA_TOPIC, frames)
+        self.raw_pub = self.node.create_publisher(Image, camera_topic, frames)
         self.compressed_pub = self.node.create_publisher(
-            CompressedImage, CAMERA_TOPIC + "/compressed", frames)
+            CompressedImage, camera_topic + "/compressed", frames)
         self.people: dict[tuple[int, int], list[PersonEmotionArray]] = defaultdict(list)
         self.overlays: dict[tuple[int, int], list[Image]] = defaultdict(list)
         self.diagnostics: list[tuple[float, DiagnosticArray]] = []
-        self.node.create_subscription(PersonEmotionArray, PEOPLE_TOPIC,
+        self.node.create_subscription(PersonEmotionArray, self.people_topic,
                                       lambda m: self.people[stamp_key(m)].append(m), 50)
-        self.node.create_subscription(Image, OVERLAY_TOPIC,
+        self.node.create_subscription(Image, namespace + OVERLAY_TOPIC,
                                       lambda m: self.overlays[stamp_key(m)].append(m), 10)
         self.node.create_subscription(
             DiagnosticArray, "/diagnostics",
             lambda m: self.diagnostics.append((time.monotonic(), m)), 10)
-        self.enable_client = self.node.create_client(SetBool, "/emotion_node/enable")
+        self.enable_client = self.node.create_client(SetBool, f"{self.node_path}/enable")
         self.parameters_client = self.node.create_client(SetParameters,
-                                                         "/emotion_node/set_parameters")
+                                                         f"{self.node_path}/set_parameters")
+        self.describe_client = self.node.create_client(
+            DescribeParameters, f"{self.node_path}/describe_parameters")
         self.change_state_client = self.node.create_client(ChangeState,
-                                                           "/emotion_node/change_state")
-        self.get_state_client = self.node.create_client(GetState, "/emotion_node/get_state")
+                                                           f"{self.node_path}/change_state")
+        self.get_state_client = self.node.create_client(GetState, f"{self.node_path}/get_state")
         self._next_stamp = 1000
 
     def close(self) -> None:
@@ -167,7 +184,7 @@ class NodeProbe:
         pub = self.raw_pub if transport == "raw" else self.compressed_pub
         return self.spin_until(
             lambda: pub.get_subscription_count() > 0
-            and self.node.count_publishers(PEOPLE_TOPIC) > 0
+            and self.node.count_publishers(self.people_topic) > 0
             and self.enable_client.service_is_ready(), timeout, process)
 
     # ------------------------------------------------------------------ frames
@@ -218,6 +235,12 @@ class NodeProbe:
         future = self.parameters_client.call_async(request)
         self.spin_until(future.done, timeout)
         return future.result().results[0] if future.done() else None
+
+    def describe_parameters(self, names: list[str], timeout: float = 10.0) -> list | None:
+        """The node's ParameterDescriptors of ``names`` (None: no reply)."""
+        response = self._call(self.describe_client, DescribeParameters.Request(names=names),
+                              timeout)
+        return None if response is None else list(response.descriptors)
 
     def _call(self, client, request, timeout: float):
         """The response of ``client`` to ``request`` (None: no service or no reply in time)."""
