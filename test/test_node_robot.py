@@ -15,9 +15,8 @@ import time
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from rosgraph_msgs.msg import Clock
-
 from helpers.node_probe import REPO, NodeProbe, image_msg, start_node, stop_node
+from rosgraph_msgs.msg import Clock
 
 START_TIMEOUT_S = 60.0
 
