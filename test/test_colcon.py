@@ -54,7 +54,10 @@ def test_readme_recipe_builds_both_packages(workspace):
                      f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF")
     assert result.returncode == 0, result.stdout + result.stderr
     install = workspace / "install"
-    assert (install / "caer_ros" / "share" / "caer_ros" / "package.xml").is_file()
+    share = install / "caer_ros" / "share" / "caer_ros"
+    assert (share / "package.xml").is_file()
+    for installed in ("launch/emotion.launch.py", "config/emotion.yaml", "rviz/emotion.rviz"):
+        assert (share / installed).is_file(), installed
     assert (install / "caer_ros" / "share" / "ament_index" / "resource_index" / "packages"
             / "caer_ros").is_file()
     msg_share = install / "caer_msgs" / "share" / "caer_msgs" / "msg"

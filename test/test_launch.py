@@ -125,3 +125,17 @@ def test_launch_description_loads_where_launch_is_installed(tmp_path, monkeypatc
 
         executable = perform_substitutions(context, executable)
     assert executable == _console_script()[0]
+
+
+def test_rviz_config_shows_the_camera_and_the_overlay():
+    """rviz/emotion.rviz (installed beside the launch file): two Image displays, on the launch
+    file's default camera topic and on the node's overlay, best effort as a camera publishes."""
+    from caer_ros.ros.emotion_node import OVERLAY_TOPIC
+
+    config = yaml.safe_load((REPO / "rviz" / "emotion.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    images = {d["Topic"]["Value"]: d for d in displays
+              if d["Class"] == "rviz_default_plugins/Image"}
+    assert set(images) == {"/camera/image_raw", "/" + OVERLAY_TOPIC}
+    assert all(d["Topic"]["Reliability Policy"] == "Best Effort" for d in images.values())
+    assert 'glob("rviz/*.rviz")' in (REPO / "setup.py").read_text()
