@@ -206,3 +206,23 @@ def test_a_lifecycle_configure_answers_when_the_long_load_is_done(ros_env, tmp_p
     finally:
         probe.close()
         stop_node(process, signal.SIGINT)
+
+
+def test_sigint_during_a_long_model_load_ends_the_node_at_once(ros_env, tmp_path,
+                                                                small_model_files):
+    """A load of minutes does not hold the process: SIGINT while it loads ends it with 0."""
+    _, onnx = small_model_files
+    log = tmp_path / "node.log"
+    slow = [sys.executable, str(REPO / "test" / "helpers" / "slow_node.py"), "120"]
+    process = start_node(ros_env, log, "-p", f"model_path:={onnx}", command=slow)
+    probe = NodeProbe(_domain(ros_env))
+    try:
+        assert probe.spin_until(lambda: any("loading model" in s.message
+                                            for s in _statuses(probe, 0.0)),
+                                START_TIMEOUT_S, process), log.read_text()[-3000:]
+        interrupted = time.monotonic()
+        assert stop_node(process, signal.SIGINT) == 0, log.read_text()[-3000:]
+        assert time.monotonic() - interrupted < 10.0
+    finally:
+        probe.close()
+        stop_node(process, signal.SIGKILL)

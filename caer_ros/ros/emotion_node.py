@@ -297,7 +297,7 @@ class EmotionNode(LifecycleNode):
                 f"tell the time so far")
         self._loading = (what, time.monotonic())
         try:
-            predictor = self._predictor_factory(params)
+            predictor = self._load(params)
         finally:
             self._loading = None
         if params.category_set:
@@ -317,6 +317,27 @@ class EmotionNode(LifecycleNode):
         self.people_pub = self.create_lifecycle_publisher(PersonEmotionArray, PEOPLE_TOPIC, 10)
         self.overlay_pub = (self.create_lifecycle_publisher(Image, OVERLAY_TOPIC, 2)
                             if params.publish_overlay else None)
+
+    def _load(self, params: NodeParams) -> Any:
+        """The predictor factory's result, loaded in a daemon thread of its own: a process
+        ended (SIGINT) during a load of minutes ends now, not when the load is done."""
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                result["predictor"] = self._predictor_factory(params)
+            except BaseException as err:  # handed to the configure that waits for it
+                result["error"] = err
+
+        loader = threading.Thread(target=load, name="model_loader", daemon=True)
+        loader.start()
+        while loader.is_alive():
+            loader.join(0.2)
+            if loader.is_alive() and not self.context.ok():
+                raise StartupError("interrupted while loading the model")
+        if "error" in result:
+            raise result["error"]
+        return result["predictor"]
 
     def _stop_processing(self, timeout: float = 10.0) -> None:
         """Unsubscribe, stop and join the worker, forget a waiting frame."""
@@ -585,7 +606,8 @@ def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int
             node.get_logger().info("unconfigured (autostart false): waiting for "
                                    f"ros2 lifecycle set {node.get_fully_qualified_name()} "
                                    "configure")
-        executor.spin()
+        if node.context.ok():  # not interrupted while starting
+            executor.spin()
     except StartupError as err:
         print(f"{NODE_NAME}: {err}", file=sys.stderr, flush=True)
         code = 1
