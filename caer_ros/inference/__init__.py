@@ -4,7 +4,8 @@ Frame path: ``preprocess`` -> ``graph`` (in the backend) -> ``decode`` -> image 
 
 - ``preprocess``: letterbox + ImageNet normalisation of a camera frame, box mapping back.
 - ``graph``: ``InferenceGraph``, BENet plus the map-wide decoding steps (activation, flip test,
-  scale fusion, row prefix sums); run by torch or exported to ONNX.
+  scale fusion, row prefix sums); run by torch or exported to ONNX. ``graph_outputs``: its
+  output names and strides without torch, so an ONNX model's frame path imports no torch.
 - ``decode``: the graph's maps -> people (CenterNet peaks, boxes, emotion scores per box);
   the one decode path of the node, ``caer-infer`` and the evaluator.
 - ``predictor``: ``Predictor.from_file(path)``, torch or ONNX Runtime behind one interface.

@@ -36,15 +36,15 @@ the box width, not its area.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
-from caer_ros.inference.graph import (
+from caer_ros.inference.graph_outputs import (
     CONTINUOUS_SUMS,
     EMOTION_SUMS,
     HEATMAP,
@@ -52,6 +52,9 @@ from caer_ros.inference.graph import (
 )
 from caer_ros.inference.preprocess import Letterbox
 from caer_ros.model.inference_settings import EXTRACTIONS, InferenceSettings
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -500,7 +503,10 @@ def _primary_set(maps: SummedMaps, primary_set: str | None) -> str:
 
 
 def as_numpy(value: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(value, Tensor):
+    """``value`` as a numpy array (a torch tensor copied to the host, half precision as float32).
+    Without torch imported nothing is a tensor: an ONNX model's host side runs without it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy()
     return np.asarray(value)

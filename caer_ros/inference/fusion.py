@@ -29,7 +29,7 @@ import numpy as np
 
 from caer_ros.inference.boxes import subject_crop
 from caer_ros.inference.decode import Detections
-from caer_ros.inference.graph import PC_SCORES
+from caer_ros.inference.graph_outputs import PC_SCORES
 from caer_ros.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
 

@@ -50,6 +50,10 @@ with its fixed ``input_size``); every other setting (thresholds, top-K, peak win
 extraction, the short side) is read on the host at run time. Every resize of the graph is by
 an integer factor (``scale_factor``), so an exported graph takes any input size the network
 does.
+
+The output names, the strides and :data:`GRAPH_SETTINGS` are defined without torch in
+:mod:`caer_ros.inference.graph_outputs` (what the host side of an ONNX model reads) and are
+the same objects here.
 """
 
 from __future__ import annotations
@@ -62,18 +66,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caer_ros.model.config import ModelConfig
+from caer_ros.inference.graph_outputs import (
+    CONTINUOUS_SUMS,
+    EMOTION_SUMS,
+    HEATMAP,
+    PC_SCORES,
+    SIZE,
+    output_names,
+    output_stride,
+    peak_stride,
+)
+from caer_ros.inference.graph_outputs import GRAPH_SETTINGS as GRAPH_SETTINGS  # re-exported
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import BENet
 from caer_ros.model.output import BENetOutput, ScaleOutput
-
-HEATMAP = "heatmap"
-SIZE = "size"
-EMOTION_SUMS = "emotion_sums."  # + category-set name
-CONTINUOUS_SUMS = "continuous_sums"
-PC_SCORES = "pc_scores."  # + category-set name
-GRAPH_SETTINGS: tuple[str, ...] = ("fuse_scales", "fuse_sizes", "fuse_upsample", "flip_test",
-                                   "fusion", "peak_resolution", "resize")
 
 
 @dataclass
@@ -90,27 +96,6 @@ class ScoreMaps:
     size: Tensor  # (B, 2, h, w) box width, height in network-input pixels
     emotions: dict[str, Tensor]  # category-set name -> (B, E, h, w) probabilities
     continuous: Tensor | None = None  # (B, 3, h, w) valence, arousal, dominance in 0..1
-
-
-def output_stride(config: ModelConfig, settings: InferenceSettings) -> int:
-    """Stride of the graph's emotion maps: 2 when 1/4 and 1/2 outputs are fused, else 4."""
-    return 2 if config.half_resolution and settings.fuse_scales else 4
-
-
-def peak_stride(config: ModelConfig, settings: InferenceSettings) -> int:
-    """Stride of the graph's heatmap and sizes: 1 with ``peak_resolution`` ``input``, else
-    :func:`output_stride`."""
-    return 1 if settings.peak_resolution == "input" else output_stride(config, settings)
-
-
-def output_names(config: ModelConfig, settings: InferenceSettings | None = None) -> list[str]:
-    """The graph's output names, in order (see the module docstring); the ``pc_scores.<set>``
-    outputs only when ``settings.fusion`` is ``mean``."""
-    names = [HEATMAP, SIZE] + [EMOTION_SUMS + name for name in config.categories]
-    names += [CONTINUOUS_SUMS] if config.continuous else []
-    if settings is not None and settings.fusion == "mean":
-        names += [PC_SCORES + name for name in config.categories]
-    return names
 
 
 # --------------------------------------------------------------------------- steps

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from caer_ros.inference.graph import output_names, output_stride, peak_stride
+from caer_ros.inference.graph_outputs import output_names, output_stride, peak_stride
 from caer_ros.model.checkpoint import ModelFile, ModelFileError, upgraded_config
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings

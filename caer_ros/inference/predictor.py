@@ -61,7 +61,7 @@ from caer_ros.inference.decode import (
     read_people,
 )
 from caer_ros.inference.fusion import crop_batch, fuse_mean, person_centric_outputs
-from caer_ros.inference.graph import GRAPH_SETTINGS, output_stride, peak_stride
+from caer_ros.inference.graph_outputs import GRAPH_SETTINGS, output_stride, peak_stride
 from caer_ros.inference.preprocess import Letterbox, input_size_for, prepare
 from caer_ros.inference.runners import (
     OnnxRunner,

@@ -11,6 +11,8 @@ graph on a normalised batch, and the choice of ONNX Runtime execution providers.
   :func:`physical_cores`.
 
 Every problem with the file raises :class:`~caer_ros.model.checkpoint.ModelFileError` naming it.
+Only :class:`TorchRunner` imports torch (when it is made): the ONNX Runtime backend runs
+without PyTorch installed.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from caer_ros.inference import onnx_metadata
-from caer_ros.inference.graph import InferenceGraph
 from caer_ros.model.checkpoint import ModelFile, ModelFileError
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
+
+if TYPE_CHECKING:
+    import torch
 
 LOG = logging.getLogger("caer_ros")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -53,6 +56,10 @@ class TorchRunner:
 
     def __init__(self, model: torch.nn.Module, settings: InferenceSettings, device: str,
                  fp16: bool) -> None:
+        import torch
+
+        from caer_ros.inference.graph import InferenceGraph
+
         try:
             self.device = torch.device(device)
         except RuntimeError as error:
@@ -75,6 +82,8 @@ class TorchRunner:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs as float32 numpy arrays on the host (no copy on the CPU)."""
+        import torch
+
         with torch.inference_mode():
             images = torch.from_numpy(batch).to(self.device, non_blocking=True)
             if self.fp16:

@@ -12,6 +12,8 @@ the frame a track starts; ``smoothing = 0`` publishes the raw scores.
 
 The node (:mod:`caer_ros.ros.frame_path`) and ``caer-infer`` on videos and cameras
 (:mod:`caer_ros.inference.video`) both track through :func:`track` with these defaults.
+SciPy (most of a second to import) is imported by the first :class:`IouTracker` made, not
+with this module: a node or ``caer-infer`` run without tracking never loads it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from caer_ros.inference.boxes import iou_matrix
 
@@ -62,6 +63,9 @@ class IouTracker:
         self.smoothing = smoothing
         self.tracks: list[Track] = []
         self._next_id = 1
+        from scipy.optimize import linear_sum_assignment  # here, not per frame: see above
+
+        self._assign = linear_sum_assignment
 
     @property
     def smoothing(self) -> float:
@@ -121,7 +125,7 @@ class IouTracker:
         if not self.tracks or not len(boxes):
             return {}
         iou = iou_matrix(boxes, np.array([t.box for t in self.tracks]))
-        rows, cols = linear_sum_assignment(iou, maximize=True)
+        rows, cols = self._assign(iou, maximize=True)
         return {int(d): int(t) for d, t in zip(rows, cols, strict=True)
                 if iou[d, t] >= self.iou_threshold}
 

@@ -11,6 +11,9 @@ A model file is a ``torch.save`` of a dict holding only tensors and plain data::
 It is always read with ``torch.load(..., weights_only=True)``, so a file can never run code.
 Every problem with a file (missing, truncated, foreign, refused, incompatible) raises one
 exception class, :class:`ModelFileError`, with a one-line message naming the file.
+
+This module imports torch only where a file is read or written (:func:`import_torch`), so
+:class:`ModelFileError` and :class:`ModelFile` serve the ONNX path on a robot without PyTorch.
 """
 
 from __future__ import annotations
@@ -21,21 +24,26 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from caer_ros import __version__
 from caer_ros.atomic_file import atomic_write
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
-from caer_ros.model.network import BENet
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from caer_ros.model.network import BENet
 
 FORMAT = "caer_ros.model"
 VERSION = 1
 _KEYS = {"format", "version", "config", "inference", "state_dict", "meta"}
+TORCH_NEEDED = ("a .pt model file needs PyTorch (pip install torch); use an .onnx export on a "
+                "robot without it")
 
 
 class ModelFileError(ValueError):
@@ -56,6 +64,19 @@ class ModelFile:
     inference: InferenceSettings
     meta: dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
+
+
+def import_torch(path: str | os.PathLike) -> ModuleType:
+    """torch, for reading or writing the PyTorch file ``path``; without it (or with a torch
+    that fails to import) a :class:`ModelFileError` naming the file says so (:data:`TORCH_NEEDED`).
+    """
+    try:
+        import torch
+    except (ImportError, OSError) as error:  # OSError: a torch whose native libraries fail
+        missing = isinstance(error, ModuleNotFoundError) and error.name == "torch"
+        reason = "" if missing else f" (import torch failed: {error})"
+        raise ModelFileError(path, TORCH_NEEDED + reason) from None
+    return torch
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -99,6 +120,7 @@ def save_model_file(path: str | os.PathLike, model: BENet,
         "meta": full_meta,
     }
     path = Path(path)
+    torch = import_torch(path)
     with atomic_write(path) as stream:
         torch.save(data, stream)
     return path
@@ -118,6 +140,7 @@ def load_plain_data(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ModelFileError(path, "is empty (not a PyTorch file)")
+    torch = import_torch(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_SCALARS):
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notes on foreign files
@@ -171,6 +194,8 @@ def read_model_file(path: str | os.PathLike,
     """Read and validate a model file: its plain-data part and its state dict."""
     path = Path(path)
     data = load_plain_data(path, map_location)
+    from torch import Tensor  # imported by load_plain_data
+
     if not isinstance(data, dict):
         raise ModelFileError(path, f"not a caer_ros model file (holds a {type(data).__name__})")
     if "format" not in data:
@@ -223,6 +248,10 @@ def load_model_file(path: str | os.PathLike,
     """Build the network a model file describes, load its weights, and return it in eval mode
     (on ``map_location`` when that names a device) with the file's plain data."""
     info, state = read_model_file(path, map_location)
+    import torch  # imported by read_model_file
+
+    from caer_ros.model.network import BENet
+
     model = BENet(info.config)
     _check_state(Path(path), model, state)
     model.load_state_dict(state)
