@@ -58,8 +58,9 @@ SINGLE_LABEL_SETS: frozenset[str] = frozenset({"heco"})
 
 
 def is_single_label(name: str) -> bool:
-    """Whether each person of set ``name`` has exactly one category (HECO) or several."""
-    category_set(name)  # an unknown name is an error
+    """Whether each person of set ``name`` has exactly one category by the dataset's design
+    (HECO). Any other set, a lab's own included, is multi-label unless its model scores it
+    with a softmax (``ModelConfig.softmax_sets``)."""
     return name.lower() in SINGLE_LABEL_SETS
 
 

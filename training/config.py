@@ -72,6 +72,7 @@ from caer_ros.labels import category_set
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 from training.data.transforms import PRE_TRANSFORMS, AugmentConfig
+from training.datasets.coco import is_coco_folder
 
 TASKS = ("bu", "det", "pc", "bg")
 DEFAULT_ROUTES = {"raw": ("det",), "random_mask": ("bu",), "extract_subject": ("pc",),
@@ -83,7 +84,8 @@ BU_READINGS = ("center", "box_mean")
 BEST_BY = ("loss", "metric")
 STUDENT_FEATURES = ("quarter", "concat")  # amalgamation.student_feature
 DEFAULT_CHANNELS = 96  # amalgamation.channels: C of the KA paper
-SOURCES = ("emotic", "heco")
+SOURCES = ("emotic", "heco", "coco")
+OWN_SET = "own"  # the model's name for a category set of a lab's own names (data.emotions)
 
 
 class ConfigError(ValueError):
@@ -117,7 +119,13 @@ class DataConfig(Section):
     image folders; ``--data`` sets it). ``train`` / ``val``: the sources of each split,
     ``emotic`` (its own split) and/or ``heco`` (``heco_csv`` and ``heco_images``, relative to
     ``root`` unless absolute, partitioned 70/10/20 with ``heco_seed``, HECO paper style; with
-    ``heco_split: all`` every HECO image goes to train, as BENet's extra data, and none to val)."""
+    ``heco_split: all`` every HECO image goes to train, as BENet's extra data, and none to val)
+    and/or ``coco`` (a lab's own folder, ``root/train.json``, ``val.json``, ``test.json``:
+    :mod:`training.datasets.coco`; a ``root`` holding ``train.json`` is read so whatever the
+    sources say). ``emotions``: the category set, a known set's name (``emotic``, ``heco``) or
+    a list of a lab's own names (``[Happy, Sad, Neutral, Surprised]``, the model's set
+    ``own``); empty: the model's first set. ``continuous_range``: the scale of valence,
+    arousal and dominance in a COCO folder (e.g. ``[0, 1]``)."""
 
     config_name: ClassVar[str] = "data"
 
@@ -128,6 +136,8 @@ class DataConfig(Section):
     heco_images: str = "heco/images"
     heco_seed: int = 0
     heco_split: str = "partition"  # or "all": every HECO image trains (BENet's extra data)
+    emotions: tuple[str, ...] = ()
+    continuous_range: tuple[float, float] = (1.0, 10.0)
 
     def path(self, value: str) -> Path:
         """``value`` resolved against ``root``."""
@@ -287,6 +297,8 @@ class TrainConfig(Section):
     best_by: str = "loss"
     amalgamation: AmalgamationConfig | None = None
     init_backbone: str | None = None
+    init_from: str | None = None
+    freeze_backbone_steps: int = 0
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
@@ -379,6 +391,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     pre-transforms' and routes' defaults) are resolved here, then
     :func:`caer_ros.config_data.from_dict` reads the whole."""
     check_keys(TrainConfig, raw)
+    raw = _with_init_model(_with_emotions(raw))
     values = dict(raw)
     tasks = _names(raw.get("tasks", list(TASKS)), "tasks", TASKS)
     if not tasks:
@@ -418,8 +431,14 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inference: {exc}") from None
     config = from_dict(TrainConfig, values)
+    if is_coco_folder(config.data.root):  # a lab's own folder is read as one
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, train=("coco",), val=("coco",)))
     for name in ("train", "val"):
         sources = _names(getattr(config.data, name), f"data.{name}", SOURCES)
+        if "coco" in sources and len(sources) > 1:
+            raise ConfigError(f"data.{name}: coco (a lab's own folder) cannot be mixed with "
+                              f"other sources, got {list(sources)}")
         config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                        **{name: sources}))
     _check_run(config)
@@ -475,7 +494,7 @@ def _check_run(c: TrainConfig) -> None:
         raise ConfigError("task pc needs model.person_centric: true")
     if "bg" in c.tasks and not c.model.background:
         raise ConfigError("task bg needs model.background: true")
-    sources = set(c.data.train) | set(c.data.val)
+    sources = (set(c.data.train) | set(c.data.val)) - {"coco"}  # coco: the model's first set
     for source in sources:
         if source not in c.model.categories:
             raise ConfigError(f"data uses {source} but the model has no {source!r} category "
@@ -495,6 +514,16 @@ def _check_run(c: TrainConfig) -> None:
                           "from the bottom-up emotion maps)")
     if c.init_backbone is not None and not (isinstance(c.init_backbone, str) and c.init_backbone):
         raise ConfigError("init_backbone must be a weights file path or null")
+    if c.init_backbone is not None and c.init_from is not None:
+        raise ConfigError("init_from (a whole model file) and init_backbone (backbone weights) "
+                          "both start the model: give one")
+    if not (isinstance(c.freeze_backbone_steps, int)
+            and not isinstance(c.freeze_backbone_steps, bool) and c.freeze_backbone_steps >= 0):
+        raise ConfigError("freeze_backbone_steps must be an integer >= 0")
+    low, high = c.data.continuous_range
+    if not (_number(low) and _number(high) and low < high):
+        raise ConfigError(f"data.continuous_range must be [low, high] with low < high, got "
+                          f"{list(c.data.continuous_range)}")
     _check_multitask(c)
 
 
@@ -528,6 +557,80 @@ def _check_multitask(c: TrainConfig) -> None:
         if len(c.model.categories) < 2:
             raise ConfigError("discriminator needs at least two category sets (tasks) to tell "
                               f"apart; model.categories has {list(c.model.categories)}")
+
+
+def emotion_categories(emotions: Any) -> dict[str, tuple[str, ...]]:
+    """The model's category set for ``data.emotions``: a known set's name (a string, or a
+    list of that one name) -> that set; a list of names -> ``{"own": names}``; ConfigError
+    otherwise (the message names the field)."""
+    if isinstance(emotions, str):
+        emotions = [emotions]
+    if not isinstance(emotions, list | tuple) or not emotions or \
+            not all(isinstance(n, str) and n.strip() for n in emotions):
+        raise ConfigError(f"data.emotions must be a category set's name (emotic, heco) or a "
+                          f"list of emotion names, got {emotions!r}")
+    if len(emotions) == 1:
+        try:
+            return {emotions[0].lower(): category_set(emotions[0])}
+        except ValueError:
+            pass  # one name of the lab's own
+    names = tuple(n.strip() for n in emotions)
+    folded = [n.casefold() for n in names]
+    doubles = sorted({n for n in names if folded.count(n.casefold()) > 1})
+    if doubles:
+        raise ConfigError(f"data.emotions names {', '.join(doubles)} twice")
+    return {OWN_SET: names}
+
+
+def _with_emotions(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``model.categories`` set from ``data.emotions`` (when given; a
+    ``model.categories`` written beside it must agree)."""
+    data = raw.get("data")
+    emotions = data.get("emotions") if isinstance(data, dict) else None
+    if emotions in (None, [], ()):
+        return raw
+    categories = emotion_categories(emotions)
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError("model must be a section")
+    given = model.get("categories")
+    if given is not None:
+        named = {n: category_set(n) for n in given} if isinstance(given, list | tuple) \
+            else given
+        if {k: tuple(v) for k, v in dict(named).items()} != categories:
+            raise ConfigError(f"model.categories ({given!r}) and data.emotions ({emotions!r}) "
+                              f"disagree: give data.emotions alone")
+    data = {**data, "emotions": list(next(iter(categories.values())))
+            if OWN_SET in categories else [next(iter(categories))]}
+    return {**raw, "data": data, "model": {**model, "categories": dict(categories)}}
+
+
+def _with_init_model(raw: dict[str, Any]) -> dict[str, Any]:
+    """With ``init_from``: the model section starts from the model file's architecture (the
+    config's keys over it; the categories are the data's) and the inference settings from the
+    file's (its emotion thresholds left out: the set may differ)."""
+    path = raw.get("init_from")
+    if path is None:
+        return raw
+    if not isinstance(path, str) or not path:
+        raise ConfigError("init_from must be a model file path or null")
+    from caer_ros.model.checkpoint import ModelFileError, read_model_file
+
+    try:
+        info, _ = read_model_file(Path(path).expanduser())
+    except (ModelFileError, OSError) as exc:
+        raise ConfigError(f"init_from: {' '.join(str(exc).split())}") from None
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError("model must be a section")
+    base = info.config.to_dict()
+    base.pop("scores", None)  # follows emotion_loss
+    inference = info.inference.to_dict()
+    inference.pop("emotion_thresholds", None)
+    given = raw.get("inference") or {}
+    if not isinstance(given, dict):
+        raise ConfigError("inference must be a mapping")
+    return {**raw, "model": {**base, **model}, "inference": {**inference, **given}}
 
 
 def _model(raw: Any, tasks: tuple[str, ...]) -> ModelConfig:

@@ -101,6 +101,8 @@ class Trainer(Job):
         self.model = build_model(config.model, seed=config.seed)
         if config.init_backbone is not None:
             self._init_backbone(config.init_backbone)
+        if config.init_from is not None:
+            self._init_from(config.init_from)
         self.extras = build_extras(config, self.model, self.ctx.device)
         self.training_net = TrainingNet(self.model, self.extras)
         # found before the BatchNorms are synchronised (CUDA's SyncBatchNorm is no BatchNorm2d)
@@ -289,6 +291,8 @@ class Trainer(Job):
 
     def train_step(self, batch: Any) -> dict[str, float]:
         self.net.train()
+        if self.state.global_step < self.config.freeze_backbone_steps:
+            self.model.backbone.eval()  # only the heads learn: the backbone's statistics too
         for extra in self.extras:
             extra.set_progress(self._progress())
         loss, terms, _ = self._forward_losses(batch, self.net, self.ctx.world)
@@ -297,6 +301,9 @@ class Trainer(Job):
                                      f"{self.state.global_step}; lower optim.lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.state.global_step < self.config.freeze_backbone_steps:
+            for parameter in self.model.backbone.parameters():  # Adam leaves these alone
+                parameter.grad = None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         values = {"total": loss.detach() / self.ctx.world, **terms}
@@ -375,6 +382,17 @@ class Trainer(Job):
                                   "carries_little": result.carries_little})
             with atomic_write(self.out / "teacher_probe.json") as stream:
                 stream.write(json.dumps(found, indent=1).encode())
+
+    def _init_from(self, path: str) -> None:
+        """Fine-tuning: every tensor of the model file that fits (:mod:`training.finetune`)."""
+        from training.finetune import InitError, ModelFileError, load_init_model
+
+        try:
+            report = load_init_model(self.model, Path(path).expanduser())
+        except (InitError, ModelFileError, OSError) as exc:
+            raise DataError(" ".join(str(exc).split())) from None
+        if self.ctx.main:
+            print(report.summary(), flush=True)
 
     def _init_backbone(self, spec: str) -> None:
         from caer_ros.model.weights import BackboneWeightsError, load_backbone_weights

@@ -45,6 +45,7 @@ from caer_ros.inference.preprocess import letterbox, normalize
 from training.config import TASKS, TrainConfig
 from training.data.targets import ScaleTargets, build_targets
 from training.data.transforms import AugmentConfig, Sample, augment, draw_pre_transform
+from training.datasets.coco import CocoFormatError, EmotionSet, load_coco
 from training.datasets.emotic import load_emotic
 from training.datasets.heco import heco_partition, load_heco
 from training.datasets.records import ImageRecord, LoadReport
@@ -69,9 +70,11 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
         raise DataError("no data folder: pass --data DIR (or set data.root in the config)")
     records: list[ImageRecord] = []
     reports: list[LoadReport] = []
-    for source in getattr(data, split):
+    for source in data_sources(config, split):
         try:
-            if source == "emotic":
+            if source == "coco":
+                found, report = load_coco(data.root, split, coco_emotions(config))
+            elif source == "emotic":
                 found, report = load_emotic(data.root, split)
             else:
                 everything, report = load_heco(data.path(data.heco_csv),
@@ -80,7 +83,7 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
                     found = everything if split == "train" else []
                 else:
                     found = heco_partition(everything, data.heco_seed)[split]
-        except (OSError, ValueError) as exc:  # missing or malformed annotation files
+        except (OSError, ValueError, CocoFormatError) as exc:  # missing or malformed files
             raise DataError(" ".join(str(exc).split())) from None
         records.extend(found)
         reports.append(report)
@@ -95,6 +98,18 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
         what = "; ".join(r.summary() for r in reports)
         raise DataError(f"no usable person in the {split} split ({what})")
     return records, reports
+
+
+def data_sources(config: TrainConfig, split: str) -> tuple[str, ...]:
+    """The sources of ``split`` (a lab's COCO folder is ``coco``: the config found it so)."""
+    return tuple(getattr(config.data, split))
+
+
+def coco_emotions(config: TrainConfig) -> EmotionSet:
+    """The category set a COCO folder is read with: the model's first (``data.emotions``
+    makes it the data's), with ``data.continuous_range``."""
+    name, names = next(iter(config.model.categories.items()))
+    return EmotionSet(name, tuple(names), tuple(float(v) for v in config.data.continuous_range))
 
 
 def print_reports(reports: Sequence[LoadReport]) -> None:

@@ -58,7 +58,9 @@ class PersonRecord:
 
 @dataclass
 class ImageRecord:
-    """One image and its annotated people. ``split`` is the split the source put it in."""
+    """One image and its annotated people. ``split`` is the split the source put it in;
+    ``names``: the categories of a set of the data's own (a lab's COCO folder), empty for the
+    known sets of :mod:`caer_ros.labels`."""
 
     path: Path
     width: int
@@ -66,11 +68,12 @@ class ImageRecord:
     people: list[PersonRecord]
     split: str
     category_set: str
+    names: tuple[str, ...] = ()
 
     @property
     def categories(self) -> tuple[str, ...]:
         """Names of the category set, in the order of every person's ``categories`` vector."""
-        return category_set(self.category_set)
+        return self.names or category_set(self.category_set)
 
 
 @dataclass

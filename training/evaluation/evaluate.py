@@ -1,7 +1,7 @@
-"""Evaluation of a model file on EMOTIC or HECO: ER mAP, PD AP, OER (DESIGN.md "Metrics"), F1
-and the ABAW-style combined score.
+"""Evaluation of a model file on EMOTIC, HECO or a lab's own COCO folder: ER mAP, PD AP, OER
+(DESIGN.md "Metrics"), F1 and the ABAW-style combined score.
 
-    python -m training.evaluate --model M.pt|M.onnx --data DIR [--dataset emotic|heco]
+    python -m training.evaluate --model M.pt|M.onnx --data DIR [--dataset emotic|heco|coco]
         [--split test|val|train] [--backend auto|torch|onnxruntime] [--device cpu|cuda]
         [--detection-threshold 0.01] [--limit N] [--seed 0] [--images DIR] [--json PATH]
 
@@ -55,6 +55,12 @@ has no official split: the split is the KA paper's partition from ``--seed``
 (:func:`training.datasets.heco.heco_partition`), which must be the seed the model was trained
 with.
 
+A lab's own data (:mod:`training.datasets.coco`): ``DIR`` holds ``train.json``, ``val.json``,
+``test.json`` (found so without ``--dataset``); the people's emotions are read with the
+model's category set (``--category-set`` for a model with several, else its first), valence,
+arousal and dominance on the scale ``--continuous-range LOW HIGH`` (default 1 10). A
+single-label set (HECO, or one the model scores with a softmax) is reported with macro F1.
+
 Errors with the input (model file, annotations, images, category sets) print one line
 ``error: ...`` naming the file and exit with status 1.
 """
@@ -81,6 +87,7 @@ from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.labels import category_set, is_single_label
 from caer_ros.model.checkpoint import ModelFileError
+from training.datasets.coco import CocoFormatError, EmotionSet, is_coco_folder, load_coco
 from training.datasets.emotic import EmoticFormatError, load_emotic
 from training.datasets.heco import HecoFormatError, heco_partition, load_heco
 from training.datasets.records import ImageRecord, LoadReport
@@ -94,7 +101,7 @@ LOG = logging.getLogger(__name__)
 SCALE = 100
 #: Default minimum detection score of :func:`evaluate` (see the module docstring).
 DETECTION_THRESHOLD = 0.01
-DATASETS = ("emotic", "heco")
+DATASETS = ("emotic", "heco", "coco")
 SPLITS = ("test", "val", "train")
 HECO_LABELS = "HECO_Labels.csv"
 HECO_IMAGE_DIRS = (Path("heco") / "images", Path("images"), Path("."))
@@ -219,7 +226,9 @@ def emotion_thresholds(predictor: Predictor, set_name: str) -> np.ndarray:
     (``predictor.settings.emotion_thresholds``, every set of the model file); for a predictor
     without them its ``emotion_thresholds`` when ``set_name`` is its primary set, else 0.5 for
     every category (the default of the model file's settings)."""
-    count = len(category_set(set_name))
+    count = len(predictor.config.categories[set_name]) \
+        if set_name in getattr(getattr(predictor, "config", None), "categories", {}) \
+        else len(category_set(set_name))
     per_set = getattr(getattr(predictor, "settings", None), "emotion_thresholds", None) or {}
     if set_name in per_set:
         values = per_set[set_name]
@@ -238,10 +247,10 @@ def emotion_thresholds(predictor: Predictor, set_name: str) -> np.ndarray:
 def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
         labels: np.ndarray) -> dict[str, Any]:
     """The F1 fields of :class:`EvaluationResult` (x100) from the scores read at the annotated
-    boxes and their labels: single-label for a single-label set (HECO,
-    :func:`caer_ros.labels.is_single_label`), multi-label otherwise."""
-    categories = category_set(set_name)
-    if is_single_label(set_name):
+    boxes and their labels: single-label for a single-label set (:func:`single_label`),
+    multi-label otherwise."""
+    categories = tuple(predictor.config.categories[set_name])
+    if single_label(predictor, set_name):
         macro, per_category = metrics.macro_f1(scores, labels)
         fields: dict[str, Any] = {"single_label": True, "macro_f1": SCALE * macro,
                                   "accuracy": SCALE * metrics.accuracy(scores, labels)}
@@ -255,6 +264,14 @@ def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
     return fields
 
 
+def single_label(predictor: Predictor, set_name: str) -> bool:
+    """Whether ``set_name`` has one category per person: HECO
+    (:func:`caer_ros.labels.is_single_label`), or a set the model scores with a softmax (a
+    lab's own set trained with ``emotion_loss: ce``)."""
+    return is_single_label(set_name) or \
+        set_name in getattr(predictor.config, "softmax_sets", frozenset())
+
+
 def _finite(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -264,9 +281,11 @@ def _finite(value: float) -> float | None:
 
 
 def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", seed: int = 0,
-               images_dir: str | Path | None = None) -> tuple[list[ImageRecord], LoadReport]:
-    """The records of one split of EMOTIC (``data`` holds ``Annotations/Annotations.mat``) or
-    HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring).
+               images_dir: str | Path | None = None, emotions: EmotionSet | None = None
+               ) -> tuple[list[ImageRecord], LoadReport]:
+    """The records of one split of EMOTIC (``data`` holds ``Annotations/Annotations.mat``),
+    HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring) or
+    a lab's COCO folder (``data`` holds ``<split>.json``, read with ``emotions``).
 
     Problems of single records are counted in the report (:mod:`training.datasets.records`);
     an EMOTIC image of the split that cannot be read is refused instead, as the metrics of part
@@ -285,6 +304,10 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
         raise EvaluationError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if not data.is_dir():
         raise EvaluationError(f"{data}: no such data directory")
+    if dataset == "coco":
+        if emotions is None:
+            raise EvaluationError("a COCO folder is read with a category set: give emotions")
+        return load_coco(data, split, emotions)
     if dataset == "emotic":
         try:
             records, report = load_emotic(data, split)
@@ -333,7 +356,7 @@ def evaluated_set(predictor: Predictor, records: Sequence[ImageRecord]) -> str:
         have = ", ".join(model_sets) or "none"
         raise EvaluationError(f"{predictor.path}: the model's category set(s) ({have}) do not "
                               f"include the data's ({wanted})")
-    if tuple(model_sets[wanted]) != category_set(wanted):
+    if tuple(model_sets[wanted]) != tuple(records[0].categories):
         raise EvaluationError(f"{predictor.path}: the model's {wanted!r} categories differ from "
                               f"the dataset's (names or order)")
     return wanted
@@ -370,7 +393,7 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     if not records:
         raise EvaluationError("no images to evaluate")
     set_name = evaluated_set(predictor, records)
-    categories = category_set(set_name)
+    categories = tuple(predictor.config.categories[set_name])
     read_scores, labels, detections, truths = [], [], [], []
     continuous_read, continuous_truth = [], []
     resized = []
@@ -496,8 +519,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, type=Path,
                         help="dataset directory (EMOTIC: holds Annotations/Annotations.mat and "
                              "emotic/; HECO: holds HECO_Labels.csv)")
-    parser.add_argument("--dataset", choices=DATASETS, default="emotic",
-                        help="dataset format (default emotic)")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="dataset format (default: coco for a folder holding train.json, "
+                             "else emotic)")
+    parser.add_argument("--category-set",
+                        help="COCO folder: the model's category set its emotions are read with "
+                             "(default: the model's first)")
+    parser.add_argument("--continuous-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        default=(1.0, 10.0),
+                        help="COCO folder: the scale of valence, arousal and dominance "
+                             "(default 1 10)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "onnx"),
                         default="auto", help="default auto: from the model file's suffix")
@@ -519,6 +550,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--detection-threshold must be in [0, 1], got {args.detection_threshold}")
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
+    if args.continuous_range[0] >= args.continuous_range[1]:
+        parser.error(f"--continuous-range: LOW must be below HIGH, got {args.continuous_range}")
+    if args.dataset is None:
+        args.dataset = "coco" if is_coco_folder(args.data) else "emotic"
     return args
 
 
@@ -543,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = open_predictor(args.model, args.backend, args.device,
                                    setting_changes(args))
-        records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images)
+        records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images,
+                                     coco_emotions(predictor, args.category_set,
+                                                   args.continuous_range))
         print(report.summary(), file=sys.stderr)
         for line in report.warnings():
             print(line, file=sys.stderr)
@@ -561,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed if args.dataset == "heco" else None,
                 skipped_people=len(report.skipped)))
             print(f"wrote {args.json}")
-    except (ModelFileError, EvaluationError, EmoticFormatError, HecoFormatError) as error:
+    except (ModelFileError, EvaluationError, EmoticFormatError, HecoFormatError,
+            CocoFormatError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 1
     except OSError as error:  # e.g. the JSON file cannot be written, a directory unreadable
@@ -569,6 +607,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     return 0
+
+
+def coco_emotions(predictor: Predictor, set_name: str | None,
+                  continuous_range: Sequence[float] = (1.0, 10.0)) -> EmotionSet:
+    """The model's category set ``set_name`` (None: its first) as a COCO folder's emotions."""
+    sets = dict(predictor.config.categories)
+    name = set_name or next(iter(sets))
+    if name not in sets:
+        raise EvaluationError(f"{predictor.path}: no category set {name!r} (the model has "
+                              f"{', '.join(sets)})")
+    low, high = continuous_range
+    return EmotionSet(name, tuple(sets[name]), (float(low), float(high)))
 
 
 def _one_line(error: Exception) -> str:
