@@ -14,5 +14,6 @@ Frame path: ``preprocess`` -> ``graph`` (in the backend) -> ``decode`` -> image 
 - ``tracking``: stable person ids and score smoothing across frames (the node's and
   ``caer-infer``'s on videos and cameras).
 - ``overlay``: drawing people and labels on an image; ``cli``: ``caer-infer`` on images;
-  ``video``: ``caer-infer`` on videos and cameras.
+  ``video``: ``caer-infer`` on videos and cameras; ``results``: its JSON people;
+  ``coco_out``: its COCO pre-labels (``--coco-out``, for CVAT and the lab-data loader).
 """

@@ -3,10 +3,12 @@
     caer-infer PATH... --model M.pt|M.onnx [--out DIR] [--backend torch|onnxruntime]
                [--device cpu|cuda] [--providers P,P] [--fp16] [--threshold T] [--max-people N]
                [--fusion none|mean] [--category-set NAME] [--every N] [--max-fps F]
-               [--smoothing S] [--no-tracking]
+               [--smoothing S] [--no-tracking] [--coco-out FILE.json]
     caer-infer --camera N --model M [--out DIR] [--show] ...
 
-Videos and cameras: :mod:`caer_ros.inference.video`.
+Videos and cameras: :mod:`caer_ros.inference.video`. ``--coco-out``: the people of every image
+and processed frame as pre-labels in one COCO file (:mod:`caer_ros.inference.coco_out`), for
+CVAT ("COCO 1.0") and ``training/datasets/coco.py``.
 
 The JSON fields and the files written are described in :data:`DESCRIPTION` (the ``--help``
 text). The console entry point is ``caer-infer = caer_ros.inference.cli:main``.
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from caer_ros import BACKENDS, image_file
 from caer_ros.image_file import ImageFileError
+from caer_ros.inference.coco_out import CocoOutError, CocoWriter
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.predictor import Predictor
@@ -68,6 +71,18 @@ stem or camera<N>. --every N and --max-fps F thin out the frames. Ctrl-C stops c
 files keep every frame processed so far (exit status 130). A file that is not a video, or a
 video that ends before its frame count, is reported with its name (exit status 1); the frames
 processed are kept.
+
+--coco-out FILE.json: also every image's and processed frame's people in one COCO file, as
+pre-labels to correct in an annotation tool (CVAT: import as "COCO 1.0") and to train on
+(training/datasets/coco.py reads it). "images": "id", "file_name" (an image's path relative to
+FILE.json's folder; a video's or camera's processed frames are written as JPEG files to
+<FILE stem>_frames/<name>_<frame index, 6 digits>.jpg beside FILE.json), "width", "height".
+"annotations": one per person, "bbox" [x, y, w, h] in pixels, "category_id" 1 (person),
+"attributes" with "occluded" false, "rotation" 0.0 and one true/false per category of the
+reported set (true for the person's "labels"), "track_id" for a tracked person; beside them
+"score" (detection score) and "emotion_scores". "info" names the model and category set.
+The file is written when the run ends: after Ctrl-C with what was processed, and without the
+inputs that failed.
 """
 
 
@@ -122,6 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "scores, 0 <= S < 1, as the node's parameter (default 0: off)")
     parser.add_argument("--no-tracking", action="store_true",
                         help="videos and cameras: no track ids, raw scores")
+    parser.add_argument("--coco-out", metavar="FILE.json",
+                        help="also write the people found as COCO pre-labels (CVAT's COCO "
+                             "1.0); a video's processed frames go to <FILE stem>_frames/ "
+                             "beside it")
     parser.add_argument("--show", action="store_true",
                         help="videos and cameras: show the annotated frames in a window (needs "
                              "a display and OpenCV with GUI support)")
@@ -142,6 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--max-fps must be > 0, got {args.max_fps}")
     if not 0.0 <= args.smoothing < 1.0:
         parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
+    if args.coco_out is not None and (not Path(args.coco_out).name
+                                      or Path(args.coco_out).is_dir()):
+        parser.error(f"--coco-out must name a file (FILE.json), got the folder {args.coco_out}")
     return args
 
 
@@ -217,20 +239,43 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"error: cannot create {out}: {error.strerror or error}", file=sys.stderr)
             return 2
+    coco = None
+    if args.coco_out:
+        coco = CocoWriter(args.coco_out, args.model, predictor.category_set,
+                          predictor.categories)
+        try:
+            coco.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"error: cannot create {coco.folder}: {error.strerror or error}",
+                  file=sys.stderr)
+            return 2
     found = image_paths(args.paths)
     videos = [p for p in found if is_video(p)]
     images = [p for p in found if not is_video(p)]
+    failed = 0
     try:
-        failed = run_images(images, predictor, args, out)
-        code = run_videos(videos, predictor, args, out)
+        failed = run_images(images, predictor, args, out, coco)
+        code = run_videos(videos, predictor, args, out, coco)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return INTERRUPTED
-    return code if code else (1 if failed else 0)
+        code = INTERRUPTED
+    code = code if code else (1 if failed else 0)
+    if coco is not None:
+        try:
+            coco.write()
+        except CocoOutError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return code or 1
+        except KeyboardInterrupt:  # atomic: the file is as it was before the run
+            print(f"interrupted: {coco.path} not written", file=sys.stderr)
+            return INTERRUPTED
+        print(f"COCO pre-labels: {coco.images} images, {coco.people} people -> {coco.path}",
+              file=sys.stderr)
+    return code
 
 
 def run_videos(videos: list[Path], predictor: Predictor, args: argparse.Namespace,
-               out: Path | None) -> int:
+               out: Path | None, coco: CocoWriter | None = None) -> int:
     """Every video, then the camera; the exit status (module docstring)."""
     options = VideoOptions(every=args.every, max_fps=args.max_fps, threshold=args.threshold,
                            max_people=args.max_people, tracking=not args.no_tracking,
@@ -241,7 +286,7 @@ def run_videos(videos: list[Path], predictor: Predictor, args: argparse.Namespac
         sources.append((args.camera, f"camera{args.camera}"))
     status = 0
     for source, name in sources:
-        result = run_source(source, predictor, options, out, name, progress=True)
+        result = run_source(source, predictor, options, out, name, progress=True, coco=coco)
         if result.problem:
             print(f"error: {result.source}: {result.problem}", file=sys.stderr)
             status = max(status, 1)
@@ -256,8 +301,9 @@ def run_videos(videos: list[Path], predictor: Predictor, args: argparse.Namespac
 
 
 def run_images(paths: list[Path], predictor: Predictor, args: argparse.Namespace,
-               out: Path | None) -> int:
-    """Every image (module docstring); the number that failed."""
+               out: Path | None, coco: CocoWriter | None = None) -> int:
+    """Every image (module docstring); the number that failed. ``coco``: add each image
+    read and its people to these pre-labels."""
     failed = 0
     bar = tqdm(list(zip(paths, _output_names(paths), strict=True)), unit="image",
                file=sys.stderr, disable=len(paths) < PROGRESS_FROM)
@@ -269,15 +315,17 @@ def run_images(paths: list[Path], predictor: Predictor, args: argparse.Namespace
             result = result_json(path, image, people, predictor, args.model)
             if out is None:
                 tqdm.write(json.dumps(result), file=sys.stdout)
-                continue
-            drawn = draw_detections(image, people, predictor.categories,
-                                    predictor.emotion_thresholds,
-                                    single_label=predictor.single_label)
-            (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-            if not cv2.imwrite(str(out / f"{name}.png"), drawn):
-                raise ImageError(f"cannot write {out / f'{name}.png'}")
-            tqdm.write(f"{path}: {len(people)} people -> {out / name}.json, .png",
-                       file=sys.stdout)
+            else:
+                drawn = draw_detections(image, people, predictor.categories,
+                                        predictor.emotion_thresholds,
+                                        single_label=predictor.single_label)
+                (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+                if not cv2.imwrite(str(out / f"{name}.png"), drawn):
+                    raise ImageError(f"cannot write {out / f'{name}.png'}")
+                tqdm.write(f"{path}: {len(people)} people -> {out / name}.json, .png",
+                           file=sys.stdout)
+            if coco is not None:  # once its outputs are written: a failed image is left out
+                coco.add_image(path, image.shape[1], image.shape[0], result["people"])
         except (ImageError, FrameSizeError) as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)

@@ -9,7 +9,9 @@ track ids and smoothed scores).
 Outputs of one source, with ``--out DIR``: ``DIR/<name>.mp4``, the annotated processed frames
 (at the rate they were taken from the source), and ``DIR/<name>.jsonl``, one JSON line per
 processed frame (:func:`frame_json`), written as each frame is done. Without ``--out`` the lines
-go to stdout. ``<name>`` is the video's stem, or ``camera<N>``.
+go to stdout. ``<name>`` is the video's stem, or ``camera<N>``. With ``--coco-out`` each
+processed frame is also written as a JPEG and added with its people to the COCO pre-labels
+(:mod:`caer_ros.inference.coco_out`), in the same step as its line.
 
 Frames are taken with ``every`` (every N-th frame) and ``max_fps`` (at most F frames per second
 of video time, or of wall time for a camera). A camera runs until Ctrl-C (or ``q`` in the
@@ -36,6 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from caer_ros.inference.coco_out import CocoOutError, CocoWriter
 from caer_ros.inference.overlay import draw_detections
 from caer_ros.inference.preprocess import FrameSizeError
 from caer_ros.inference.results import number, people_json
@@ -143,18 +146,30 @@ def _interrupt_after() -> Iterator[None]:
 
 
 class _Outputs:
-    """The JSON Lines file (or stdout) and the annotated video of one source."""
+    """The JSON Lines file (or stdout), the annotated video and the COCO pre-labels' frames
+    (``coco``) of one source."""
 
-    def __init__(self, out: Path | None, name: str, fps: float) -> None:
+    def __init__(self, out: Path | None, name: str, fps: float,
+                 coco: CocoWriter | None = None) -> None:
         self.video_path = None if out is None else out / f"{name}.mp4"
         self.lines_path = None if out is None else out / f"{name}.jsonl"
+        self.name = name
         self.fps = fps
+        self.coco = coco
         self.writer: cv2.VideoWriter | None = None
         self.lines: IO[str] = sys.stdout if out is None else open(
             self.lines_path, "w", encoding="utf-8")
 
-    def write(self, line: dict[str, Any], drawn: np.ndarray | None) -> None:
+    def write(self, line: dict[str, Any], drawn: np.ndarray | None,
+              frame: np.ndarray | None = None) -> None:
+        """One processed frame's line, annotated frame and (with ``coco``) its JPEG and
+        people in the pre-labels: all or none of them, Ctrl-C or not."""
         with _interrupt_after():
+            if self.coco is not None and frame is not None:
+                try:
+                    self.coco.add_frame(frame, self.name, line["frame"], line["people"])
+                except CocoOutError as error:
+                    raise VideoError(str(error)) from None
             self._write(line, drawn)
 
     def _write(self, line: dict[str, Any], drawn: np.ndarray | None) -> None:
@@ -235,9 +250,11 @@ def open_capture(source: Path | int) -> tuple[cv2.VideoCapture, float, int]:
 
 
 def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: Path | None,
-               name: str, progress: bool = True) -> SourceResult:
+               name: str, progress: bool = True, coco: CocoWriter | None = None
+               ) -> SourceResult:
     """Process one video file or camera (module docstring); never raises for the source's
-    own problems (they are in ``problem``); KeyboardInterrupt ends it cleanly."""
+    own problems (they are in ``problem``); KeyboardInterrupt ends it cleanly. ``coco``: add
+    each processed frame to these pre-labels."""
     result = SourceResult(f"camera {source}" if isinstance(source, int) else str(source))
     try:
         capture, fps, count = open_capture(source)
@@ -246,7 +263,7 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
         return result
     camera = isinstance(source, int)
     sampler = FrameSampler(options.every, options.max_fps)
-    outputs = _Outputs(out, name, sampler.output_fps(fps or DEFAULT_CAMERA_FPS))
+    outputs = _Outputs(out, name, sampler.output_fps(fps or DEFAULT_CAMERA_FPS), coco)
     tracker = IouTracker(IOU_THRESHOLD, MAX_MISSED, options.smoothing) \
         if options.tracking else None
     categories = tuple(predictor.categories)
@@ -289,7 +306,8 @@ def run_source(source: Path | int, predictor: Any, options: VideoOptions, out: P
                                         ids=people.ids if tracker is not None else None,
                                         scores=people.scores)
             outputs.write(frame_json(result.source, index, time_s, detections, people, categories,
-                                     thresholds, tracker is not None, single_label), drawn)
+                                     thresholds, tracker is not None, single_label), drawn,
+                          image)
             result.processed += 1
             bar.set_postfix(processed=result.processed, people=len(people.ids))
             if drawn is not None and not window.show(drawn):
