@@ -158,6 +158,52 @@ def test_bench_multitask_quick(tmp_path):
     assert _number(checks["chance_cross_er_map"]) and _number(checks["placebo_disc_task_loss"])
 
 
+def test_bench_finetune_quick(tmp_path):
+    """Two bases and four arms of three steps each (one seed): every headline figure exists and
+    is a number, the gains are paired differences, every arm ran the same steps from the same
+    config (only init_from, the scratch arms' freeze and scratch_lr's learning rate differ),
+    fine-tuning starts from the base and the placebo from the shuffled-label base, and the
+    held-out own test split is the one asked for."""
+    out = tmp_path / "finetune"
+    figures = _run("bench_finetune.py", tmp_path / "finetune.json", 300, dict(os.environ),
+                   "--out", str(out))
+    for key in ("finetune_gain", "finetune_gain_std", "placebo_gain", "placebo_gain_std",
+                "finetune_minus_placebo", "finetune_gain_vs_scratch_lr", "finetune_gain_final"):
+        assert _number(figures[key]), (key, figures[key])
+    runs = {arm: entry["seeds"]["0"] for arm, entry in figures["arms"].items()}
+    assert set(runs) == {"finetune", "scratch", "placebo", "scratch_lr"}
+    assert figures["finetune_gain"] == pytest.approx(
+        runs["finetune"]["er_map"] - runs["scratch"]["er_map"], abs=0.011)
+    assert figures["placebo_gain"] == pytest.approx(
+        runs["placebo"]["er_map"] - runs["scratch"]["er_map"], abs=0.011)
+    assert figures["finetune_gain_per_seed"] == {"0": figures["finetune_gain"]}
+    for run in runs.values():
+        assert run["steps"] == figures["setup"]["steps"] == 3
+        for key in ("er_map", "pd_ap", "er_map_final", "train_s", "s_per_step"):
+            assert _number(run[key]), (key, run[key])
+        assert run["model"].endswith("best.pt") and run["images"] == 6
+        assert set(run["per_category_ap"]) <= {"Happiness", "Sadness", "Surprise", "Calm"}
+    bases = figures["bases"]
+    assert runs["finetune"]["arm_overrides"][-1] == f'init_from="{bases["base"]["model"]}"'
+    assert runs["placebo"]["arm_overrides"][-1] == \
+        f'init_from="{bases["placebo_base"]["model"]}"'
+    assert figures["config_differences"] == {
+        "finetune": [], "placebo": ["init_from"],
+        "scratch": ["freeze_backbone_steps", "init_from"],
+        "scratch_lr": ["freeze_backbone_steps", "init_from", "optim.lr"]}
+    checks = figures["checks"]
+    for key in ("base_er_map", "placebo_base_er_map", "emotic_chance_er_map",
+                "own_chance_er_map", "shuffled_people_changed"):
+        assert _number(checks[key]), (key, checks[key])
+    assert checks["shuffled_people_changed"] > 0 and checks["equal_steps"] is True
+    assert checks["init"]["finetune"]["categories"] == {
+        "own.Happiness": "emotic.Happiness", "own.Sadness": "emotic.Sadness",
+        "own.Surprise": "emotic.Surprise", "own.Calm": "new"}
+    assert isinstance(figures["checks_passed"], bool)
+    assert set(figures["targets_met"]) == {"finetune_gain"}
+    assert figures["setup"]["own_splits"] == {"train": 8, "val": 2, "test": 6}
+
+
 def _has_gpu() -> bool:
     import onnxruntime
     import torch

@@ -1,0 +1,224 @@
+"""Building blocks of the benchmarks that train runs and compare them (the fine-tuning benchmark,
+``benchmarks/bench_finetune.py``): a placebo's data, one run, one model file's figures.
+
+- :func:`shuffled_label_copy`: a copy of a synthetic EMOTIC set
+  (:func:`training.datasets.synthetic.generate`) whose people's labels (EMOTIC categories, HECO
+  category and valence / arousal / dominance, one person's together) are permuted across the
+  people of each split named; the images, the people and their boxes stay. Pretrained on it, a
+  model learns what the real set teaches except which person shows which emotion: a placebo
+  of emotion knowledge that keeps the detection task and the images;
+- :func:`same_start`: the overrides that give a training config a model file's architecture and
+  inference settings, as ``init_from`` does (:mod:`training.config`), without its weights: a
+  run from scratch built exactly like the fine-tuning run it is compared with;
+- :func:`train_run`: one run of :class:`training.train.Trainer` from a config file and
+  overrides; its steps, training time, validations and the step ``best.pt`` was kept at;
+- :func:`init_check`: what ``init_from`` loads of a model file into a config's model, without
+  training (:class:`training.finetune.InitReport` in numbers);
+- :func:`split_records`, :func:`model_figures`, :func:`chance_er_map`: a test split's records,
+  a model file's figures on them through the node's predictor
+  (:func:`training.evaluation.evaluate.evaluate`) and the ER mAP of constant scores on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.datasets.coco import EmotionSet
+from training.datasets.records import ImageRecord
+from training.datasets.synthetic import FOLDER, SceneTruth, write_emotic_labels
+
+# --------------------------------------------------------------------------- data
+
+
+def shuffled_label_copy(source: str | Path, target: str | Path,
+                        truth: dict[str, list[SceneTruth]], seed: int,
+                        splits: Sequence[str] = ("train", "val")
+                        ) -> dict[str, list[SceneTruth]]:
+    """Copy the synthetic EMOTIC set ``source`` (its ground truth ``truth``, as
+    :func:`~training.datasets.synthetic.generate` returned it) to ``target`` with the labels of
+    the people of each split in ``splits`` permuted across that split's people (module
+    docstring; ``seed`` draws the permutations); the other splits are copied as they are.
+    Returns the ground truth written (a person keeps its box, face and pose, and takes
+    another's labels)."""
+    source, target = Path(source), Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source / "emotic" / FOLDER, target / "emotic" / FOLDER)
+    rng = np.random.default_rng([seed, 11])
+    out: dict[str, list[SceneTruth]] = {}
+    for split, scenes in truth.items():
+        if split not in splits:
+            out[split] = scenes
+            continue
+        people = [p for s in scenes for p in s.people]
+        order = rng.permutation(len(people))
+        donors = iter(people[i] for i in order)
+        out[split] = [dataclasses.replace(scene, people=[
+            dataclasses.replace(p, categories=d.categories, heco_category=d.heco_category,
+                                continuous=d.continuous)
+            for p, d in zip(scene.people, donors, strict=False)]) for scene in scenes]
+    write_emotic_labels(target, out)
+    return out
+
+
+def changed_fraction(original: dict[str, list[SceneTruth]],
+                     shuffled: dict[str, list[SceneTruth]], split: str = "train") -> float:
+    """The share of ``split``'s people whose EMOTIC categories differ between the two (how much
+    a shuffle removed; the people with the commonest label sets keep theirs by chance)."""
+    pairs = [(a.categories, b.categories) for s, t in zip(original[split], shuffled[split],
+                                                          strict=True)
+             for a, b in zip(s.people, t.people, strict=True)]
+    return sum(a != b for a, b in pairs) / max(1, len(pairs))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def same_start(model_file: str | Path) -> list[str]:
+    """``key=value`` overrides (``model=...``, ``inference=...``) that give a config the model
+    file's architecture and inference settings, as ``init_from`` gives them: the file's model
+    section without its categories (the data's) and scores (they follow the loss), its
+    inference settings without the emotion thresholds (the set may differ). Given to a
+    fine-tuning run and to its from-scratch control, the two configs differ only where the
+    caller makes them. They replace the config's ``model`` and ``inference`` sections whole:
+    give changes to either after them."""
+    from caer_ros.model.checkpoint import read_model_file
+
+    info, _ = read_model_file(Path(model_file))
+    model = info.config.to_dict()
+    for key in ("categories", "scores"):
+        model.pop(key, None)
+    inference = info.inference.to_dict()
+    inference.pop("emotion_thresholds", None)
+    return [f"model={json.dumps(model)}", f"inference={json.dumps(inference)}"]
+
+
+@dataclass
+class RunResult:
+    """One training run (:func:`train_run`)."""
+
+    out: str
+    steps: int
+    train_s: float  # training time as the loop counts it (no validation, no files)
+    wall_s: float  # the whole run: data loading, validations, files, calibration
+    best_step: int | None  # the optimiser step best.pt was kept at (None: no best.pt)
+    best_val_loss: float | None
+    best_val_metric: float | None  # best_by: metric's score of best.pt (0..1)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Path:
+        return Path(self.out) / "best.pt"
+
+    @property
+    def final(self) -> Path:
+        return Path(self.out) / "final.pt"
+
+    def figures(self) -> dict[str, Any]:
+        """The run's numbers for a figures file (the config left out)."""
+        return {"out": self.out, "steps": self.steps, "train_s": round(self.train_s, 1),
+                "s_per_step": round(self.train_s / max(1, self.steps), 3),
+                "wall_s": round(self.wall_s, 1), "best_step": self.best_step,
+                "best_val_loss": _finite(self.best_val_loss, 4),
+                "best_val_metric": _finite(self.best_val_metric, 4),
+                "validations": self.validations}
+
+
+def train_run(config_file: str | Path | None, data: str | Path, out: str | Path, seed: int,
+              overrides: Sequence[str] = (), progress: bool = False) -> RunResult:
+    """Train one run from ``config_file`` and ``overrides`` on ``data`` into ``out`` (started
+    over), with training seed ``seed``."""
+    from caer_ros.model.checkpoint import read_model_file
+    from training.config import load_config
+    from training.train import Trainer
+
+    config = load_config(config_file, [*overrides, f"out={out}", f"seed={seed}"], data)
+    started = time.perf_counter()
+    trainer = Trainer(config, restart=True, progress=progress)
+    history = trainer.run()
+    wall = time.perf_counter() - started
+    state = trainer.state
+    best = Path(out) / "best.pt"
+    meta = read_model_file(best)[0].meta if best.exists() else {}
+    validations, steps = [], 0
+    for record in history:
+        steps += record["steps"]
+        if "val" in record:
+            validations.append({"steps": steps, "val_loss": _finite(record["val"].get("total"), 4),
+                                "val_metrics": {k: _finite(v, 4) for k, v in
+                                                record.get("val_metrics", {}).items()}})
+    return RunResult(str(out), state.global_step, state.elapsed_s, wall,
+                     meta.get("global_step"), meta.get("val_loss"), meta.get("val_metric"),
+                     validations, config.to_dict())
+
+
+def init_check(config_file: str | Path | None, data: str | Path, overrides: Sequence[str]
+               ) -> dict[str, Any]:
+    """What the config's ``init_from`` loads into its model (built as the trainer builds it,
+    not trained): tensors loaded / new / skipped and each category's source."""
+    from caer_ros.model.network import build_model
+    from training.config import load_config
+    from training.finetune import load_init_model
+
+    config = load_config(config_file, overrides, data)
+    if config.init_from is None:
+        raise ValueError("init_check needs a config with init_from")
+    report = load_init_model(build_model(config.model), config.init_from)
+    return {"source": report.source, "loaded": len(report.loaded), "new": len(report.new),
+            "skipped": len(report.skipped), "categories": dict(report.categories)}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def split_records(data: str | Path, dataset: str = "emotic", split: str = "test",
+                  emotions: EmotionSet | None = None) -> list[ImageRecord]:
+    """The records of one split (:func:`training.evaluation.evaluate.load_split`; a COCO
+    folder is read with ``emotions``, the model's set of the lab's names)."""
+    from training.evaluation.evaluate import load_split
+
+    return load_split(data, dataset, split, emotions=emotions)[0]
+
+
+def model_figures(model_file: str | Path, records: Sequence[ImageRecord],
+                  progress: bool = False) -> dict[str, Any]:
+    """ER mAP, PD AP, OER mAP (x100) and each category's AP of a model file on ``records``,
+    through the node's predictor, and the seconds it took."""
+    from caer_ros.inference.predictor import Predictor
+    from training.evaluation.evaluate import evaluate
+
+    started = time.perf_counter()
+    result = evaluate(Predictor.from_file(Path(model_file)), records, progress=progress)
+    return {"er_map": _finite(result.er_map), "pd_ap": _finite(result.pd_ap),
+            "oer_map": _finite(result.oer_map),
+            "per_category_ap": {k: _finite(v) for k, v in result.per_category_ap.items()
+                                if math.isfinite(v)},
+            "images": result.images, "people": result.people,
+            "eval_s": round(time.perf_counter() - started, 1)}
+
+
+def chance_er_map(records: Sequence[ImageRecord]) -> float:
+    """ER mAP (x100) of constant scores on ``records``' people: each category's AP is then its
+    share of positives, the level of a model that tells no person from another."""
+    from training.evaluation.metrics import er_map
+
+    labels = np.array([p.categories for r in records for p in r.people])
+    return round(100 * er_map(np.zeros(labels.shape), labels)[0], 2)
+
+
+def _finite(value: Any, digits: int = 2) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
