@@ -17,14 +17,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers.clips import SIZE, read_frames, write_clip
 
 from caer_ros.inference.cli import INTERRUPTED, main
 from caer_ros.labels import EMOTIC
 from conftest import REPO
 from training.datasets.coco import EmotionSet, load_coco
-from training.datasets.synthetic import draw_context, draw_person, render_scene
-
-CLIP_SIZE = (128, 96)  # width, height: the small model's input
+from training.datasets.synthetic import render_scene
 
 
 @pytest.fixture(scope="module")
@@ -39,31 +38,6 @@ def scenes(tmp_path_factory) -> list[Path]:
         assert cv2.imwrite(str(path), image)
         paths.append(path)
     return paths
-
-
-def write_clip(path: Path, frames: int) -> Path:
-    """A party scene with one person walking right, 1 px per frame (mp4v)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, CLIP_SIZE)
-    assert writer.isOpened()
-    for i in range(frames):
-        image = np.zeros((CLIP_SIZE[1], CLIP_SIZE[0], 3), np.uint8)
-        draw_context(image, "party", np.random.default_rng(0))
-        draw_person(image, 36 + i, 12, 24, "smile", "up", (200, 60, 60))
-        writer.write(image)
-    writer.release()
-    return path
-
-
-def read_frames(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
-    capture.release()
-    return frames
 
 
 def read_coco(path: Path) -> dict:
@@ -163,8 +137,8 @@ def test_a_videos_processed_frames_are_written_beside_with_track_ids(small_model
     source = read_frames(clip)
     for image, line in zip(document["images"], lines, strict=True):
         written = cv2.imread(str(coco.parent / image["file_name"]))
-        assert written is not None and (image["width"], image["height"]) == CLIP_SIZE
-        assert written.shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
+        assert written is not None and (image["width"], image["height"]) == SIZE
+        assert written.shape == (SIZE[1], SIZE[0], 3)
         # the frame processed, not the annotated one (JPEG: close, not equal)
         assert np.abs(written.astype(int) - source[line["frame"]].astype(int)).mean() < 3
         check_people(annotations_of(document, image["id"]), line["people"], list(EMOTIC),

@@ -50,7 +50,7 @@ def test_launch_file_starts_the_emotion_node_console_script():
     assert callable(getattr(importlib.import_module(module), function))
     # The params file's top-level key is the default node name; the node's name and
     # namespace are launch arguments, and params_for_node gives that section to the node.
-    assert list(yaml.safe_load(CONFIG.read_text())) == ["emotion_node"]
+    assert list(yaml.safe_load(CONFIG.read_text())) == ["/**/emotion_node"]
     assert ast.unparse(_keyword(node, "name")) == "node_name"
     assert "namespace" in ast.unparse(_keyword(node, "namespace"))
     assert "params_for_node" in ast.unparse(_keyword(node, "parameters")) or \
@@ -89,7 +89,7 @@ def test_parameters_set_by_the_launch_file_exist():
     assert names == {"model_path", "autostart", "use_sim_time"}
     ours = {name for name in names if not node_params.is_ros_owned(name)}
     assert ours == {"model_path", "autostart"}
-    yaml_names = set(yaml.safe_load(CONFIG.read_text())["emotion_node"]["ros__parameters"])
+    yaml_names = set(yaml.safe_load(CONFIG.read_text())["/**/emotion_node"]["ros__parameters"])
     assert ours <= yaml_names
     assert ours <= set(node_params.defaults())
 

@@ -77,7 +77,10 @@ def test_both_spellings_read_the_same_people(folders):
                 assert p.box == pytest.approx(q.box)
                 assert np.array_equal(p.categories, q.categories)
                 assert np.allclose(p.continuous, q.continuous)
-        assert report.warnings() == []  # CVAT's occluded and rotation are not emotions
+        # CVAT's occluded and rotation are not emotions; people with none of the four are
+        # counted (a frown at a party with arms up: no emotion of this set)
+        assert all("a person with no emotion of the set own" in line
+                   for line in report.warnings()), report.warnings()
     train, _ = load_coco(folders["emotions"], "train", OWN)
     assert sum(not r.people for r in train) == 2  # negatives are valid images
     labelled = [p for r in train for p in r.people]
@@ -118,6 +121,71 @@ def test_the_cvat_export_of_a_labelled_frame_reads_as_drawn(tmp_path):
     assert any("'Hapy' is not an emotion" in line for line in report.warnings())
 
 
+def _one_image(folder: Path, size=(80, 60), exif_orientation: int | None = None) -> str:
+    """An image file in ``folder/images`` (stored ``size`` w x h; optionally an EXIF
+    orientation, written with Pillow); returns its file_name."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, (90, 120, 30))
+    exif = Image.Exif()
+    if exif_orientation is not None:
+        exif[0x0112] = exif_orientation
+    image.save(folder / "images" / "frame.jpg", exif=exif.tobytes())
+    return "frame.jpg"
+
+
+def test_other_tools_spellings_read_as_emotions(tmp_path):
+    """Checkboxes as 1/0, a select attribute naming the emotion, and boxes whose category is
+    the emotion (Label Studio: no person category); a person with no emotion is counted."""
+    name = _one_image(tmp_path)
+    document = {
+        "images": [{"id": 1, "file_name": name, "width": 80, "height": 60}],
+        "categories": [{"id": 3, "name": "Sad"}, {"id": 4, "name": "happy"},
+                       {"id": 5, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 4, "bbox": [1, 1, 10, 10]},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [20, 1, 10, 10],
+             "attributes": {"Happy": 1}},
+            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [40, 1, 10, 10],
+             "attributes": {"emotion": "HAPPY", "Sad": 0}},
+            {"id": 4, "image_id": 1, "category_id": 5, "bbox": [60, 1, 10, 10]},
+        ]}
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    (record,) = load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad")))[0]
+    assert [list(p.categories) for p in record.people] == [[1, 0], [1, 1], [1, 1]]
+    document["categories"] = [{"id": 3, "name": "person"}, {"id": 4, "name": "x"}]
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    records, report = load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad")))
+    assert [list(p.categories) for p in records[0].people] == [[1, 0], [1, 0]]
+    assert not any("no emotion" in line for line in report.warnings())
+    document["annotations"][1]["attributes"] = {}
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    _, report = load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad")))
+    assert any("annotation 2: a person with no emotion" in line for line in report.warnings())
+    with pytest.raises(CocoFormatError, match="annotation 2: 0 emotions for the single-label"):
+        load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad"), single_label=True))
+
+
+def test_an_exif_rotated_photo_is_read_upright(tmp_path):
+    """A phone photo stored 80x60 with EXIF orientation 6 reads 60x80 (as the trainer and
+    caer-infer decode it): boxes annotated upright fit; a size annotated otherwise is refused
+    naming both."""
+    name = _one_image(tmp_path, exif_orientation=6)
+    document = {"images": [{"id": 1, "file_name": name, "width": 60, "height": 80}],
+                "annotations": [{"id": 1, "image_id": 1, "bbox": [5, 50, 40, 29],
+                                 "emotions": ["Sad"]}], "categories": []}
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    (record,) = load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad")))[0]
+    assert (record.width, record.height) == (60, 80)
+    assert record.people[0].box == (5.0, 50.0, 45.0, 79.0)
+    document["images"][0].update(width=80, height=60)
+    (tmp_path / "train.json").write_text(json.dumps(document))
+    with pytest.raises(CocoFormatError, match=r"image 1: annotated as 80x60, but .* is 60x80 "
+                                              r"upright"):
+        load_coco(tmp_path, "train", EmotionSet("own", ("Happy", "Sad")))
+
+
 BAD = {
     "not JSON": (lambda p: p.write_text("{images: ["), "not JSON"),
     "not COCO": (lambda p: p.write_text(json.dumps({"images": []})), "no 'annotations' list"),
@@ -138,6 +206,12 @@ BAD = {
     "continuous range": (lambda p: _edit(p, lambda d: d["annotations"][0].update(
         valence=11)), "annotation 1: valence 11 outside its range 1..10"),
     "no people": (lambda p: _edit(p, lambda d: d.update(annotations=[])), "no people"),
+    "image twice": (lambda p: _edit(p, lambda d: d["images"][1].update(
+        file_name=d["images"][0]["file_name"])), "image 2: "),
+    "string image id": (lambda p: _edit(p, lambda d: d["annotations"][0].update(
+        image_id="1")), "image id '1' does not exist in the file's images (the images' ids "),
+    "size annotated wrong": (lambda p: _edit(p, lambda d: d["images"][0].update(width=50)),
+                             "image 1: annotated as 50x96, but"),
 }
 
 

@@ -20,7 +20,7 @@ CATEGORIES = ("Anger", "Happiness", "Sadness")
 
 
 def _yaml_params() -> dict:
-    return yaml.safe_load(CONFIG.read_text())["emotion_node"]["ros__parameters"]
+    return yaml.safe_load(CONFIG.read_text())["/**/emotion_node"]["ros__parameters"]
 
 
 def test_yaml_values_equal_the_node_defaults():
@@ -103,6 +103,32 @@ def test_params_file_reaches_a_renamed_node_in_a_namespace(ros_env, tmp_path):
     bad = tmp_path / "not_yaml.yaml"
     bad.write_text("emotion_node: [unclosed")
     assert params_for_node(bad, "head") == bad  # rcl reports what is wrong with it
+    assert params_for_node(params, "head", "head_emotion") == head_file  # written once
+
+
+def test_params_file_reaches_the_default_node_in_any_namespace(ros_env, tmp_path):
+    """The shipped section (/**/emotion_node) reaches emotion_node under a namespace an
+    including launch file pushed (/robot1/head), and -p still overrides it, a value of
+    another type too (the node's checks then name it)."""
+    import rclpy
+
+    from caer_ros.ros.launch_command import params_for_node
+
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(CONFIG.read_text().replace("max_people: 20", "max_people: 5"))
+    assert params_for_node(edited, "head") == edited  # no copy needed
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(edited), "-p", "smoothing:=abc"],
+               context=context)
+    try:
+        node = rclpy.create_node("emotion_node", namespace="/robot1/head", context=context)
+        values, _ = node_params.declare(node)
+        assert values["max_people"] == 5 and values["smoothing"] == "abc"
+        with pytest.raises(ParamsError, match="smoothing: must be a number"):
+            NodeParams.from_values(values)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 def test_descriptors_show_ranges_and_when_each_may_change(ros_env):
@@ -179,6 +205,14 @@ def test_tensorrt_provider_options_come_from_the_parameters(tmp_path):
     assert no_cache == {"trt_fp16_enable": True, "trt_int8_enable": True}
     home = tensorrt_options(NodeParams(providers=("TensorrtExecutionProvider",)))
     assert home["trt_engine_cache_path"] == os.path.expanduser("~/.cache/caer_ros/tensorrt")
+    # Per model file, named by its content: a re-export under the same name gets a new folder.
+    model = tmp_path / "best.onnx"
+    model.write_bytes(b"first export")
+    first = tensorrt_options(params, str(model))["trt_engine_cache_path"]
+    assert first.startswith(str(tmp_path / "engines" / "best-"))
+    model.write_bytes(b"second export")
+    assert tensorrt_options(params, str(model))["trt_engine_cache_path"] != first
+    assert provider_specs(params, str(model))[0][1]["trt_engine_cache_path"] != first
     with pytest.raises(node_params.ParamsError, match="tensorrt_int8: needs "
                                                       "TensorrtExecutionProvider"):
         NodeParams(tensorrt_int8=True, providers=("CUDAExecutionProvider",))

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from helpers.clips import FPS, SIZE, read_frames, write_clip
 
 from caer_ros.inference import tracking
 from caer_ros.inference.cli import INTERRUPTED, main
@@ -21,35 +21,6 @@ from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.video import FrameSampler, _Outputs
 from caer_ros.labels import EMOTIC
 from conftest import REPO
-from training.datasets.synthetic import draw_context, draw_person
-
-FPS = 10.0
-SIZE = (128, 96)  # width, height: the small model's input, so frames are not rescaled
-
-
-def write_clip(path: Path, frames: int, fourcc: str = "mp4v") -> Path:
-    """A party scene with one person walking right, 1 px per frame."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, SIZE)
-    assert writer.isOpened()
-    for i in range(frames):
-        image = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
-        draw_context(image, "party", np.random.default_rng(0))
-        draw_person(image, 36 + i, 12, 24, "smile", "up", (200, 60, 60))
-        writer.write(image)
-    writer.release()
-    return path
-
-
-def read_frames(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
-    capture.release()
-    return frames
 
 
 def read_lines(path: Path) -> list[dict]:

@@ -101,8 +101,12 @@ class Trainer(Job):
         self.model = build_model(config.model, seed=config.seed)
         if config.init_backbone is not None:
             self._init_backbone(config.init_backbone)
-        if config.init_from is not None:
-            self._init_from(config.init_from)
+        if config.init_from is not None and (restart or not (self.out / "last.ckpt").exists()):
+            self._init_from(config.init_from)  # a resumed run takes its weights from last.ckpt
+        if config.freeze_backbone_steps and config.init_from is None and \
+                config.init_backbone is None and self.ctx.main:
+            print(f"freeze_backbone_steps {config.freeze_backbone_steps}: not applied, the "
+                  f"backbone starts from no weights (no init_from or init_backbone)", flush=True)
         self.extras = build_extras(config, self.model, self.ctx.device)
         self.training_net = TrainingNet(self.model, self.extras)
         # found before the BatchNorms are synchronised (CUDA's SyncBatchNorm is no BatchNorm2d)
@@ -214,6 +218,8 @@ class Trainer(Job):
         meta = {"trained": True, "seed": self.config.seed, "epoch": state.epoch,
                 "global_step": state.global_step, "tasks": list(self.config.tasks),
                 "out": str(self.out), **meta}
+        if "coco" in self.config.data.train:  # the scale training.evaluate reads it with
+            meta["continuous_range"] = [float(v) for v in self.config.data.continuous_range]
         save_model_file(self.out / name, self.model, self.config.inference, meta=meta)
 
     def before_training(self) -> None:
@@ -291,7 +297,7 @@ class Trainer(Job):
 
     def train_step(self, batch: Any) -> dict[str, float]:
         self.net.train()
-        if self.state.global_step < self.config.freeze_backbone_steps:
+        if self._backbone_frozen():
             self.model.backbone.eval()  # only the heads learn: the backbone's statistics too
         for extra in self.extras:
             extra.set_progress(self._progress())
@@ -301,7 +307,7 @@ class Trainer(Job):
                                      f"{self.state.global_step}; lower optim.lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.state.global_step < self.config.freeze_backbone_steps:
+        if self._backbone_frozen():
             for parameter in self.model.backbone.parameters():  # Adam leaves these alone
                 parameter.grad = None
         self.scaler.step(self.optimizer)
@@ -382,6 +388,12 @@ class Trainer(Job):
                                   "carries_little": result.carries_little})
             with atomic_write(self.out / "teacher_probe.json") as stream:
                 stream.write(json.dumps(found, indent=1).encode())
+
+    def _backbone_frozen(self) -> bool:
+        """Whether this step trains the heads alone (``freeze_backbone_steps``, for a backbone
+        that starts from weights)."""
+        started = self.config.init_from is not None or self.config.init_backbone is not None
+        return started and self.state.global_step < self.config.freeze_backbone_steps
 
     def _init_from(self, path: str) -> None:
         """Fine-tuning: every tensor of the model file that fits (:mod:`training.finetune`)."""

@@ -98,13 +98,14 @@ class StartupError(RuntimeError):
 def load_predictor(params: NodeParams) -> Any:
     """The Predictor for ``params``; raises StartupError naming the model path and reason.
     With TensorRT among the providers, its options come from the parameters
-    (:func:`~caer_ros.ros.params.provider_specs`) and the engine cache folder is created."""
+    (:func:`~caer_ros.ros.params.provider_specs`) and the model's engine cache folder (named
+    by the file's content) is created."""
     path = node_params.resolve_model_path(params.model_path)
     if not os.path.exists(path):
         raise StartupError(f"model file {path}: no such file")
-    providers = node_params.provider_specs(params)
+    providers = node_params.provider_specs(params, path)
     if node_params.TENSORRT_PROVIDER in params.providers and params.tensorrt_engine_cache:
-        folder = node_params.resolve_model_path(params.tensorrt_engine_cache)
+        folder = node_params.engine_cache_folder(params, path)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
@@ -591,7 +592,7 @@ def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int
     configure (or activate) the node. ``predictor_factory``: how the model is loaded (tests
     give a slow one)."""
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     code = 0
     try:
         node = EmotionNode(predictor_factory)
@@ -600,7 +601,8 @@ def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int
         if node.autostart:
             started = node.start_when_spinning()
             executor.spin_until_future_complete(started)
-            if started.done() and started.result():
+            # (a start cut short by SIGINT/SIGTERM is no failure: the context is then gone)
+            if started.done() and started.result() and node.context.ok():
                 raise StartupError(started.result())
         else:
             node.get_logger().info("unconfigured (autostart false): waiting for "
@@ -614,6 +616,8 @@ def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:  # no callback runs on while the node is destroyed
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.stop()
             node.destroy_node()

@@ -7,10 +7,11 @@ autostart:=A use_sim_time:=S namespace:=NS node_name:=N`` starts the console scr
     emotion_node --ros-args -r __node:=N [-r __ns:=/NS] --params-file P' [-p model_path:=M]
         [-p autostart:=A] -p use_sim_time:=S -r image:=T -r image/compressed:=T/compressed
 
-where P' is P with its ``emotion_node`` section given to the node's full name ``/NS/N``
-(:func:`params_for_node`): a params file names the node it is for, so a node renamed or put
-in a namespace would read none of it. (A ``/**`` section would reach every node, but rcl then
-silently drops a ``-p`` override whose type differs from the file's.)
+where P' is P, or for a renamed node a copy whose ``emotion_node`` section is named after it
+(:func:`params_for_node`): a params file names the node it is for. The shipped file's section
+is ``/**/emotion_node``: any namespace, the default name. (A bare ``/**`` section would reach
+every node, but rcl then silently drops a ``-p`` override whose type differs from the
+file's.)
 
 rclpy reads those arguments itself, so :func:`emotion_node_command` gives the same node without
 ``launch``/``launch_ros`` (not on PyPI): ``make demo``, the tests and the benchmarks start the
@@ -19,6 +20,8 @@ node this way. Nothing here imports rclpy.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -50,33 +53,44 @@ def full_name(namespace: str = "", node_name: str = NODE_NAME) -> str:
 
 def params_for_node(params_file: str | Path, namespace: str = "",
                     node_name: str = NODE_NAME) -> Path:
-    """The params file a node named ``node_name`` in ``namespace`` reads: ``params_file``
-    itself for ``/emotion_node``; else a copy (in the temp folder) whose ``emotion_node``
-    section is named after the node, under that node's own section when the file has one.
-    A file that is not such YAML is given as it is (rcl says what is wrong with it)."""
+    """The params file a node named ``node_name`` in ``namespace`` reads. The shipped file's
+    section ``/**/emotion_node`` reaches a node of the default name in any namespace (also one
+    pushed by an including launch file), so that file is given as it is. Otherwise a copy
+    whose default section (``emotion_node``, ``/emotion_node`` or ``/**/emotion_node``), with
+    the node's own section over it (``/NS/N``, ``/**/N``), is named ``/**/N``: written once per
+    content in the temp folder (``caer_ros_params/``). A file that is not such YAML is given
+    as it is (rcl says what is wrong with it)."""
     path = Path(params_file)
     name = full_name(namespace, node_name)
-    if name == f"/{NODE_NAME}":
-        return path
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return path
     if not isinstance(data, dict):
         return path
-    defaults = [key for key in data if isinstance(key, str) and key.strip("/") == NODE_NAME]
-    if not defaults:
+    defaults = [key for key in data if key in (NODE_NAME, f"/{NODE_NAME}", f"/**/{NODE_NAME}")]
+    own = [key for key in data if key in (name, name.lstrip("/"), f"/**/{node_name}")
+           and key not in defaults]
+    if not defaults or (node_name == NODE_NAME and not own and
+                        (defaults == [f"/**/{NODE_NAME}"] or name == f"/{NODE_NAME}")):
         return path
     values: dict = {}
-    for key in [*defaults, *(k for k in (name, name.lstrip("/")) if k in data)]:
+    for key in [*defaults, *own]:
         section = data.pop(key) or {}
         values.update((section.get("ros__parameters") or {}) if isinstance(section, dict)
                       else {})
-    data[name] = {"ros__parameters": values}
-    handle, written = tempfile.mkstemp(prefix=f"caer_ros_{node_name}_", suffix=".yaml")
-    with open(handle, "w") as out:
-        yaml.safe_dump(data, out, sort_keys=False)
-    return Path(written)
+    data[f"/**/{node_name}"] = {"ros__parameters": values}
+    text = yaml.safe_dump(data, sort_keys=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "caer_ros_params"
+    written = folder / f"{node_name}-{digest}.yaml"
+    if not written.is_file():  # the same content is written once
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")
+        with open(handle, "w") as out:
+            out.write(text)
+        os.replace(partial, written)
+    return written
 
 
 def node_executable() -> list[str]:

@@ -15,10 +15,12 @@ exception. An empty list in a YAML file arrives as "not set" (``None``): both me
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -262,25 +264,44 @@ def emotion_thresholds(value: Sequence[float], categories: Sequence[str],
     return np.asarray(value, dtype=np.float32)
 
 
-def tensorrt_options(params: NodeParams) -> dict[str, Any]:
+def engine_cache_folder(params: NodeParams, model_path: str | None = None) -> str | None:
+    """Where TensorRT keeps the engines of the model ``model_path``: a folder of its own in
+    ``tensorrt_engine_cache`` named by the file's stem and content hash (ONNX Runtime names a
+    cached engine by the model's file name, not its weights, so a re-export under the same
+    name would otherwise reuse the old engine); None: no cache."""
+    if not params.tensorrt_engine_cache:
+        return None
+    folder = resolve_model_path(params.tensorrt_engine_cache)
+    if model_path is None:
+        return folder
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return os.path.join(folder, f"{Path(model_path).stem}-{digest.hexdigest()[:16]}")
+
+
+def tensorrt_options(params: NodeParams, model_path: str | None = None) -> dict[str, Any]:
     """ONNX Runtime's TensorRT provider options for ``params``: fp16 and int8 modes, and the
-    engine and timing caches in ``tensorrt_engine_cache`` (when set)."""
+    engine and timing caches in the model's folder of ``tensorrt_engine_cache`` (when set;
+    :func:`engine_cache_folder`)."""
     options: dict[str, Any] = {"trt_fp16_enable": params.fp16,
                                "trt_int8_enable": params.tensorrt_int8}
-    if params.tensorrt_engine_cache:
-        folder = resolve_model_path(params.tensorrt_engine_cache)
+    folder = engine_cache_folder(params, model_path)
+    if folder is not None:
         options.update(trt_engine_cache_enable=True, trt_engine_cache_path=folder,
                        trt_timing_cache_enable=True, trt_timing_cache_path=folder)
     return options
 
 
-def provider_specs(params: NodeParams) -> list[Any] | None:
+def provider_specs(params: NodeParams, model_path: str | None = None) -> list[Any] | None:
     """The ONNX Runtime providers for ``params``: names, TensorRT's with its options
-    (:func:`tensorrt_options`); None when ``providers`` is empty (chosen from ``device``)."""
+    (:func:`tensorrt_options` for ``model_path``); None when ``providers`` is empty (chosen
+    from ``device``)."""
     if not params.providers:
         return None
-    return [(name, tensorrt_options(params)) if name == TENSORRT_PROVIDER else name
-            for name in params.providers]
+    return [(name, tensorrt_options(params, model_path)) if name == TENSORRT_PROVIDER
+            else name for name in params.providers]
 
 
 def resolve_model_path(path: str) -> str:

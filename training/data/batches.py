@@ -42,6 +42,7 @@ from torch import Tensor
 
 from caer_ros.image_file import ImageFileError, read_image
 from caer_ros.inference.preprocess import letterbox, normalize
+from caer_ros.labels import is_single_label
 from training.config import TASKS, TrainConfig
 from training.data.targets import ScaleTargets, build_targets
 from training.data.transforms import AugmentConfig, Sample, augment, draw_pre_transform
@@ -107,9 +108,11 @@ def data_sources(config: TrainConfig, split: str) -> tuple[str, ...]:
 
 def coco_emotions(config: TrainConfig) -> EmotionSet:
     """The category set a COCO folder is read with: the model's first (``data.emotions``
-    makes it the data's), with ``data.continuous_range``."""
+    makes it the data's), with ``data.continuous_range``; single-label when the set is scored
+    with a softmax (``emotion_loss: ce``) or is HECO."""
     name, names = next(iter(config.model.categories.items()))
-    return EmotionSet(name, tuple(names), tuple(float(v) for v in config.data.continuous_range))
+    return EmotionSet(name, tuple(names), tuple(float(v) for v in config.data.continuous_range),
+                      single_label=name in config.model.softmax_sets or is_single_label(name))
 
 
 def print_reports(reports: Sequence[LoadReport]) -> None:

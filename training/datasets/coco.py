@@ -10,13 +10,23 @@ only its annotations are people (others are counted and left out); otherwise eve
 is a person. An image without people is a valid negative.
 
 A person's emotions (the names of the :class:`EmotionSet` in use, matched up to case and
-surrounding space) are read from either spelling:
+surrounding space) are read from any of these spellings, together:
 
 - ``"emotions": ["Happiness", ...]``;
 - ``"attributes": {"Happiness": true, "Sadness": false, ...}``, one checkbox per emotion, as
-  CVAT writes them. CVAT's own attributes (``occluded``, ``rotation``, ...) are not emotions;
-  any other true/false attribute that names no emotion of the set is left out and named in the
-  load report's warnings (a misspelt checkbox shows there).
+  CVAT writes them (``1``/``0`` and ``"true"``/``"false"`` too). CVAT's own attributes
+  (``occluded``, ``rotation``, ``track_id``, ...) are not emotions; any other checkbox that
+  names no emotion of the set is left out and named in the load report's warnings (a
+  misspelt checkbox shows there), as is a checkbox that says false for an emotion the
+  ``emotions`` list names;
+- a text attribute whose value is an emotion of the set (a CVAT select or radio attribute,
+  e.g. ``"emotion": "Happy"``);
+- the annotation's category, when the categories are emotions of the set and there is no
+  ``person`` category (boxes labelled by emotion, as Label Studio exports them).
+
+A person with no emotion of the set is counted in the load report; in a single-label set
+(``EmotionSet.single_label``: HECO, or a set trained with ``emotion_loss: ce``) every person
+must have exactly one.
 
 ``valence``, ``arousal``, ``dominance`` (top level or in ``attributes``) are optional; their
 range is the set's ``continuous_range`` (e.g. ``[0, 1]`` or ``[1, 9]``), mapped to the records'
@@ -27,8 +37,10 @@ Unlike the public datasets' loaders, nothing is skipped quietly: the lab's own f
 with one line naming the file, the annotation (or image) id and what is wrong
 (:class:`CocoFormatError`): a JSON that is not COCO, duplicate ids, an annotation on an image
 id that does not exist, a missing or unreadable image, a box of zero size or outside the image
-(more than :data:`BOX_TOLERANCE_PX` past its edge; within it, clipped), an emotion name not in
-the set, a continuous value outside its range, a split with no people.
+(more than :data:`BOX_TOLERANCE_PX` past its edge; within it, clipped), an image listed
+twice, an annotated size that is not the image's (upright, as EXIF orientation turns it when
+the image is read), an emotion name not in the set, a continuous value outside its range, a
+split with no people.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from caer_ros.image_file import ImageFileError, image_info
@@ -66,6 +79,7 @@ class EmotionSet:
     name: str
     categories: tuple[str, ...]
     continuous_range: tuple[float, float] = CONTINUOUS_RANGE
+    single_label: bool = False  # every person has exactly one of the categories
 
 
 def is_coco_folder(path: str | Path | None) -> bool:
@@ -115,13 +129,19 @@ def load_coco(folder: str | Path, split: str, emotions: EmotionSet
     path = split_file(folder, split)
     document = read_coco(path)
     report = LoadReport(f"{path}")
-    people_category = _people_category(path, document["categories"])
+    people_category, emotion_categories = _categories(document["categories"], emotions)
     images: dict[Any, ImageRecord] = {}
+    files: dict[Path, Any] = {}
     for entry in document["images"]:
         record = _image(path, folder, entry, split, emotions)
         key = _id(entry)
         if key in images:
             raise CocoFormatError(f"{path}: image {key}: duplicate image id")
+        twice = files.get(record.path.resolve())
+        if twice is not None:
+            raise CocoFormatError(f"{path}: image {key}: {record.path} is listed twice (also "
+                                  f"as image {twice})")
+        files[record.path.resolve()] = key
         images[key] = record
     seen: set[Any] = set()
     for entry in document["annotations"]:
@@ -132,11 +152,20 @@ def load_coco(folder: str | Path, split: str, emotions: EmotionSet
         if key in seen:
             raise CocoFormatError(f"{where}: duplicate annotation id")
         seen.add(key)
-        if entry.get("image_id") not in images:
-            raise CocoFormatError(f"{where}: image id {entry.get('image_id')!r} does not exist "
-                                  f"in the file's images")
-        if people_category is not None and entry.get("category_id") != people_category:
-            report.skip(where, f"not a person (category {entry.get('category_id')!r})")
+        image_id = entry.get("image_id")
+        if isinstance(image_id, bool) or image_id not in images:
+            hint = " (the images' ids are numbers)" if isinstance(image_id, str) and \
+                any(str(k) == image_id for k in images) else ""
+            raise CocoFormatError(f"{where}: image id {image_id!r} does not exist in the "
+                                  f"file's images{hint}")
+        category = entry.get("category_id")
+        by_category = emotion_categories.get(category) if people_category is None else None
+        if people_category is not None and category != people_category:
+            report.skip(where, f"not a person (category {category!r})")
+            continue
+        if people_category is None and emotion_categories and by_category is None:
+            report.skip(where, f"not a person (category {category!r} is no emotion of the "
+                               f"set {emotions.name})")
             continue
         if entry.get("iscrowd") in (1, True):
             report.skip(where, "a crowd (iscrowd 1), not one person")
@@ -144,6 +173,9 @@ def load_coco(folder: str | Path, split: str, emotions: EmotionSet
         record = images[entry["image_id"]]
         box = _box(where, entry.get("bbox"), record.width, record.height)
         labels = _emotions(where, entry, emotions, report)
+        if by_category is not None:
+            labels[emotions.categories.index(by_category)] = 1.0
+        _check_count(where, labels, emotions, report)
         continuous = _continuous(where, entry, emotions.continuous_range)
         record.people.append(PersonRecord(box, labels, continuous))
     records = list(images.values())
@@ -170,13 +202,29 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _people_category(path: Path, categories: list[Any]) -> Any:
-    """The id of the category named ``person`` (None: there is none; every annotation is a
-    person)."""
+def _categories(categories: list[Any], emotions: EmotionSet) -> tuple[Any, dict[Any, str]]:
+    """The id of the category named ``person`` (None: there is none), and the categories
+    named after an emotion of the set (id -> emotion), the people of a file without one."""
+    person, by_emotion = None, {}
     for entry in categories:
-        if isinstance(entry, dict) and str(entry.get("name", "")).strip().casefold() == "person":
-            return entry.get("id")
-    return None
+        if not isinstance(entry, dict):
+            continue
+        name = str(entry.get("name", ""))
+        if name.strip().casefold() == "person":
+            person = entry.get("id")
+        elif _name_of(name, emotions.categories) is not None:
+            by_emotion[entry.get("id")] = _name_of(name, emotions.categories)
+    return person, by_emotion
+
+
+def _check_count(where: str, labels: np.ndarray, emotions: EmotionSet,
+                 report: LoadReport) -> None:
+    count = int(labels.sum())
+    if emotions.single_label and count != 1:
+        raise CocoFormatError(f"{where}: {count} emotions for the single-label set "
+                              f"{emotions.name}: a person has exactly one")
+    if count == 0:
+        report.change(where, f"a person with no emotion of the set {emotions.name}")
 
 
 def _image(path: Path, folder: Path, entry: Any, split: str, emotions: EmotionSet
@@ -196,8 +244,29 @@ def _image(path: Path, folder: Path, entry: Any, split: str, emotions: EmotionSe
         info = image_info(found)
     except ImageFileError as err:
         raise CocoFormatError(f"{where}: {found}: {err.detail}") from None
-    return ImageRecord(found, info.width, info.height, [], split, emotions.name,
-                       emotions.categories)
+    width, height = _upright(found, info.width, info.height)
+    annotated = (entry.get("width"), entry.get("height"))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in annotated) and \
+            (round(annotated[0]), round(annotated[1])) != (width, height):
+        turned = " upright (EXIF orientation)" if (width, height) != (info.width, info.height) \
+            else ""
+        raise CocoFormatError(f"{where}: annotated as {annotated[0]}x{annotated[1]}, but "
+                              f"{found} is {width}x{height}{turned}: its boxes would not match")
+    return ImageRecord(found, width, height, [], split, emotions.name, emotions.categories)
+
+
+def _upright(path: Path, width: int, height: int) -> tuple[int, int]:
+    """The size of the image as it is read (EXIF orientation applied, as
+    :func:`caer_ros.image_file.read_image` does): a cheap reduced decode tells whether the
+    stored width and height are swapped."""
+    if width == height:
+        return width, height
+    small = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if small is None:
+        return width, height
+    rows, columns = small.shape[:2]
+    swapped = (rows > columns) != (height > width)
+    return (height, width) if swapped else (width, height)
 
 
 def _box(where: str, bbox: Any, width: int, height: int) -> tuple[float, float, float, float]:
@@ -250,27 +319,36 @@ def _emotions(where: str, entry: dict[str, Any], emotions: EmotionSet,
     if not isinstance(attributes, dict):
         raise CocoFormatError(f"{where}: 'attributes' must be an object, got "
                               f"{_short(attributes)}")
+    listed_labels = labels.copy()
     for key, value in attributes.items():
         folded = str(key).strip().casefold()
         if folded in CONTINUOUS or folded in CVAT_ATTRIBUTES:
             continue
+        name = _name_of(str(key), names)
         checked = _checkbox(value)
         if checked is None:
-            continue  # a text or number attribute of the lab's: not ours
-        name = _name_of(str(key), names)
+            chosen = _name_of(value, names) if isinstance(value, str) else None
+            if chosen is not None:  # a select or radio attribute naming the emotion
+                labels[names.index(chosen)] = 1.0
+            continue  # else a text or number attribute of the lab's: not ours
         if name is None:
             report.change(where, f"attribute {key!r} is not an emotion of the set "
                                  f"{emotions.name}: left out")
             continue
         if checked:
             labels[names.index(name)] = 1.0
+        elif listed_labels[names.index(name)]:
+            report.change(where, f"attribute {key!r} is false but 'emotions' lists it: "
+                                 f"{name} kept")
     return labels
 
 
 def _checkbox(value: Any) -> bool | None:
-    """A checkbox value (true/false, or the strings "true"/"false" some tools write)."""
+    """A checkbox value: true/false, 1/0, or the strings "true"/"false" some tools write."""
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str) and value.strip().casefold() in ("true", "false"):
         return value.strip().casefold() == "true"
     return None

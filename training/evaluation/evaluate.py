@@ -58,7 +58,8 @@ with.
 A lab's own data (:mod:`training.datasets.coco`): ``DIR`` holds ``train.json``, ``val.json``,
 ``test.json`` (found so without ``--dataset``); the people's emotions are read with the
 model's category set (``--category-set`` for a model with several, else its first), valence,
-arousal and dominance on the scale ``--continuous-range LOW HIGH`` (default 1 10). A
+arousal and dominance on the scale ``--continuous-range LOW HIGH`` (default: the one the
+model was trained with, stored in its file, else 1 10). A
 single-label set (HECO, or one the model scores with a softmax) is reported with macro F1.
 
 Errors with the input (model file, annotations, images, category sets) print one line
@@ -526,9 +527,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="COCO folder: the model's category set its emotions are read with "
                              "(default: the model's first)")
     parser.add_argument("--continuous-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=(1.0, 10.0),
                         help="COCO folder: the scale of valence, arousal and dominance "
-                             "(default 1 10)")
+                             "(default: the one the model was trained with, else 1 10)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "onnx"),
                         default="auto", help="default auto: from the model file's suffix")
@@ -550,7 +550,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--detection-threshold must be in [0, 1], got {args.detection_threshold}")
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
-    if args.continuous_range[0] >= args.continuous_range[1]:
+    if args.continuous_range is not None and \
+            args.continuous_range[0] >= args.continuous_range[1]:
         parser.error(f"--continuous-range: LOW must be below HIGH, got {args.continuous_range}")
     if args.dataset is None:
         args.dataset = "coco" if is_coco_folder(args.data) else "emotic"
@@ -610,15 +611,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def coco_emotions(predictor: Predictor, set_name: str | None,
-                  continuous_range: Sequence[float] = (1.0, 10.0)) -> EmotionSet:
-    """The model's category set ``set_name`` (None: its first) as a COCO folder's emotions."""
+                  continuous_range: Sequence[float] | None = None) -> EmotionSet:
+    """The model's category set ``set_name`` (None: its first) as a COCO folder's emotions;
+    ``continuous_range`` None: the one the model file says it was trained with, else 1..10."""
     sets = dict(predictor.config.categories)
     name = set_name or next(iter(sets))
     if name not in sets:
         raise EvaluationError(f"{predictor.path}: no category set {name!r} (the model has "
                               f"{', '.join(sets)})")
+    if continuous_range is None:  # the scale the model was trained with
+        continuous_range = getattr(predictor, "meta", {}).get("continuous_range", (1.0, 10.0))
     low, high = continuous_range
-    return EmotionSet(name, tuple(sets[name]), (float(low), float(high)))
+    return EmotionSet(name, tuple(sets[name]), (float(low), float(high)),
+                      single_label=single_label(predictor, name))
 
 
 def _one_line(error: Exception) -> str:
