@@ -22,7 +22,8 @@ Quality, on a small model trained with both scales in the ``bench_learn.py`` set
 ``model.half_resolution=true``; ``--budget-minutes`` of training), evaluated on its test split
 with the evaluator (the node's Predictor code path): ER mAP, PD AP, OER (x100) per setting, and
 each setting's drop against ``ort_fp32`` in points (positive = worse). The int8 graphs are
-calibrated on ``--calibration-images`` images of the training data (EMOTIC layout).
+calibrated on ``--calibration-images`` images of the training split alone (never the test
+images the drop is scored on).
 
 Where the time goes: ONNX Runtime's profiler on ``ort_fp32`` and ``ort_int8`` (``benet``):
 time per operator type and the share spent in the CBAM attention blocks (nodes under
@@ -75,6 +76,7 @@ from caer_ros.model import (
 from caer_ros.model.checkpoint import load_model_file
 from training.datasets.emotic import load_emotic
 from training.evaluation.evaluate import evaluate
+from training.experiments import split_images_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("torch_eager", "ort_fp32", "ort_int8", "fast", "int8_fast")
@@ -240,7 +242,9 @@ def quality(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, Path
     data = make_data(args.out, learn.images, learn.seed, learn.size, ["full"])["full"]
     trained = run_arm("full", data, learn)
     model = Path(trained["model"])
-    files = export_settings(model, args.out, data, args.calibration_images,
+    # int8 calibration on the training split only: the test images score the drop
+    calibration = split_images_folder(data, "train", args.out / "calibration_train")
+    files = export_settings(model, args.out, calibration, args.calibration_images,
                             verify=not args.quick)
     records, _ = load_emotic(data, "test")
     # run_arm evaluated the model file itself (torch) with the same evaluator.

@@ -117,6 +117,11 @@ def train(arm: str, seed: int, data: Path, overrides: list[str], args: argparse.
         info["gamma_end"] = {k: rounded(v, 3) for k, v in last["task_weights"].items()}
         info["gamma_max"] = rounded(max(max(r.get("task_weights", {0: 1.0}).values())
                                         for r in history), 3)
+        # gamma only takes the values exp(0.5 n): the ones each task took, in order of size
+        info["gamma_values"] = {task: sorted({rounded(r["task_weights"][task], 3)
+                                              for r in history if task in
+                                              r.get("task_weights", {})})
+                                for task in last["task_weights"]}
     kd = {k: rounded(v, 4) for k, v in terms.items() if k.startswith("kd.")}
     if kd:
         info["kd_terms"] = kd
@@ -205,9 +210,11 @@ def summary(runs: dict[str, dict[int, dict[str, object]]], chance: float
     if "disc_ramp" in runs:
         checks["disc_ramp_delta_end"], _ = mean_std(
             [r.get("delta_end") for r in runs["disc_ramp"].values()])
-    if "adaptive" in runs:
-        checks["adaptive_gamma_max"], _ = mean_std(
-            [r.get("gamma_max") for r in runs["adaptive"].values()])
+    if "adaptive" in runs:  # per seed: a mean of maxima is no value gamma took
+        checks["adaptive_gamma_max_per_seed"] = {
+            seed: r.get("gamma_max") for seed, r in runs["adaptive"].items()}
+        checks["adaptive_gamma_values_per_seed"] = {
+            seed: r.get("gamma_values") for seed, r in runs["adaptive"].items()}
     out["checks"] = checks
     out["arms"] = arms
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,18 @@ def test_same_start_builds_scratch_like_init_from(pretrain, tmp_path):
     assert differ == {"init_from"}
     assert np.isfinite(chance_er_map(split_records(own, "coco", "test",
                                                    EmotionSet("own", OWN_EMOTIONS))))
+
+
+def test_split_images_folder_holds_the_split_alone(synthetic_dataset, tmp_path):
+    """bench_deploy calibrates int8 on this folder of the training split (issue 30, item 3):
+    none of the test images it scores the drop on are in it."""
+    from caer_ros.inference.quantize import calibration_set
+    from training.experiments import split_images_folder
+
+    folder = split_images_folder(synthetic_dataset, "train", tmp_path / "calibration")
+    train = {Path(r.path).resolve() for r in load_emotic(synthetic_dataset, "train")[0]}
+    test = {Path(r.path).resolve() for r in load_emotic(synthetic_dataset, "test")[0]}
+    linked = {p.resolve() for p in folder.iterdir()}
+    assert linked == train and not linked & test
+    chosen = calibration_set(folder, count=100)
+    assert {p.resolve() for p in chosen.paths} <= train

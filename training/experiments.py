@@ -14,6 +14,8 @@
   overrides; its steps, training time, validations and the step ``best.pt`` was kept at;
 - :func:`init_check`: what ``init_from`` loads of a model file into a config's model, without
   training (:class:`training.finetune.InitReport` in numbers);
+- :func:`split_images_folder`: a folder of one split's images (links), e.g. the training
+  split alone for an int8 calibration that must not see the test images;
 - :func:`split_records`, :func:`model_figures`, :func:`chance_er_map`: a test split's records,
   a model file's figures on them through the node's predictor
   (:func:`training.evaluation.evaluate.evaluate`) and the ER mAP of constant scores on them.
@@ -180,6 +182,22 @@ def init_check(config_file: str | Path | None, data: str | Path, overrides: Sequ
 
 
 # --------------------------------------------------------------------------- figures
+
+
+def split_images_folder(data: str | Path, split: str, out: str | Path) -> Path:
+    """``out`` filled with links to the images of one split of the EMOTIC-layout dataset
+    ``data`` (a folder of images any calibration set reads), emptied first; returns ``out``."""
+    from training.datasets.emotic import load_emotic
+
+    records, _ = load_emotic(data, split)
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for n, record in enumerate(records):
+        source = Path(record.path).resolve()
+        (out / f"{n:05d}_{source.name}").symlink_to(source)
+    return out
 
 
 def split_records(data: str | Path, dataset: str = "emotic", split: str = "test",

@@ -15,10 +15,15 @@ The probe measures it before KA starts:
 2. each annotated person's feature vector is the mean of the teacher's map inside the person's
    box (``region="box"``) or inside its top quarter, where a standing person's head is
    (``region="head"``), on the teacher's grid (at least one cell);
-3. a linear classifier (logistic regression, L2, standardised inputs) is fitted on 70% of the
-   people and scored on the rest: ``accuracy`` for single-label labels (one class per person),
-   ER mAP for multi-label ones, each beside its *chance* level (the most frequent training
-   class; constant scores).
+3. a linear classifier (scikit-learn's logistic regression, L2, standardised inputs, the
+   convex L-BFGS solver run to convergence: ``converged`` says whether it got there) is
+   fitted on the people of 70% of the *images* and scored on the people of the others
+   (scikit-learn's ``GroupShuffleSplit`` by image: the people of one scene share its
+   context, so a split by person would let the probe recognise a scene it trained on):
+   ``accuracy`` for single-label labels (one class per person), ER mAP for multi-label
+   ones (one classifier per category), each beside its *chance* level (accuracy: the better
+   of the most frequent training class and a draw from the training classes' shares; ER mAP:
+   constant scores).
 
 A probe score less than :data:`MARGIN` above chance gets a warning: the teacher's features
 carry little about the labels on these images. ``python -m training.teachers.probe --config
@@ -46,7 +51,7 @@ MARGIN = 0.1  # a probe score less than this above chance carries little
 REGIONS = ("box", "head")
 HEAD_FRACTION = 0.25  # the top quarter of a standing person's box holds the head
 TRAIN_FRACTION = 0.7
-STEPS = 300
+MAX_ITERATIONS = 2000  # L-BFGS iterations; a probe that needs more says it did not converge
 
 
 @dataclass
@@ -58,6 +63,7 @@ class ProbeResult:
     metric: str
     score: float
     chance: float
+    converged: bool = True
 
     @property
     def carries_little(self) -> bool:
@@ -69,22 +75,26 @@ class ProbeResult:
         if self.carries_little:
             text += (f"; WARNING: less than {MARGIN:g} above chance - its features carry "
                      f"little about these labels on the student's images")
+        if not self.converged:
+            text += f"; the probe's solver did not converge in {MAX_ITERATIONS} iterations"
         return text
 
 
 def person_features(teacher: Callable[[Tensor], Tensor], records: Sequence[ImageRecord],
                     input_size: tuple[int, int], region: str = "box",
                     read: Callable[[object], np.ndarray] | None = None,
-                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(P, C) teacher features of every annotated person of ``records`` and their (P, E)
-    labels (step 1-2 of the module docstring). ``read(path)`` gives an RGB uint8 image
-    (default :func:`training.data.batches.read_rgb`); the teacher runs on ``device``."""
+                    device: str | torch.device = "cpu"
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, C) teacher features of every annotated person of ``records``, their (P, E) labels
+    and (P,) the index of each one's image in ``records`` (steps 1-2 of the module docstring;
+    the probe splits by image). ``read(path)`` gives an RGB uint8 image (default
+    :func:`training.data.batches.read_rgb`); the teacher runs on ``device``."""
     if region not in REGIONS:
         raise ValueError(f"region must be one of {', '.join(REGIONS)}, got {region!r}")
     if read is None:
         from training.data.batches import read_rgb as read
-    features, labels = [], []
-    for record in records:
+    features, labels, images = [], [], []
+    for index, record in enumerate(records):
         if not record.people:
             continue
         canvas, placement = letterbox(read(record.path), input_size, rgb=True)
@@ -102,48 +112,68 @@ def person_features(teacher: Callable[[Tensor], Tensor], records: Sequence[Image
             c1 = max(int(np.ceil(x2 * scale_x)), c0 + 1)
             features.append(fmap[:, max(r0, 0):r1, max(c0, 0):c1].mean(dim=(1, 2)).numpy())
             labels.append(np.asarray(person.categories, np.float32))
+            images.append(index)
     if not features:
         raise ValueError("no annotated person in the probe's images")
-    return np.stack(features), np.stack(labels)
+    return np.stack(features), np.stack(labels), np.asarray(images)
 
 
 def probe(features: np.ndarray, labels: np.ndarray, single_label: bool, name: str = "teacher",
-          seed: int = 0) -> ProbeResult:
-    """Step 3: fit the linear probe on 70% of the people, score it on the rest."""
+          seed: int = 0, images: np.ndarray | None = None) -> ProbeResult:
+    """Step 3: fit the linear probe on the people of 70% of the images (``images``: each
+    person's image; None: every person an image of its own), score it on the others."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupShuffleSplit
+
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels, np.float64)
     count = len(features)
     if count < 10:
         raise ValueError(f"the probe needs at least 10 people, got {count}")
-    order = np.random.default_rng(seed).permutation(count)
-    cut = int(round(TRAIN_FRACTION * count))
-    train, test = order[:cut], order[cut:]
+    groups = np.arange(count) if images is None else np.asarray(images)
+    if len(set(groups.tolist())) < 2:
+        raise ValueError("the probe needs people of at least 2 images")
+    split = GroupShuffleSplit(n_splits=1, train_size=TRAIN_FRACTION, random_state=seed)
+    train, test = next(split.split(features, groups=groups))
     mean, std = features[train].mean(axis=0), features[train].std(axis=0) + 1e-6
-    x = torch.from_numpy((features - mean) / std).float()
-    y = torch.from_numpy(labels).float()
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(x.shape[1], y.shape[1], generator=generator) * 0.01).requires_grad_()
-    bias = torch.zeros(y.shape[1], requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=0.05, weight_decay=1e-3)
-    for _ in range(STEPS):
-        logits = x[train] @ weight + bias
-        loss = torch.nn.functional.cross_entropy(logits, y[train].argmax(dim=1)) \
-            if single_label else \
-            torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        scores = (x[test] @ weight + bias).numpy()
+    x = (features - mean) / std
+    converged = True
+
+    def fitted(target: np.ndarray) -> LogisticRegression:
+        nonlocal converged
+        model = LogisticRegression(C=1.0, max_iter=MAX_ITERATIONS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x[train], target)
+        converged = converged and bool(np.all(model.n_iter_ < MAX_ITERATIONS))
+        return model
+
     truth = labels[test]
     if single_label:
-        majority = np.bincount(labels[train].argmax(axis=1), minlength=labels.shape[1]).argmax()
-        score = float(np.mean(scores.argmax(axis=1) == truth.argmax(axis=1)))
-        chance = float(np.mean(truth.argmax(axis=1) == majority))
-        return ProbeResult(name, count, "accuracy", score, chance)
+        classes = labels.argmax(axis=1)
+        shares = np.bincount(classes[train], minlength=labels.shape[1]) / len(train)
+        tested = np.bincount(truth.argmax(axis=1), minlength=labels.shape[1]) / len(test)
+        # the better of two guesses that see no features: the majority class, and a draw
+        # from the training classes' shares (a few test images can miss the majority)
+        chance = float(max(tested[shares.argmax()], shares @ tested))
+        if len(set(classes[train].tolist())) < 2:  # one class to learn: the guess alone
+            return ProbeResult(name, count, "accuracy", chance, chance, converged)
+        predicted = fitted(classes[train]).predict(x[test])
+        score = float(np.mean(predicted == truth.argmax(axis=1)))
+        return ProbeResult(name, count, "accuracy", score, chance, converged)
+    scores = np.zeros(truth.shape)
+    for column in range(labels.shape[1]):  # one classifier per category
+        target = labels[train, column] > 0.5
+        if target.all() or not target.any():
+            scores[:, column] = float(target.mean())  # constant in training: constant scores
+        else:
+            scores[:, column] = fitted(target).decision_function(x[test])
     score = metrics.er_map(scores, truth)[0]
     chance = metrics.er_map(np.zeros(truth.shape), truth)[0]
-    return ProbeResult(name, count, "er_map", score, chance)
+    return ProbeResult(name, count, "er_map", score, chance, converged)
 
 
 def probe_teacher(teacher: Callable[[Tensor], Tensor], records: Sequence[ImageRecord],
@@ -158,10 +188,11 @@ def probe_teacher(teacher: Callable[[Tensor], Tensor], records: Sequence[ImageRe
     for set_name in dict.fromkeys(r.category_set for r in records):
         of_set = [r for r in records if r.category_set == set_name]
         of_set = of_set[:images] if images else of_set
-        features, labels = person_features(teacher, of_set, input_size, region, device=device)
+        features, labels, images_of = person_features(teacher, of_set, input_size, region,
+                                                      device=device)
         if len(features) >= 10:
             results.append(probe(features, labels, set_name in SINGLE_LABEL_SETS,
-                                 f"{name} ({set_name})"))
+                                 f"{name} ({set_name})", images=images_of))
     return results
 
 
