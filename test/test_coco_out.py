@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from helpers.clips import SIZE, read_frames, write_clip
+from helpers.clips import SIZE, interrupt_when, read_frames, write_clip
 
 from caer_ros.inference.cli import INTERRUPTED, main
 from caer_ros.labels import EMOTIC
@@ -233,15 +231,9 @@ def test_ctrl_c_writes_the_frames_processed_so_far(small_model_files, tmp_path):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     frames = coco.parent / "train_frames"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if frames.is_dir() and len(list(frames.iterdir())) >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "it ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == INTERRUPTED, err[-2000:]
+    code, err = interrupt_when(process, lambda: frames.is_dir()
+                               and len(list(frames.iterdir())) >= 3)
+    assert code == INTERRUPTED, err[-2000:]
     lines = [json.loads(line) for line in (out / "long.jsonl").read_text().splitlines()]
     assert 3 <= len(lines) < 400
     document = read_coco(coco)

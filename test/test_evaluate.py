@@ -25,6 +25,7 @@ from helpers.small_model import write_small_model
 from caer_ros.inference.decode import Detections
 from caer_ros.inference.predictor import Predictor
 from caer_ros.labels import EMOTIC, HECO
+from caer_ros.model.config import ModelConfig
 from training.datasets.emotic import load_emotic
 from training.datasets.synthetic import generate
 from training.evaluation import metrics
@@ -197,7 +198,7 @@ class OraclePredictor:
 
     def __init__(self, records, input_frame: bool = False, continuous: bool = False) -> None:
         self.by_image = {self._key(cv2.imread(str(r.path))): r for r in records}
-        self.config = SimpleNamespace(categories={"heco": HECO, "emotic": EMOTIC})
+        self.config = ModelConfig(categories={"heco": HECO, "emotic": EMOTIC})
         self.path = "oracle.pt"
         self.input_frame = input_frame
         self.continuous = continuous

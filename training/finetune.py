@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from caer_ros.model.checkpoint import ModelFileError, read_model_file
+from caer_ros.model.checkpoint import read_model_file
 
 
 class InitError(ValueError):
@@ -150,13 +150,9 @@ def _per_category(model: nn.Module, set_name: str) -> set[str]:
 
 
 def _rows(value: torch.Tensor, old: torch.Tensor, rows: dict[int, int]) -> torch.Tensor:
-    """``value`` with its rows ``i`` replaced by ``old``'s rows ``rows[i]`` (a scalar: as is)."""
-    if value.dim() == 0:
-        return old.clone()
+    """``value`` with its rows ``i`` replaced by ``old``'s rows ``rows[i]``."""
     out = value.clone()
     for i, j in rows.items():
         out[i] = old[j]
     return out
 
-
-__all__ = ["InitError", "InitReport", "ModelFileError", "load_init_model"]

@@ -397,7 +397,8 @@ class Trainer(Job):
 
     def _init_from(self, path: str) -> None:
         """Fine-tuning: every tensor of the model file that fits (:mod:`training.finetune`)."""
-        from training.finetune import InitError, ModelFileError, load_init_model
+        from caer_ros.model.checkpoint import ModelFileError
+        from training.finetune import InitError, load_init_model
 
         try:
             report = load_init_model(self.model, Path(path).expanduser())

@@ -69,7 +69,6 @@ from caer_ros.inference.runners import (
     Runner,
     TorchRunner,
 )
-from caer_ros.labels import is_single_label
 from caer_ros.model.checkpoint import ModelFile, ModelFileError, load_model_file
 from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
@@ -98,7 +97,7 @@ class Predictor:
         self.categories: tuple[str, ...] = tuple(self.config.categories[self.category_set])
         self.emotion_thresholds = np.asarray(settings.emotion_thresholds[self.category_set],
                                              dtype=np.float32)
-        self.single_label = self._single_label()
+        self.single_label = self.config.single_label(self.category_set)
         self.detection_threshold = settings.detection_threshold
         self.backend = runner.name
         self.has_continuous = self.config.continuous
@@ -177,13 +176,7 @@ class Predictor:
         self.categories = tuple(self.config.categories[name])
         self.emotion_thresholds = np.asarray(self.settings.emotion_thresholds[name],
                                              dtype=np.float32)
-        self.single_label = self._single_label()
-
-    def _single_label(self) -> bool:
-        """Whether each person has one category of the reported set (HECO, or a set the model
-        scores with a softmax): labels are then the top category alone."""
-        return is_single_label(self.category_set) or \
-            self.category_set in self.config.softmax_sets
+        self.single_label = self.config.single_label(name)
 
     def predict(self, image: np.ndarray, detection_threshold: float | None = None,
                 max_people: int | None = None) -> Detections:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from caer_ros.config_data import ConfigData
-from caer_ros.labels import EMOTIC
+from caer_ros.labels import EMOTIC, is_single_label
 
 BLOCK_TYPES = ("basic", "bottleneck")
 HEAD_LAYOUTS = ("benet", "shared")
@@ -345,6 +345,12 @@ class ModelConfig(ConfigData):
     def softmax_sets(self) -> frozenset[str]:
         """The category sets scored with a softmax (see ``scores``)."""
         return frozenset(name for name, kind in self.scores.items() if kind == "softmax")
+
+    def single_label(self, name: str) -> bool:
+        """Whether each person of set ``name`` has one category: by the dataset's design (HECO,
+        :func:`caer_ros.labels.is_single_label`) or because this model scores it with a
+        softmax (a set trained with ``emotion_loss: ce``); its labels are the top category."""
+        return is_single_label(name) or name in self.softmax_sets
 
     @property
     def primary_set(self) -> str:

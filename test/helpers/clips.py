@@ -37,3 +37,20 @@ def read_frames(path: Path) -> list[np.ndarray]:
         frames.append(image)
     capture.release()
     return frames
+
+
+def interrupt_when(process, ready, timeout: float = 120.0) -> tuple[int, str]:
+    """Send SIGINT to ``process`` (a Popen with text pipes) once ``ready()`` is true, and
+    return its exit status and stderr; fails when it ended before that."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "it ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err

@@ -42,7 +42,6 @@ from torch import Tensor
 
 from caer_ros.image_file import ImageFileError, read_image
 from caer_ros.inference.preprocess import letterbox, normalize
-from caer_ros.labels import is_single_label
 from training.config import TASKS, TrainConfig
 from training.data.targets import ScaleTargets, build_targets
 from training.data.transforms import AugmentConfig, Sample, augment, draw_pre_transform
@@ -112,7 +111,7 @@ def coco_emotions(config: TrainConfig) -> EmotionSet:
     with a softmax (``emotion_loss: ce``) or is HECO."""
     name, names = next(iter(config.model.categories.items()))
     return EmotionSet(name, tuple(names), tuple(float(v) for v in config.data.continuous_range),
-                      single_label=name in config.model.softmax_sets or is_single_label(name))
+                      single_label=config.model.single_label(name))
 
 
 def print_reports(reports: Sequence[LoadReport]) -> None:

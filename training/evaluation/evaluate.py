@@ -86,7 +86,7 @@ from caer_ros.atomic_file import atomic_write
 from caer_ros.image_file import ImageFileError
 from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
-from caer_ros.labels import category_set, is_single_label
+from caer_ros.labels import category_set
 from caer_ros.model.checkpoint import ModelFileError
 from training.datasets.coco import CocoFormatError, EmotionSet, is_coco_folder, load_coco
 from training.datasets.emotic import EmoticFormatError, load_emotic
@@ -251,7 +251,7 @@ def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
     boxes and their labels: single-label for a single-label set (:func:`single_label`),
     multi-label otherwise."""
     categories = tuple(predictor.config.categories[set_name])
-    if single_label(predictor, set_name):
+    if predictor.config.single_label(set_name):
         macro, per_category = metrics.macro_f1(scores, labels)
         fields: dict[str, Any] = {"single_label": True, "macro_f1": SCALE * macro,
                                   "accuracy": SCALE * metrics.accuracy(scores, labels)}
@@ -263,14 +263,6 @@ def _f1(predictor: Predictor, set_name: str, scores: np.ndarray,
     fields["per_category_f1"] = {name: SCALE * float(v)
                                  for name, v in zip(categories, per_category, strict=True)}
     return fields
-
-
-def single_label(predictor: Predictor, set_name: str) -> bool:
-    """Whether ``set_name`` has one category per person: HECO
-    (:func:`caer_ros.labels.is_single_label`), or a set the model scores with a softmax (a
-    lab's own set trained with ``emotion_loss: ce``)."""
-    return is_single_label(set_name) or \
-        set_name in getattr(predictor.config, "softmax_sets", frozenset())
 
 
 def _finite(value: float) -> float | None:
@@ -375,8 +367,8 @@ def evaluate(predictor: Predictor, records: Sequence[ImageRecord],
     ``predict(image, detection_threshold=...)`` and ``predict_and_read(image, boxes,
     detection_threshold=...)`` (the people found and the people at ``boxes``, from one network
     run; :class:`~caer_ros.inference.decode.Detections` with ``set_scores``),
-    ``config.categories`` and ``path``. Scores come from the model's set that matches the records'
-    (:func:`evaluated_set`).
+    ``config`` (its :class:`~caer_ros.model.config.ModelConfig`) and ``path``. Scores come
+    from the model's set that matches the records' (:func:`evaluated_set`).
 
     - ER mAP: :func:`training.evaluation.metrics.er_map` over every annotated person of
       every image, the scores read with the annotated boxes. A category with no positive
@@ -623,7 +615,7 @@ def coco_emotions(predictor: Predictor, set_name: str | None,
         continuous_range = getattr(predictor, "meta", {}).get("continuous_range", (1.0, 10.0))
     low, high = continuous_range
     return EmotionSet(name, tuple(sets[name]), (float(low), float(high)),
-                      single_label=single_label(predictor, name))
+                      single_label=predictor.config.single_label(name))
 
 
 def _one_line(error: Exception) -> str:
