@@ -2,7 +2,7 @@
 
 BENet (Cladiere et al., 2023) and the KA student (Cladiere et al., 2024): an HRNet backbone
 (``hrnet``, ``blocks``, ``attention``), the detection / emotion-map / classification heads
-(``heads``), their assembly (``network``), configs (``config``, ``inference_settings``), the
+(``heads``), the students' compact torchvision backbones (``student``), their assembly (``network``), configs (``config``, ``inference_settings``), the
 model file (``checkpoint``), pretrained-backbone loading (``weights``) and BENet's released
 weights in our names (``public_benet``: key mapping, :func:`reference_outputs`).
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     )
     from caer_ros.model.config import (
         BACKBONE_PRESETS,
+        STUDENT_BACKBONES,
+        STUDENT_PRESETS,
         AttentionConfig,
         BackboneConfig,
         ModelConfig,
@@ -48,6 +50,8 @@ _SOURCES = {
     "read_model_file": "checkpoint",
     "save_model_file": "checkpoint",
     "BACKBONE_PRESETS": "config",
+    "STUDENT_BACKBONES": "config",
+    "STUDENT_PRESETS": "config",
     "AttentionConfig": "config",
     "BackboneConfig": "config",
     "ModelConfig": "config",
@@ -69,6 +73,8 @@ _SOURCES = {
 
 __all__ = [
     "BACKBONE_PRESETS",
+    "STUDENT_BACKBONES",
+    "STUDENT_PRESETS",
     "AttentionConfig",
     "BENet",
     "BENetOutput",

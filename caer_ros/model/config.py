@@ -180,10 +180,34 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
 }
 
 
+# The students' compact backbones (:mod:`caer_ros.model.student`): torchvision's feature
+# extractors with a stride-4 neck, named as torchvision names them.
+STUDENT_BACKBONES: tuple[str, ...] = ("mobilenet_v3_large", "mobilenet_v3_small")
+
+# Student presets for CPUs and Jetsons (issue 31): the ModelConfig fields a preset sets; the
+# category sets, continuous head, scores and input size come from the teacher
+# (:meth:`ModelConfig.student`). One map trunk per head at 1/4 with no residual blocks, no 1/2
+# outputs and no classification heads: everything the inference graph does not read is left
+# out. ``student_large``: MobileNetV3-Large, a 64-wide neck and 32-wide heads (the default);
+# ``student_small``: MobileNetV3-Small, 48 and 24 (for the slowest CPUs).
+STUDENT_PRESETS: dict[str, dict[str, Any]] = {
+    "student_large": {"backbone": "mobilenet_v3_large", "neck_channels": 64,
+                      "head_layout": "shared", "head_channels": 32, "head_blocks": 0,
+                      "half_resolution": False, "person_centric": False, "background": False,
+                      "attention": None},
+    "student_small": {"backbone": "mobilenet_v3_small", "neck_channels": 48,
+                      "head_layout": "shared", "head_channels": 24, "head_blocks": 0,
+                      "half_resolution": False, "person_centric": False, "background": False,
+                      "attention": None},
+}
+
+
 def check_backbone(backbone: Any) -> None:
-    """A config's ``backbone`` field: a known preset name or a :class:`BackboneConfig`."""
+    """A config's ``backbone`` field: a known preset name (HRNet or student) or a
+    :class:`BackboneConfig`."""
     if isinstance(backbone, str):
-        backbone_preset(backbone)
+        if backbone not in STUDENT_BACKBONES:
+            backbone_preset(backbone)
     elif not isinstance(backbone, BackboneConfig):
         _fail(f"backbone must be a preset name or a BackboneConfig, "
               f"got {type(backbone).__name__}")
@@ -194,7 +218,7 @@ def backbone_preset(name: str) -> BackboneConfig:
     try:
         return BACKBONE_PRESETS[name]
     except (KeyError, TypeError):
-        known = ", ".join(sorted(BACKBONE_PRESETS))
+        known = ", ".join(sorted(BACKBONE_PRESETS) + list(STUDENT_BACKBONES))
         raise ValueError(f"unknown backbone preset {name!r}; known presets: {known}") from None
 
 
@@ -226,7 +250,9 @@ def _default_categories() -> dict[str, tuple[str, ...]]:
 class ModelConfig(ConfigData):
     """Everything needed to build a :class:`~caer_ros.model.network.BENet`.
 
-    - ``backbone``: a preset name (see :data:`BACKBONE_PRESETS`) or an explicit layout.
+    - ``backbone``: an HRNet preset name (see :data:`BACKBONE_PRESETS`), an explicit HRNet
+      layout, or a student's compact backbone (:data:`STUDENT_BACKBONES`,
+      :mod:`caer_ros.model.student`) whose neck is ``neck_channels`` wide.
     - ``attention``: None keeps the backbone's own setting; True/False forces CBAM on/off.
       The same switch applies to the residual blocks of the heads (as in BENet).
     - ``categories``: category-set name -> category names, in channel order. Several sets can
@@ -275,6 +301,7 @@ class ModelConfig(ConfigData):
     classifier_expansion: int = 1
     classifier_channels: int = 128
     scores: dict[str, str] = field(default_factory=dict)
+    neck_channels: int = 64
 
     def __post_init__(self) -> None:
         check_backbone(self.backbone)
@@ -301,7 +328,8 @@ class ModelConfig(ConfigData):
             _fail(f"head_layout must be one of {', '.join(HEAD_LAYOUTS)}, "
                   f"got {self.head_layout!r}")
         for name, least in (("head_channels", 1), ("head_blocks", 0),
-                            ("classifier_expansion", 1), ("classifier_channels", 1)):
+                            ("classifier_expansion", 1), ("classifier_channels", 1),
+                            ("neck_channels", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 _fail(f"{name} must be an integer >= {least}, got {value!r}")
@@ -361,8 +389,29 @@ class ModelConfig(ConfigData):
     def backbone_name(self) -> str:
         return self.backbone if isinstance(self.backbone, str) else "custom"
 
+    @property
+    def is_student(self) -> bool:
+        """Whether the backbone is a student's compact one (:data:`STUDENT_BACKBONES`)."""
+        return isinstance(self.backbone, str) and self.backbone in STUDENT_BACKBONES
+
+    @classmethod
+    def student(cls, preset: str, teacher: ModelConfig, **changes: Any) -> ModelConfig:
+        """The student ``preset`` (:data:`STUDENT_PRESETS`) for ``teacher``: its category sets,
+        continuous head, scores, input size and normalisation, then ``changes``."""
+        if preset not in STUDENT_PRESETS:
+            _fail(f"unknown student preset {preset!r}; known presets: "
+                  f"{', '.join(STUDENT_PRESETS)}")
+        return cls(**{**STUDENT_PRESETS[preset],
+                      "categories": dict(teacher.categories), "continuous": teacher.continuous,
+                      "scores": dict(teacher.scores), "input_size": teacher.input_size,
+                      "input_mean": teacher.input_mean, "input_std": teacher.input_std,
+                      **changes})
+
     def backbone_config(self) -> BackboneConfig:
-        """The backbone layout, with the attention override applied."""
+        """The HRNet layout, with the attention override applied (not for a student's
+        backbone, which has no HRNet layout)."""
+        if self.is_student:
+            _fail(f"backbone {self.backbone!r} is a student backbone, not an HRNet layout")
         layout = backbone_preset(self.backbone) if isinstance(self.backbone, str) \
             else self.backbone
         return layout if self.attention is None else layout.with_attention(self.attention)

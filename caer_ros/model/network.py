@@ -9,6 +9,9 @@ must be multiples of 32 (the coarsest branch is 1/32 and the fusions upsample by
 ``config.input_size`` guarantees. The network never modifies its inputs or the returned
 backbone features in place.
 
+With a student backbone (``ModelConfig.is_student``, :mod:`caer_ros.model.student`) the
+HRNet is replaced by a torchvision trunk and a stride-4 neck; the heads are the same.
+
 With the default config (``backbone: benet``, ``head_layout: benet``, 3 head blocks, 128
 classifier channels) this is BENet's public network layer for layer; its released weights load
 through :mod:`caer_ros.convert` and :func:`reference_outputs` gives its outputs under the
@@ -20,10 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from caer_ros.model.config import ModelConfig
+from caer_ros.model.config import AttentionConfig, ModelConfig
 from caer_ros.model.heads import ClassificationHead, map_head, set_heatmap_prior
 from caer_ros.model.hrnet import HRNet
 from caer_ros.model.output import BENetOutput, ScaleOutput
+from caer_ros.model.student import StudentBackbone
 
 CONTINUOUS = "continuous"  # the output name of the valence/arousal/dominance maps
 
@@ -35,9 +39,14 @@ class BENet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        backbone = config.backbone_config()
-        attention = backbone.attention  # the heads' residual blocks follow the backbone
-        self.backbone = HRNet(backbone)
+        self.backbone: HRNet | StudentBackbone
+        if config.is_student:  # a compact torchvision trunk and a stride-4 neck
+            attention = None if not config.attention else AttentionConfig()
+            self.backbone = StudentBackbone(str(config.backbone), config.neck_channels)
+        else:
+            backbone = config.backbone_config()
+            attention = backbone.attention  # the heads' residual blocks follow the backbone
+            self.backbone = HRNet(backbone)
         widths = self.backbone.out_channels
         layout = config.head_layout
 

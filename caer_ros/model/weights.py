@@ -1,5 +1,7 @@
 """Load pretrained HRNet backbone weights by name (BENet 3.1 / KA paper 3.3: the backbone
-starts from ImageNet weights; KA teachers are HRNet-W32 networks of other tasks).
+starts from ImageNet weights; KA teachers are HRNet-W32 networks of other tasks), or a student
+backbone's torchvision weights (``mobilenet_v3_large-*.pth``: its trunk keeps torchvision's
+names under ``features.``; the neck is not in such a file and is reported missing).
 
 Accepts official HRNet ImageNet checkpoints, HigherHRNet checkpoints, training checkpoints
 (``{"state_dict": ...}``, ``module.`` prefixes) and caer_ros model files. The prefix in front
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from caer_ros.model.checkpoint import ModelFileError, load_plain_data
 from caer_ros.model.hrnet import HRNet
+from caer_ros.model.student import StudentBackbone
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,13 @@ class LoadReport:
                 f"{len(self.skipped)} skipped (shape differs) (prefix {self.prefix!r})")
 
 
-def _backbone_of(target: nn.Module) -> HRNet:
-    if isinstance(target, HRNet):
+def _backbone_of(target: nn.Module) -> HRNet | StudentBackbone:
+    if isinstance(target, (HRNet, StudentBackbone)):
         return target
     backbone = getattr(target, "backbone", None)
-    if isinstance(backbone, HRNet):
+    if isinstance(backbone, (HRNet, StudentBackbone)):
         return backbone
-    raise TypeError(f"expected an HRNet or a model with an HRNet .backbone, "
+    raise TypeError(f"expected an HRNet, a student backbone or a model with one as .backbone, "
                     f"got {type(target).__name__}")
 
 
