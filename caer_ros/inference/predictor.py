@@ -110,6 +110,12 @@ class Predictor:
         self._lock = threading.Lock()
         self._sizes_lock = threading.Lock()
 
+    @property
+    def runner(self) -> Runner:
+        """The inference graph's runner (torch or ONNX Runtime): batches of normalised images
+        in, the graph's outputs out (what label-free distillation reads as targets)."""
+        return self._runner
+
     @classmethod
     def from_file(
         cls,

@@ -5,6 +5,8 @@
 - :mod:`training.datasets.heco`: HECO ``HECO_Labels.csv`` and the KA paper's partition.
 - :mod:`training.datasets.synthetic`: a small generated dataset in EMOTIC's (and HECO's) on-disk
   format, for tests and smoke runs.
+- :mod:`training.datasets.frames`: the unlabelled frame pool (image folders and video frames,
+  no annotations) for label-free distillation and model comparison, split by image / video chunk.
 """
 
 from training.datasets.emotic import load_emotic

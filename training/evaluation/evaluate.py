@@ -1,9 +1,20 @@
 """Evaluation of a model file on EMOTIC, HECO or a lab's own COCO folder: ER mAP, PD AP, OER
-(DESIGN.md "Metrics"), F1 and the ABAW-style combined score.
+(DESIGN.md "Metrics"), F1 and the ABAW-style combined score; or, with ``--against``, a
+student's agreement with its teacher on unlabelled frames.
 
     python -m training.evaluate --model M.pt|M.onnx --data DIR [--dataset emotic|heco|coco]
         [--split test|val|train] [--backend auto|torch|onnxruntime] [--device cpu|cuda]
         [--detection-threshold 0.01] [--limit N] [--seed 0] [--images DIR] [--json PATH]
+    python -m training.evaluate --model STUDENT.pt --against TEACHER.pt --images PATH [PATH ...]
+        [--frame-rate 2] [--max-frames N] [--backend ...] [--device ...] [--json PATH]
+
+Agreement (``--against``, :mod:`training.evaluation.agreement`): the teacher's people and
+labels (at its own detection and emotion thresholds) are the ground truth of the student's
+PD AP and ER mAP, with the mean absolute difference of their scores, on the frames of
+``--images`` (image folders, images, videos at ``--frame-rate``:
+:func:`training.datasets.frames.collect_frames`). The inference-setting options are the
+student's; the teacher runs with its file's settings, its backend from its suffix. The rest of
+this docstring is about ``--data``.
 
 One pass over the split's images; per image one network run through the
 :class:`~caer_ros.inference.predictor.Predictor` (the same code path as the node and
@@ -62,8 +73,8 @@ arousal and dominance on the scale ``--continuous-range LOW HIGH`` (default: the
 model was trained with, stored in its file, else 1 10). A
 single-label set (HECO, or one the model scores with a softmax) is reported with macro F1.
 
-Errors with the input (model file, annotations, images, category sets) print one line
-``error: ...`` naming the file and exit with status 1.
+Errors with the input (model files, annotations, images, frames, category sets) print one
+line ``error: ...`` naming the file and exit with status 1, with nothing written.
 """
 
 from __future__ import annotations
@@ -90,9 +101,16 @@ from caer_ros.labels import category_set
 from caer_ros.model.checkpoint import ModelFileError
 from training.datasets.coco import CocoFormatError, EmotionSet, is_coco_folder, load_coco
 from training.datasets.emotic import EmoticFormatError, load_emotic
+from training.datasets.frames import FrameError, collect_frames
 from training.datasets.heco import HecoFormatError, heco_partition, load_heco
 from training.datasets.records import ImageRecord, LoadReport
 from training.evaluation import metrics
+from training.evaluation.agreement import (
+    AgreementError,
+    agreement,
+    format_agreement,
+    shared_category_set,
+)
 from training.objectives.multitask import ccc
 
 LOG = logging.getLogger(__name__)
@@ -102,6 +120,8 @@ LOG = logging.getLogger(__name__)
 SCALE = 100
 #: Default minimum detection score of :func:`evaluate` (see the module docstring).
 DETECTION_THRESHOLD = 0.01
+#: Default ``--frame-rate`` of ``--against``: video frames taken per second of video.
+FRAME_RATE = 2.0
 DATASETS = ("emotic", "heco", "coco")
 SPLITS = ("test", "val", "train")
 HECO_LABELS = "HECO_Labels.csv"
@@ -506,12 +526,17 @@ def write_json(path: str | Path, content: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate",
                                      description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring of "
-                                            "training/evaluation/evaluate.py.")
+                                     epilog="See the module docstrings of "
+                                            "training/evaluation/evaluate.py and agreement.py.")
     parser.add_argument("--model", required=True, help="model file: .pt (torch) or .onnx")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="dataset directory (EMOTIC: holds Annotations/Annotations.mat and "
-                             "emotic/; HECO: holds HECO_Labels.csv)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--data", type=Path,
+                      help="dataset directory (EMOTIC: holds Annotations/Annotations.mat and "
+                           "emotic/; HECO: holds HECO_Labels.csv)")
+    mode.add_argument("--against", type=Path, metavar="TEACHER",
+                      help="agreement mode: score --model as a student against this teacher "
+                           "model file on the unlabelled frames of --images (module "
+                           "training/evaluation/agreement.py)")
     parser.add_argument("--dataset", choices=DATASETS,
                         help="dataset format (default: coco for a folder holding train.json, "
                              "else emotic)")
@@ -521,25 +546,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--continuous-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="COCO folder: the scale of valence, arousal and dominance "
                              "(default: the one the model was trained with, else 1 10)")
-    parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
+    parser.add_argument("--split", choices=SPLITS, help="default test")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "onnx"),
-                        default="auto", help="default auto: from the model file's suffix")
+                        default="auto", help="default auto: from the model file's suffix "
+                                             "(a teacher's backend is always from its suffix)")
     parser.add_argument("--device", default="cpu",
-                        help="torch device, or for onnxruntime cpu or cuda (default cpu)")
+                        help="torch device, or for onnxruntime cpu or cuda (default cpu; the "
+                             "teacher's too)")
     parser.add_argument("--detection-threshold", type=float, default=DETECTION_THRESHOLD,
                         help=f"minimum detection score for PD AP and OER (default "
                              f"{DETECTION_THRESHOLD}: low, so the AP curves are complete)")
     parser.add_argument("--limit", type=int, help="evaluate only the split's first N images")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int,
                         help="HECO partition seed (the one used for training; default 0)")
-    parser.add_argument("--images", type=Path,
-                        help="HECO image directory (default: DIR/heco/images, DIR/images or DIR)")
+    parser.add_argument("--images", type=Path, nargs="+", metavar="PATH",
+                        help="with --data: the HECO image directory (default: DIR/heco/images, "
+                             "DIR/images or DIR); with --against: the frames, image folders, "
+                             "images and/or videos")
+    parser.add_argument("--frame-rate", type=float,
+                        help="with --against: video frames taken per second of video "
+                             f"(default {FRAME_RATE:g})")
+    parser.add_argument("--max-frames", type=int,
+                        help="with --against: an evenly spaced subset of this many frames")
     parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_setting_arguments(parser, "; an ONNX file fixes it at export")
+    add_setting_arguments(parser, "; an ONNX file fixes it at export; with --against, the "
+                                  "student's only")
     args = parser.parse_args(argv)
     if not 0.0 <= args.detection_threshold <= 1.0:
         parser.error(f"--detection-threshold must be in [0, 1], got {args.detection_threshold}")
+    if args.against is not None:
+        _check_agreement_args(parser, args)
+        return args
+    frame_options = [option for option, value in (("--frame-rate", args.frame_rate),
+                                                  ("--max-frames", args.max_frames))
+                     if value is not None]
+    if frame_options:
+        parser.error(f"{' and '.join(frame_options)} go with --against, not --data")
+    if args.images is not None:
+        if len(args.images) > 1:
+            parser.error(f"--images takes one HECO image directory with --data, got "
+                         f"{len(args.images)} paths")
+        args.images = args.images[0]
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
     if args.continuous_range is not None and \
@@ -547,7 +595,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--continuous-range: LOW must be below HIGH, got {args.continuous_range}")
     if args.dataset is None:
         args.dataset = "coco" if is_coco_folder(args.data) else "emotic"
+    args.split = "test" if args.split is None else args.split
+    args.seed = 0 if args.seed is None else args.seed
     return args
+
+
+def _check_agreement_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--against``'s options: ``--images`` given, no option of ``--data``'s, frame options in
+    range (``--frame-rate`` filled in with its default)."""
+    if not args.images:
+        parser.error("--against needs --images PATH [PATH ...] (image folders, images, videos)")
+    given = [option for option, value in (
+        ("--dataset", args.dataset), ("--category-set", args.category_set),
+        ("--continuous-range", args.continuous_range), ("--split", args.split),
+        ("--limit", args.limit), ("--seed", args.seed)) if value is not None]
+    if given:
+        parser.error(f"{', '.join(given)} go with --data, not --against")
+    if args.frame_rate is None:
+        args.frame_rate = FRAME_RATE
+    if not (math.isfinite(args.frame_rate) and args.frame_rate > 0):
+        parser.error(f"--frame-rate must be above 0, got {args.frame_rate}")
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
 
 
 def open_predictor(model: str | Path, backend: str = "auto", device: str = "cpu",
@@ -569,30 +638,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     try:
-        predictor = open_predictor(args.model, args.backend, args.device,
-                                   setting_changes(args))
-        records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images,
-                                     coco_emotions(predictor, args.category_set,
-                                                   args.continuous_range))
-        print(report.summary(), file=sys.stderr)
-        for line in report.warnings():
-            print(line, file=sys.stderr)
-        if args.limit is not None:
-            records = records[:args.limit]
-        result = evaluate(predictor, records, args.detection_threshold,
-                          progress=not args.no_progress)
-        print(f"model {args.model} ({predictor.backend}) on {args.data} "
-              f"({args.dataset}, {args.split})")
-        print(format_summary(result))
-        if args.json is not None:
-            write_json(args.json, result.to_json(
-                model=str(args.model), backend=predictor.backend, data=str(args.data),
-                dataset=args.dataset, split=args.split, limit=args.limit,
-                seed=args.seed if args.dataset == "heco" else None,
-                skipped_people=len(report.skipped)))
-            print(f"wrote {args.json}")
-    except (ModelFileError, EvaluationError, EmoticFormatError, HecoFormatError,
-            CocoFormatError) as error:
+        if args.against is None:
+            _evaluate_split(args)
+        else:
+            _evaluate_agreement(args)
+    except (ModelFileError, EvaluationError, AgreementError, FrameError, EmoticFormatError,
+            HecoFormatError, CocoFormatError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 1
     except OSError as error:  # e.g. the JSON file cannot be written, a directory unreadable
@@ -600,6 +651,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _evaluate_split(args: argparse.Namespace) -> None:
+    """``--data``: the model on a dataset's split (this module's docstring)."""
+    predictor = open_predictor(args.model, args.backend, args.device, setting_changes(args))
+    records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images,
+                                 coco_emotions(predictor, args.category_set,
+                                               args.continuous_range))
+    print(report.summary(), file=sys.stderr)
+    for line in report.warnings():
+        print(line, file=sys.stderr)
+    if args.limit is not None:
+        records = records[:args.limit]
+    result = evaluate(predictor, records, args.detection_threshold,
+                      progress=not args.no_progress)
+    print(f"model {args.model} ({predictor.backend}) on {args.data} "
+          f"({args.dataset}, {args.split})")
+    print(format_summary(result))
+    if args.json is not None:
+        write_json(args.json, result.to_json(
+            model=str(args.model), backend=predictor.backend, data=str(args.data),
+            dataset=args.dataset, split=args.split, limit=args.limit,
+            seed=args.seed if args.dataset == "heco" else None,
+            skipped_people=len(report.skipped)))
+        print(f"wrote {args.json}")
+
+
+def _evaluate_agreement(args: argparse.Namespace) -> None:
+    """``--against``: the model as a student against a teacher on unlabelled frames
+    (:mod:`training.evaluation.agreement`). The inference-setting options are the student's;
+    the teacher runs with its own settings, on the same device."""
+    student = open_predictor(args.model, args.backend, args.device, setting_changes(args))
+    teacher = open_predictor(args.against, "auto", args.device)
+    shared_category_set(student, teacher)  # before the frames are looked for
+    pool = collect_frames(args.images, frame_rate=args.frame_rate, max_frames=args.max_frames)
+    print(pool.describe(), file=sys.stderr)
+    try:
+        result = agreement(student, teacher, pool, args.detection_threshold,
+                           progress=not args.no_progress)
+    finally:
+        pool.close()
+    print(f"model {args.model} ({student.backend}) against the teacher {args.against} "
+          f"({teacher.backend})")
+    print(format_agreement(result))
+    if args.json is not None:
+        write_json(args.json, result.to_json(
+            model=str(args.model), backend=student.backend, against=str(args.against),
+            teacher_backend=teacher.backend, inputs=[str(path) for path in args.images],
+            frame_rate=args.frame_rate, max_frames=args.max_frames))
+        print(f"wrote {args.json}")
 
 
 def coco_emotions(predictor: Predictor, set_name: str | None,

@@ -1,0 +1,184 @@
+"""Label-free distillation of a teacher's maps into a student (issue 31; :mod:`training.distill`).
+
+Knowledge amalgamation in its original form needs no labels: the teachers' outputs are the
+targets (KA paper, section 1). Here the teacher is a whole caer_ros model (BENet converted from
+the authors' release, or any model file) run by its own deployed inference graph
+(:class:`~caer_ros.inference.graph.InferenceGraph` in torch or ONNX Runtime: its activation,
+scale fusion and flip test), so the student learns what the teacher *publishes*. No person
+boxes or labels are read anywhere.
+
+:func:`teacher_maps` turns the graph's outputs into targets on one of the student's grids
+(:class:`TeacherMaps`):
+
+- the person-centre heatmap (probabilities): max-pooled to the student's grid when the
+  teacher's is finer (a peak keeps its height), resized bilinearly otherwise;
+- the box sizes at each cell's strongest teacher pixel, in the student map's pixels;
+- the emotion and continuous maps (probabilities, from the graph's row prefix sums), average
+  pooled or resized;
+- ``people``: 1 inside the boxes of the teacher's people (peaks at or above its detection
+  threshold), 0 elsewhere: where the emotion maps are read.
+
+:func:`label_free_terms` are the student's losses against them, each a mean so that the
+weights are comparable across batch and image sizes:
+
+- ``heatmap``: the quality focal loss of Generalized Focal Loss (Li et al., 2020), binary
+  cross-entropy to the soft target scaled by ``|sigmoid(s) - t|^2`` (CenterNet's focal loss
+  needs exact 1s at the centres, which a teacher's probabilities are not), summed over the grid
+  and divided by the number of teacher people (at least 1), as CenterNet divides by its centres;
+- ``size``: L1 to the teacher's sizes, weighted by the teacher's heatmap (cells where it is
+  under 0.1 carry nothing), as CenterNet trains sizes at the centres only;
+- ``emotions.<set>``: per cell, binary cross-entropy to the teacher's probabilities for a
+  sigmoid-scored set, soft cross-entropy minus the target's entropy (KL divergence) for a
+  softmax-scored one (``ModelConfig.scores``: the student scores a set as its teacher does),
+  weighted 1 inside the teacher's people and ``background`` elsewhere;
+- ``continuous``: binary cross-entropy of valence, arousal and dominance, weighted the same.
+
+Every term is 0 (and connected to the graph) when it has nothing to learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from caer_ros.inference.graph_outputs import CONTINUOUS_SUMS, EMOTION_SUMS, HEATMAP, SIZE
+from caer_ros.model.config import ModelConfig
+from caer_ros.model.output import ScaleOutput
+
+SIZE_FLOOR = 0.1  # teacher heat under which a cell's size is not learnt
+
+
+@dataclass
+class TeacherMaps:
+    """The teacher's outputs on one student grid (module docstring)."""
+
+    heatmap: Tensor  # (B, 1, h, w) probabilities
+    size: Tensor  # (B, 2, h, w) width, height in this grid's pixels
+    emotions: dict[str, Tensor]  # set -> (B, E, h, w) probabilities
+    continuous: Tensor | None  # (B, 3, h, w) probabilities
+    people: Tensor  # (B, 1, h, w) 1 inside the teacher's people's boxes
+    count: int  # teacher people in the batch
+
+    def to(self, device: torch.device) -> TeacherMaps:
+        return TeacherMaps(self.heatmap.to(device), self.size.to(device),
+                           {k: v.to(device) for k, v in self.emotions.items()},
+                           None if self.continuous is None else self.continuous.to(device),
+                           self.people.to(device), self.count)
+
+
+def _rows(sums: np.ndarray) -> Tensor:
+    """Maps back from the graph's row prefix sums (row ``i + 1`` minus row ``i``)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(sums, dtype=np.float32))
+    return tensor[:, :, 1:] - tensor[:, :, :-1]
+
+
+def _pool(maps: Tensor, grid: tuple[int, int], mode: str) -> Tensor:
+    """``maps`` on ``grid``: max or average pooled by an integer factor, else bilinear."""
+    h, w = maps.shape[-2:]
+    if (h, w) == grid:
+        return maps
+    if h % grid[0] == 0 and w % grid[1] == 0 and h // grid[0] == w // grid[1]:
+        k = h // grid[0]
+        return F.max_pool2d(maps, k) if mode == "max" else F.avg_pool2d(maps, k)
+    return F.interpolate(maps, size=grid, mode="bilinear", align_corners=False)
+
+
+def _sizes_at_peaks(heat: Tensor, size: Tensor, grid: tuple[int, int]) -> Tensor:
+    """The size at each grid cell's strongest heat pixel (integer factor) or resized."""
+    h, w = heat.shape[-2:]
+    if (h, w) == grid:
+        return size
+    if h % grid[0] == 0 and w % grid[1] == 0 and h // grid[0] == w // grid[1]:
+        _, index = F.max_pool2d(heat, h // grid[0], return_indices=True)
+        flat = size.flatten(2)
+        return torch.gather(flat, 2, index.flatten(2).expand(-1, size.shape[1], -1)
+                            ).view(size.shape[0], size.shape[1], *grid)
+    return F.interpolate(size, size=grid, mode="bilinear", align_corners=False)
+
+
+def people_mask(heat: Tensor, size: Tensor, threshold: float, kernel: int = 3,
+                top_k: int = 32) -> tuple[Tensor, int]:
+    """1 inside the boxes of the people found in ``heat`` (local maxima at or above
+    ``threshold``, at most ``top_k`` per image; ``size`` in grid pixels), and their count."""
+    b, _, h, w = heat.shape
+    peaks = (heat == F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2)) \
+        & (heat >= threshold)
+    mask = torch.zeros_like(heat)
+    cols = torch.arange(w, dtype=heat.dtype) + 0.5
+    rows = torch.arange(h, dtype=heat.dtype) + 0.5
+    count = 0
+    for i in range(b):
+        ys, xs = torch.nonzero(peaks[i, 0], as_tuple=True)
+        if len(ys) > top_k:
+            keep = torch.topk(heat[i, 0, ys, xs], top_k).indices
+            ys, xs = ys[keep], xs[keep]
+        count += len(ys)
+        for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+            half_w, half_h = float(size[i, 0, y, x]) / 2, float(size[i, 1, y, x]) / 2
+            inside_x = (cols >= x + 0.5 - half_w) & (cols <= x + 0.5 + half_w)
+            inside_y = (rows >= y + 0.5 - half_h) & (rows <= y + 0.5 + half_h)
+            mask[i, 0] = torch.maximum(mask[i, 0],
+                                       (inside_y[:, None] & inside_x[None, :]).to(heat.dtype))
+    return mask, count
+
+
+def teacher_maps(outputs: dict[str, np.ndarray], teacher: ModelConfig, teacher_input: int,
+                 grid: tuple[int, int], stride: int, threshold: float, peak_kernel: int = 3,
+                 top_k: int = 32) -> TeacherMaps:
+    """Targets on the student grid ``grid`` (of ``stride`` student-input pixels per cell) from
+    the teacher graph's ``outputs`` for inputs ``teacher_input`` pixels wide (module
+    docstring); ``threshold``: the teacher's detection threshold."""
+    heat_full = torch.from_numpy(np.ascontiguousarray(outputs[HEATMAP], dtype=np.float32))
+    size_full = torch.from_numpy(np.ascontiguousarray(outputs[SIZE], dtype=np.float32))
+    heat = _pool(heat_full, grid, "max")
+    # teacher-input pixels -> this grid's pixels
+    scale = grid[1] * stride / teacher_input / stride
+    size = _sizes_at_peaks(heat_full, size_full, grid) * scale
+    emotions = {name: _pool(_rows(outputs[EMOTION_SUMS + name]), grid, "mean")
+                for name in teacher.categories}
+    continuous = _pool(_rows(outputs[CONTINUOUS_SUMS]), grid, "mean") \
+        if CONTINUOUS_SUMS in outputs else None
+    people, count = people_mask(heat, size, threshold, peak_kernel, top_k)
+    return TeacherMaps(heat, size, emotions, continuous, people, count)
+
+
+def _weighted_mean(values: Tensor, weight: Tensor) -> Tensor:
+    """``sum(values * weight) / sum(weight)``; 0 (still on the graph) with no weight."""
+    total = weight.sum()
+    if float(total) <= 0:
+        return values.sum() * 0.0
+    return (values * weight).sum() / total
+
+
+def quality_focal(logits: Tensor, target: Tensor, count: int, beta: float = 2.0) -> Tensor:
+    """Generalized Focal Loss's quality focal loss, summed and divided by ``max(count, 1)``."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (bce * (torch.sigmoid(logits) - target).abs().pow(beta)).sum() / max(count, 1)
+
+
+def label_free_terms(scale: ScaleOutput, maps: TeacherMaps, config: ModelConfig,
+                     background: float = 0.1) -> dict[str, Tensor]:
+    """The student's losses at one scale against the teacher's maps (module docstring)."""
+    terms = {"heatmap": quality_focal(scale.heatmap.float(), maps.heatmap, maps.count)}
+    size_weight = maps.heatmap * (maps.heatmap >= SIZE_FLOOR)
+    terms["size"] = _weighted_mean((scale.size.float() - maps.size).abs().sum(1, keepdim=True),
+                                   size_weight)
+    where = maps.people + background * (1.0 - maps.people)
+    for name, target in maps.emotions.items():
+        logits = scale.emotions[name].float()
+        if name in config.softmax_sets:
+            entropy = torch.special.xlogy(target, target).sum(1, keepdim=True)
+            per_cell = entropy - (target * F.log_softmax(logits, dim=1)).sum(1, keepdim=True)
+        else:
+            per_cell = F.binary_cross_entropy_with_logits(
+                logits, target, reduction="none").mean(1, keepdim=True)
+        terms[f"emotions.{name}"] = _weighted_mean(per_cell, where)
+    if maps.continuous is not None and scale.continuous is not None:
+        per_cell = F.binary_cross_entropy_with_logits(
+            scale.continuous.float(), maps.continuous, reduction="none").mean(1, keepdim=True)
+        terms["continuous"] = _weighted_mean(per_cell, where)
+    return terms
