@@ -37,6 +37,13 @@ def photo(width: int = 640, height: int = 480) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """``rows`` (the first: the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
 def rounded(value: float | None, digits: int = 2) -> float | None:
     """``value`` rounded for a figures file; None for a missing or non-finite value."""
     return None if value is None or not math.isfinite(value) else round(float(value), digits)

@@ -53,7 +53,9 @@ Config (YAML, every key optional, ``key=value`` overrides, unknown keys are erro
 ``continuous``, ``background``), ``augment`` (:class:`training.data.transforms.AugmentConfig`;
 ``false`` switches it off), and the run: ``epochs``, ``batch_size``, ``lr``,
 ``weight_decay``, ``seed``, ``workers``, ``out``, ``budget_minutes``, ``max_steps``,
-``checkpoint_every``, ``val_every``, ``device``.
+``checkpoint_every``, ``val_every``, ``device``; ``placebo`` (benchmarks only: each image of
+a batch learns the teacher's maps of the next image of the batch, in training and validation:
+the same computation with the teacher's knowledge of *this* image removed).
 
 Bad input (an empty folder, non-images, a broken video, a teacher file that is not a model, a
 student whose categories cannot match the teacher's, a bad key) stops with exit status 1 and
@@ -146,6 +148,7 @@ class DistillConfig(Section):
     checkpoint_every: int = 0
     val_every: int = 1
     device: str = "auto"
+    placebo: bool = False
 
 
 def _number(value: Any) -> bool:
@@ -223,6 +226,7 @@ def _check(c: DistillConfig) -> None:
         ("max_steps", c.max_steps is None or _integer(c.max_steps, 1), "an integer >= 1 or null"),
         ("checkpoint_every", _integer(c.checkpoint_every, 0), "an integer >= 0"),
         ("val_every", _integer(c.val_every, 1), "an integer >= 1"),
+        ("placebo", isinstance(c.placebo, bool), "true or false"),
         ("device", isinstance(c.device, str) and (c.device in ("auto", "cpu")
                                                    or c.device.startswith("cuda")),
          "auto, cpu or cuda[:N]"),
@@ -233,6 +237,8 @@ def _check(c: DistillConfig) -> None:
             for part in name.split("."):
                 value = getattr(value, part)
             raise ConfigError(f"{name} must be {what}, got {value!r}")
+    if c.placebo and c.batch_size < 2:
+        raise ConfigError("placebo needs batch_size >= 2 (each image takes another's targets)")
     if not w.heatmap + w.size + w.emotions + w.continuous > 0:
         raise ConfigError("weights: at least one of heatmap, size, emotions, continuous must "
                           "be > 0")
@@ -355,8 +361,9 @@ class FrameDataset(torch.utils.data.Dataset):
 class Targets:
     """The teacher's maps for a batch of canvases, on each of the student's grids."""
 
-    def __init__(self, teacher: Predictor, student: ModelConfig) -> None:
+    def __init__(self, teacher: Predictor, student: ModelConfig, placebo: bool = False) -> None:
         self.teacher = teacher
+        self.placebo = placebo
         self.config = teacher.config
         self.student_scales = (4, 2) if student.half_resolution else (4,)
         graph = getattr(teacher.runner, "session", None)  # an ONNX Runtime graph
@@ -374,6 +381,8 @@ class Targets:
         batch = np.concatenate([normalize(image, self.config.input_mean, self.config.input_std)
                                 for image in images])
         outputs = self.teacher.runner.run(batch)
+        if self.placebo:  # another image's maps (module docstring: placebo)
+            outputs = {name: np.roll(value, 1, axis=0) for name, value in outputs.items()}
         settings = self.teacher.settings
         return [teacher_maps(outputs, self.config, images.shape[2],
                              (height // stride, width // stride), stride,
@@ -416,7 +425,7 @@ class DistillJob(Job):
             print(f"student: {config.student} ({student.backbone_name}, {counts / 1e6:.2f} M "
                   f"parameters, input {student.input_size[0]}x{student.input_size[1]})",
                   flush=True)
-        self.targets = Targets(self.teacher, student)
+        self.targets = Targets(self.teacher, student, config.placebo)
         frozen = {id(p) for p in biases_before_batchnorm(self.model)}
         if ctx.enabled:
             distributed.synchronise_batchnorm(self.model, ctx.device)
@@ -539,8 +548,9 @@ def _stack(items: list[np.ndarray]) -> torch.Tensor:
 
 
 def distill(config: DistillConfig, progress: bool = True, restart: bool = False
-            ) -> list[dict[str, Any]]:
-    """One distillation run (module docstring); returns the history."""
+            ) -> TrainingLoop:
+    """One distillation run (module docstring); returns its loop (``loop.state``: steps,
+    training time, history)."""
     ctx = distributed.setup(config.device)
     try:
         settings = LoopSettings(out=config.out, epochs=config.epochs,
@@ -550,10 +560,10 @@ def distill(config: DistillConfig, progress: bool = True, restart: bool = False
                                 checkpoint_every=config.checkpoint_every, best_by="loss")
         loop = TrainingLoop(settings, DistillJob(config, ctx, progress), ctx, restart=restart,
                             progress=progress)
-        history = loop.run()
+        loop.run()
         if ctx.main and not loop.finished:
             print(f"done: {config.out}/best.pt and final.pt", flush=True)
-        return history
+        return loop
     finally:
         distributed.teardown(ctx)
 

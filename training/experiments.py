@@ -12,6 +12,9 @@
   run from scratch built exactly like the fine-tuning run it is compared with;
 - :func:`train_run`: one run of :class:`training.train.Trainer` from a config file and
   overrides; its steps, training time, validations and the step ``best.pt`` was kept at;
+- :func:`distill_run`: one label-free distillation run (:mod:`training.distill`), as
+  :func:`train_run` reports a training run; :func:`student_overrides`: a student preset as a
+  training config's model section (the supervised student trained beside it);
 - :func:`init_check`: what ``init_from`` loads of a model file into a config's model, without
   training (:class:`training.finetune.InitReport` in numbers);
 - :func:`split_images_folder`: a folder of one split's images (links), e.g. the training
@@ -163,6 +166,41 @@ def train_run(config_file: str | Path | None, data: str | Path, out: str | Path,
     return RunResult(str(out), state.global_step, state.elapsed_s, wall,
                      meta.get("global_step"), meta.get("val_loss"), meta.get("val_metric"),
                      validations, config.to_dict())
+
+
+def distill_run(teacher: str | Path, images: Sequence[str | Path], out: str | Path, seed: int,
+                overrides: Sequence[str] = (), progress: bool = False) -> RunResult:
+    """One :mod:`training.distill` run (started over) of a student from ``teacher`` on the
+    unlabelled ``images``, training seed ``seed``; reported as :func:`train_run` reports."""
+    from caer_ros.model.checkpoint import read_model_file
+    from training.distill import distill, load_distill_config
+
+    config = load_distill_config(None, [*overrides, f"seed={seed}"], teacher=str(teacher),
+                                 images=[str(p) for p in images], out=str(out))
+    started = time.perf_counter()
+    loop = distill(config, progress=progress, restart=True)
+    history = loop.state.history
+    wall = time.perf_counter() - started
+    best = Path(out) / "best.pt"
+    meta = read_model_file(best)[0].meta if best.exists() else {}
+    validations, steps = [], 0
+    for record in history:
+        steps += record["steps"]
+        if "val" in record:
+            validations.append({"steps": steps,
+                                "val_loss": _finite(record["val"].get("total"), 4)})
+    return RunResult(str(out), loop.state.global_step, loop.state.elapsed_s, wall,
+                     meta.get("global_step"), meta.get("val_loss"), None, validations,
+                     config.to_dict())
+
+
+def student_overrides(preset: str) -> list[str]:
+    """``model.<key>=value`` overrides that make a training config's model the student
+    ``preset`` (:data:`caer_ros.model.config.STUDENT_PRESETS`); the config keeps its categories
+    and input size."""
+    from caer_ros.model.config import STUDENT_PRESETS
+
+    return [f"model.{key}={json.dumps(value)}" for key, value in STUDENT_PRESETS[preset].items()]
 
 
 def init_check(config_file: str | Path | None, data: str | Path, overrides: Sequence[str]

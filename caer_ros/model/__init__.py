@@ -2,9 +2,10 @@
 
 BENet (Cladiere et al., 2023) and the KA student (Cladiere et al., 2024): an HRNet backbone
 (``hrnet``, ``blocks``, ``attention``), the detection / emotion-map / classification heads
-(``heads``), the students' compact torchvision backbones (``student``), their assembly (``network``), configs (``config``, ``inference_settings``), the
-model file (``checkpoint``), pretrained-backbone loading (``weights``) and BENet's released
-weights in our names (``public_benet``: key mapping, :func:`reference_outputs`).
+(``heads``), the students' compact torchvision backbones (``student``), their assembly
+(``network``), configs (``config``, ``inference_settings``), the model file (``checkpoint``),
+pretrained-backbone loading (``weights``) and BENet's released weights in our names
+(``public_benet``: key mapping, :func:`reference_outputs`).
 
 The names below are imported on first use (PEP 562), so importing a torch-free module of the
 package (``config``, ``inference_settings``, ``checkpoint``'s error and file classes) does not

@@ -1,5 +1,6 @@
 """Agreement of a student model with its teacher on unlabelled frames: how far a model
-distilled from a teacher without labels does what its teacher does.
+distilled from a teacher without labels (``python -m training.distill``) does what its
+teacher does.
 
     python -m training.evaluate --model STUDENT.pt --against TEACHER.pt --images PATH [PATH ...]
         [--frame-rate 2] [--max-frames N] [--json OUT.json]
@@ -32,6 +33,10 @@ The figures (x100, as :mod:`training.evaluation.evaluate`'s; ``"scale": 100`` in
 
 The category set is the teacher's primary set; the student must have it with the same
 categories in the same order (else :class:`AgreementError` naming both files).
+
+A model against itself has ``pd_ap`` and, with a multi-label set, ``er_map`` 100 and every
+MAE 0; with a single-label set its ``er_map`` can be below 100 (one person's top category can
+score lower than another person's score of it, which is not that person's top).
 
 A figure without a defined value is NaN (``null`` in the JSON), not an error, so the others
 are still reported: every one of them when the teacher finds nobody in any frame (the counts
