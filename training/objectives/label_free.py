@@ -27,13 +27,17 @@ weights are comparable across batch and image sizes:
   and divided by the number of teacher people (at least 1), as CenterNet divides by its centres;
 - ``size``: L1 to the teacher's sizes, weighted by the teacher's heatmap (cells where it is
   under 0.1 carry nothing), as CenterNet trains sizes at the centres only;
-- ``emotions.<set>``: per cell, binary cross-entropy to the teacher's probabilities for a
-  sigmoid-scored set, soft cross-entropy minus the target's entropy (KL divergence) for a
-  softmax-scored one (``ModelConfig.scores``: the student scores a set as its teacher does),
-  weighted 1 inside the teacher's people and ``background`` elsewhere;
-- ``continuous``: binary cross-entropy of valence, arousal and dominance, weighted the same.
+- ``emotions.<set>``: per cell, the KL divergence from the teacher's probabilities (binary per
+  category and summed over the categories, as the supervised multi-label losses sum them, for
+  a sigmoid-scored set; over the categories for a softmax-scored one:
+  ``ModelConfig.scores``, the student scores a set as its teacher does), i.e. the
+  cross-entropy minus the target's own entropy, weighted 1 inside the teacher's people and
+  ``background`` elsewhere;
+- ``continuous``: the binary KL divergence of valence, arousal and dominance, summed, weighted
+  the same.
 
-Every term is 0 (and connected to the graph) when it has nothing to learn.
+Every term is 0 where the student's maps equal the teacher's (so a falling loss is read
+directly as agreement) and 0, still connected to the graph, when it has nothing to learn.
 """
 
 from __future__ import annotations
@@ -102,8 +106,9 @@ def _sizes_at_peaks(heat: Tensor, size: Tensor, grid: tuple[int, int]) -> Tensor
 
 def people_mask(heat: Tensor, size: Tensor, threshold: float, kernel: int = 3,
                 top_k: int = 32) -> tuple[Tensor, int]:
-    """1 inside the boxes of the people found in ``heat`` (local maxima at or above
-    ``threshold``, at most ``top_k`` per image; ``size`` in grid pixels), and their count."""
+    """1 in the cells whose centres lie inside the boxes of the people found in ``heat``
+    (local maxima at or above ``threshold``, at most ``top_k`` per image; ``size`` in grid
+    pixels; a box ``[x1, x2)``), and their count."""
     b, _, h, w = heat.shape
     peaks = (heat == F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2)) \
         & (heat >= threshold)
@@ -119,8 +124,8 @@ def people_mask(heat: Tensor, size: Tensor, threshold: float, kernel: int = 3,
         count += len(ys)
         for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
             half_w, half_h = float(size[i, 0, y, x]) / 2, float(size[i, 1, y, x]) / 2
-            inside_x = (cols >= x + 0.5 - half_w) & (cols <= x + 0.5 + half_w)
-            inside_y = (rows >= y + 0.5 - half_h) & (rows <= y + 0.5 + half_h)
+            inside_x = (cols >= x + 0.5 - half_w) & (cols < x + 0.5 + half_w)
+            inside_y = (rows >= y + 0.5 - half_h) & (rows < y + 0.5 + half_h)
             mask[i, 0] = torch.maximum(mask[i, 0],
                                        (inside_y[:, None] & inside_x[None, :]).to(heat.dtype))
     return mask, count
@@ -160,6 +165,14 @@ def quality_focal(logits: Tensor, target: Tensor, count: int, beta: float = 2.0)
     return (bce * (torch.sigmoid(logits) - target).abs().pow(beta)).sum() / max(count, 1)
 
 
+def binary_kl(logits: Tensor, target: Tensor) -> Tensor:
+    """Per element, binary cross-entropy of ``sigmoid(logits)`` to the probabilities
+    ``target`` minus the target's own entropy: the KL divergence, 0 where the student matches
+    (the same gradient as the cross-entropy)."""
+    entropy = torch.special.xlogy(target, target) + torch.special.xlogy(1 - target, 1 - target)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") + entropy
+
+
 def label_free_terms(scale: ScaleOutput, maps: TeacherMaps, config: ModelConfig,
                      background: float = 0.1) -> dict[str, Tensor]:
     """The student's losses at one scale against the teacher's maps (module docstring)."""
@@ -174,11 +187,9 @@ def label_free_terms(scale: ScaleOutput, maps: TeacherMaps, config: ModelConfig,
             entropy = torch.special.xlogy(target, target).sum(1, keepdim=True)
             per_cell = entropy - (target * F.log_softmax(logits, dim=1)).sum(1, keepdim=True)
         else:
-            per_cell = F.binary_cross_entropy_with_logits(
-                logits, target, reduction="none").mean(1, keepdim=True)
+            per_cell = binary_kl(logits, target).sum(1, keepdim=True)
         terms[f"emotions.{name}"] = _weighted_mean(per_cell, where)
     if maps.continuous is not None and scale.continuous is not None:
-        per_cell = F.binary_cross_entropy_with_logits(
-            scale.continuous.float(), maps.continuous, reduction="none").mean(1, keepdim=True)
+        per_cell = binary_kl(scale.continuous.float(), maps.continuous).sum(1, keepdim=True)
         terms["continuous"] = _weighted_mean(per_cell, where)
     return terms
