@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -208,6 +209,43 @@ def test_bench_finetune_quick(tmp_path):
     assert isinstance(figures["checks_passed"], bool)
     assert set(figures["targets_met"]) == {"finetune_gain"}
     assert figures["setup"]["own_splits"] == {"train": 8, "val": 2, "test": 6}
+
+
+def test_bench_student_quick(tmp_path):
+    """Speed side by side and three arms of three steps (one seed): the speedup is the ratio of
+    the graph times measured in the same repeats, the gaps and the paired differences are what
+    the arms' figures give, every arm ran the same steps, the distilled arms read no labels
+    (a folder of pool images) and the placebo arm is distillation with placebo on."""
+    out = tmp_path / "student"
+    figures = _run("bench_student.py", tmp_path / "student.json", 420, dict(os.environ),
+                   "--out", str(out))
+    speed = figures["speed"]
+    benet, student = speed["per_model"]["benet"], speed["per_model"]["student_large"]
+    assert benet["input"] == student["input"] == [128, 192]
+    ratios = sorted(t / s for t, s in zip(benet["graph_ms"], student["graph_ms"], strict=True))
+    assert speed["student_speedup_min"] == pytest.approx(ratios[0], abs=0.011)
+    assert student["parameters_m"] < benet["parameters_m"]
+    teacher = figures["teacher"]
+    runs = {arm: entry["seeds"]["0"] for arm, entry in figures["arms"].items()}
+    assert set(runs) == {"distilled", "supervised", "placebo"}
+    assert figures["er_gap"] == pytest.approx(teacher["er_map"] - runs["distilled"]["er_map"],
+                                              abs=0.011)
+    assert figures["label_free_minus_supervised"] == pytest.approx(
+        runs["distilled"]["er_map"] - runs["supervised"]["er_map"], abs=0.011)
+    assert figures["distilled_minus_placebo"] == pytest.approx(
+        runs["distilled"]["er_map"] - runs["placebo"]["er_map"], abs=0.011)
+    for arm, run in runs.items():
+        assert run["steps"] == 3, arm
+        assert _number(run["er_map"]) and _number(run["train_s"]), arm
+    for arm in ("distilled", "placebo"):
+        config = yaml.safe_load((out / "runs" / f"{arm}_seed0" / "config.yaml").read_text())
+        assert config["placebo"] is (arm == "placebo")
+        assert config["images"] == [str(out / "data" / "pool" / "emotic")]  # no labels read
+        assert config["teacher"] == teacher["model"]
+        assert set(runs[arm]["agreement"]) >= {"pd_ap", "er_map", "score_mae", "frames"}
+    assert figures["checks"]["equal_steps"] is True
+    assert isinstance(figures["checks_passed"], bool)
+    assert set(figures["targets_met"]) == {"student_speedup", "er_gap", "pd_gap"}
 
 
 def _has_gpu() -> bool:

@@ -163,6 +163,31 @@ def test_overrides_after_images_and_config_checks():
         load_distill_config(None, ["val_fraction=1.5"], teacher="t.pt", images=["a"])
 
 
+def test_student_settings_override_what_it_inherits(teacher, recordings, tmp_path):
+    """The student takes the teacher's thresholds and score reading, is letterboxed at its own
+    input size, and ``student_settings`` may change any of it."""
+    out = tmp_path / "run"
+    assert _run(["--teacher", str(teacher), "--images", str(recordings[0]), "--out", str(out),
+                 "student=student_small", "max_steps=1", "batch_size=2", "workers=0",
+                 "input_size=[64,96]", "student_settings={detection_threshold: 0.42}"]) == 0
+    student, source = Predictor.from_file(out / "final.pt"), Predictor.from_file(teacher)
+    assert student.settings.detection_threshold == 0.42
+    assert student.settings.extraction == source.settings.extraction
+    assert student.settings.resize == "letterbox" and student.config.input_size == (64, 96)
+    assert not student.settings.flip_test
+
+
+def test_fixed_size_onnx_teacher_needs_its_input_size(small_model_files, recordings, tmp_path,
+                                                      capsys):
+    _, onnx = small_model_files
+    out = tmp_path / "run"
+    assert _run(["--teacher", str(onnx), "--images", str(recordings[0]), "--out", str(out),
+                 "input_size=[64,64]"]) == 1
+    error = capsys.readouterr().err
+    assert "exported for 96x128 inputs" in error and "input_size=[96,128]" in error
+    assert not out.exists()
+
+
 def test_job_does_not_touch_the_run_folder_on_bad_frames(teacher, tmp_path):
     config = load_distill_config(None, [], teacher=str(teacher),
                                  images=[str(tmp_path / "missing")], out=str(tmp_path / "r"))

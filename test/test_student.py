@@ -141,8 +141,8 @@ def test_teacher_maps_from_a_stride_2_graph_keep_peaks_and_sizes():
     emotions[0, 0, :4] = 1.0  # top half 1
     sums = np.concatenate([np.zeros((1, 2, 1, 8), np.float32), np.cumsum(emotions, 2)], 2)
     config = ModelConfig(backbone="hrnet_cpu", categories={"s": ("a", "b")}, input_size=(32, 32))
-    maps = teacher_maps({HEATMAP: heat, SIZE: size, EMOTION_SUMS + "s": sums}, config, 16,
-                        (4, 4), 4, threshold=0.5)
+    maps = teacher_maps({HEATMAP: heat, SIZE: size, EMOTION_SUMS + "s": sums}, config,
+                        (16, 16), (4, 4), threshold=0.5)
     assert maps.heatmap.shape == (1, 1, 4, 4) and float(maps.heatmap[0, 0, 1, 2]) == \
         pytest.approx(0.9)
     assert maps.size[0, :, 1, 2].tolist() == [4.0, 2.0]  # 16 and 8 input px at stride 4
@@ -167,7 +167,7 @@ def test_terms_vanish_when_the_student_equals_the_teacher_and_grow_otherwise():
     config = ModelConfig.student("student_small", TEACHER)
     outputs = _graph_outputs(TEACHER, seed=0,
                              settings=InferenceSettings.for_model(TEACHER, fuse_scales=False))
-    maps = teacher_maps(outputs, TEACHER, 128, (24, 32), 4, threshold=0.05)
+    maps = teacher_maps(outputs, TEACHER, (96, 128), (24, 32), threshold=0.05)
     assert maps.count > 0
 
     def logit(p):
@@ -211,7 +211,7 @@ def test_softmax_set_uses_a_distribution_kl():
     config = ModelConfig.student("student_small", TEACHER)
     outputs = _graph_outputs(TEACHER, seed=2,
                              settings=InferenceSettings.for_model(TEACHER, fuse_scales=False))
-    maps = teacher_maps(outputs, TEACHER, 128, (24, 32), 4, threshold=0.05)
+    maps = teacher_maps(outputs, TEACHER, (96, 128), (24, 32), threshold=0.05)
     from caer_ros.model.output import ScaleOutput
 
     logits = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(3))
@@ -223,3 +223,27 @@ def test_softmax_set_uses_a_distribution_kl():
     assert float(a["emotions.heco"]) == pytest.approx(float(b["emotions.heco"]), rel=1e-5)
     assert float(a["emotions.emotic"]) != pytest.approx(float(b["emotions.emotic"]), rel=1e-3)
     assert CONTINUOUS_SUMS in outputs
+
+
+def test_teacher_maps_scale_width_and_height_apart_and_clamp_rounding():
+    """A teacher input of another shape than the student's: widths scale by the width ratio,
+    heights by the height ratio; emotion probabilities a rounding outside [0, 1] (from the
+    row prefix sums) are clamped, so the KL terms stay finite."""
+    heat = np.zeros((1, 1, 4, 8), np.float32)
+    heat[0, 0, 1, 2] = 0.9
+    size = np.zeros((1, 2, 4, 8), np.float32)
+    size[0, :, 1, 2] = (32.0, 16.0)  # teacher-input pixels (teacher input 16x32)
+    rows = np.array([0.0, 1.000001, 2.0, 1.9999998, 2.0], np.float32)  # 1+1e-6, then -2e-7
+    sums = np.broadcast_to(rows[None, None, :, None], (1, 1, 5, 8)).copy()
+    config = ModelConfig(backbone="hrnet_cpu", categories={"s": ("a",)}, input_size=(32, 32))
+    maps = teacher_maps({HEATMAP: heat, SIZE: size, EMOTION_SUMS + "s": sums}, config,
+                        (16, 32), (8, 8), threshold=0.5)
+    # grid 8x8 on a 16x32 teacher input: x by 8/32, y by 8/16
+    assert maps.size[0, :, 2, 2].tolist() == [8.0, 8.0]
+    assert float(maps.emotions["s"].min()) >= 0.0 and float(maps.emotions["s"].max()) <= 1.0
+    from caer_ros.model.output import ScaleOutput
+
+    student = ModelConfig.student("student_small", config)
+    scale = ScaleOutput(4, torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8),
+                        {"s": torch.zeros(1, 1, 8, 8)})
+    assert all(torch.isfinite(v) for v in label_free_terms(scale, maps, student).values())

@@ -144,7 +144,6 @@ def train_run(config_file: str | Path | None, data: str | Path, out: str | Path,
               overrides: Sequence[str] = (), progress: bool = False) -> RunResult:
     """Train one run from ``config_file`` and ``overrides`` on ``data`` into ``out`` (started
     over), with training seed ``seed``."""
-    from caer_ros.model.checkpoint import read_model_file
     from training.config import load_config
     from training.train import Trainer
 
@@ -153,7 +152,14 @@ def train_run(config_file: str | Path | None, data: str | Path, out: str | Path,
     trainer = Trainer(config, restart=True, progress=progress)
     history = trainer.run()
     wall = time.perf_counter() - started
-    state = trainer.state
+    return _run_result(out, trainer.state, history, wall, config.to_dict())
+
+
+def _run_result(out: str | Path, state: Any, history: list[dict[str, Any]], wall: float,
+                config: dict[str, Any]) -> RunResult:
+    """A :class:`RunResult` from a finished loop's state and history and its ``best.pt``."""
+    from caer_ros.model.checkpoint import read_model_file
+
     best = Path(out) / "best.pt"
     meta = read_model_file(best)[0].meta if best.exists() else {}
     validations, steps = [], 0
@@ -165,33 +171,21 @@ def train_run(config_file: str | Path | None, data: str | Path, out: str | Path,
                                                 record.get("val_metrics", {}).items()}})
     return RunResult(str(out), state.global_step, state.elapsed_s, wall,
                      meta.get("global_step"), meta.get("val_loss"), meta.get("val_metric"),
-                     validations, config.to_dict())
+                     validations, config)
 
 
 def distill_run(teacher: str | Path, images: Sequence[str | Path], out: str | Path, seed: int,
                 overrides: Sequence[str] = (), progress: bool = False) -> RunResult:
     """One :mod:`training.distill` run (started over) of a student from ``teacher`` on the
     unlabelled ``images``, training seed ``seed``; reported as :func:`train_run` reports."""
-    from caer_ros.model.checkpoint import read_model_file
     from training.distill import distill, load_distill_config
 
     config = load_distill_config(None, [*overrides, f"seed={seed}"], teacher=str(teacher),
                                  images=[str(p) for p in images], out=str(out))
     started = time.perf_counter()
     loop = distill(config, progress=progress, restart=True)
-    history = loop.state.history
     wall = time.perf_counter() - started
-    best = Path(out) / "best.pt"
-    meta = read_model_file(best)[0].meta if best.exists() else {}
-    validations, steps = [], 0
-    for record in history:
-        steps += record["steps"]
-        if "val" in record:
-            validations.append({"steps": steps,
-                                "val_loss": _finite(record["val"].get("total"), 4)})
-    return RunResult(str(out), loop.state.global_step, loop.state.elapsed_s, wall,
-                     meta.get("global_step"), meta.get("val_loss"), None, validations,
-                     config.to_dict())
+    return _run_result(out, loop.state, loop.state.history, wall, config.to_dict())
 
 
 def student_overrides(preset: str) -> list[str]:

@@ -20,6 +20,9 @@ The loop owns what every training shares:
 - DDP agreement (process 0 decides when to stop, so every process stops at the same step),
   TensorBoard scalars (``out/tensorboard``) and progress bars.
 
+:func:`prepare_for_training` puts a job's model on its device (DDP under ``torchrun``) with
+the optimiser every job uses (Adam, without the biases BatchNorm cancels).
+
 What differs is a :class:`Job`: the model, its objective and optimiser step, its batches, its
 validation and metric, its model files and its wrap-up.
 """
@@ -42,7 +45,7 @@ from tqdm import tqdm
 from caer_ros.atomic_file import atomic_write
 from training.config import BEST_BY, ConfigError
 from training.data.batches import DataError, epoch_batches
-from training.distributed import DistributedContext
+from training.distributed import DistributedContext, synchronise_batchnorm
 from training.run_folder import RunFolderBusy, RunFolderLock, report_removed
 
 STATE_FORMAT = "caer_ros.training_state"
@@ -420,3 +423,42 @@ class TrainingLoop:
         value = torch.tensor([1.0 if flag else 0.0])
         torch.distributed.broadcast(value, 0)
         return bool(value.item())
+
+
+def biases_before_batchnorm(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Biases of convolutions directly followed by BatchNorm (in an ``nn.Sequential``).
+
+    BatchNorm subtracts the batch mean, so such a bias has no effect in training and its true
+    gradient is exactly 0. Adam divides the gradient by its own running magnitude, which turns
+    float rounding noise (~1e-9) into full ``lr``-sized steps: left in the optimiser these biases
+    drift at random, the BatchNorm running means chase them, and two runs that differ only in
+    summation order (one process vs. DDP) end with different eval-mode models. The trainer
+    leaves them out of the optimiser: they keep their initial values.
+    """
+    found = []
+    for module in model.modules():
+        children = list(module.children()) if isinstance(module, torch.nn.Sequential) else []
+        for first, second in zip(children, children[1:], strict=False):
+            if isinstance(first, torch.nn.Conv2d) and first.bias is not None \
+                    and isinstance(second, torch.nn.BatchNorm2d):
+                found.append(first.bias)
+    return found
+
+
+def prepare_for_training(model: torch.nn.Module, ctx: DistributedContext, lr: float,
+                         weight_decay: float
+                         ) -> tuple[torch.nn.Module, torch.optim.Adam]:
+    """``model`` on the context's device (BatchNorm synchronised and wrapped in DDP under
+    ``torchrun``) and an Adam over its parameters except :func:`biases_before_batchnorm`; the
+    module the training steps call and the optimiser."""
+    frozen = {id(p) for p in biases_before_batchnorm(model)}
+    if ctx.enabled:
+        synchronise_batchnorm(model, ctx.device)
+    model.to(ctx.device)
+    net: torch.nn.Module = model
+    if ctx.enabled:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen],
+                                 lr=lr, weight_decay=weight_decay)
+    return net, optimizer

@@ -55,8 +55,10 @@ import torch
 from tqdm import tqdm
 
 from caer_ros.atomic_file import atomic_write
+from caer_ros.config_data import plain
 from caer_ros.inference.graph import probabilities
 from caer_ros.model.checkpoint import save_model_file
+from caer_ros.model.config import ModelConfig
 from caer_ros.model.inference_settings import InferenceSettings
 from caer_ros.model.network import build_model
 from training import distributed
@@ -71,7 +73,14 @@ from training.data.batches import (
 )
 from training.evaluation.calibrate import calibrate_model_file
 from training.evaluation.task_metrics import TaskMetrics
-from training.loop import Job, LoopSettings, TrainingLoop, TrainState, Validation
+from training.loop import (
+    Job,
+    LoopSettings,
+    TrainingLoop,
+    TrainState,
+    Validation,
+    biases_before_batchnorm,
+)
 from training.objectives.benet import compute_losses, global_counts, local_counts, term_names
 from training.objectives.extras import TrainingNet, build_extras, is_diagnostic
 from training.objectives.multitask import TaskWeights, emotion_task
@@ -177,7 +186,14 @@ class Trainer(Job):
     def upgrade_config(self, old: dict[str, Any]) -> dict[str, Any]:
         """A ``last.ckpt`` config from before ``inference`` was a whole settings section (it
         held the overrides only, e.g. ``{"extraction": "center"}``) reads as those overrides
-        resolved for the model, so such a run still resumes."""
+        resolved for the model, so such a run still resumes; a ``model`` section written before
+        a field existed reads with that field's default."""
+        model = old.get("model")
+        if isinstance(model, dict):
+            try:
+                old = {**old, "model": plain(ModelConfig.from_dict(model))}
+            except (TypeError, ValueError):
+                pass
         inference = old.get("inference")
         if not isinstance(inference, dict):
             return old
@@ -444,26 +460,6 @@ def collapse_ratio(validation: dict[str, float]) -> float | None:
     if feat is None or zero is None:
         return None
     return feat / zero if zero > 0 else math.inf
-
-
-def biases_before_batchnorm(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Biases of convolutions directly followed by BatchNorm (in an ``nn.Sequential``).
-
-    BatchNorm subtracts the batch mean, so such a bias has no effect in training and its true
-    gradient is exactly 0. Adam divides the gradient by its own running magnitude, which turns
-    float rounding noise (~1e-9) into full ``lr``-sized steps: left in the optimiser these biases
-    drift at random, the BatchNorm running means chase them, and two runs that differ only in
-    summation order (one process vs. DDP) end with different eval-mode models. The trainer
-    leaves them out of the optimiser: they keep their initial values.
-    """
-    found = []
-    for module in model.modules():
-        children = list(module.children()) if isinstance(module, torch.nn.Sequential) else []
-        for first, second in zip(children, children[1:], strict=False):
-            if isinstance(first, torch.nn.Conv2d) and first.bias is not None \
-                    and isinstance(second, torch.nn.BatchNorm2d):
-                found.append(first.bias)
-    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

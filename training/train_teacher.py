@@ -97,7 +97,14 @@ from training.datasets.teacher_data import (
 )
 from training.distributed import DistributedContext
 from training.evaluation.metrics import accuracy, macro_f1
-from training.loop import Job, LoopSettings, TrainingLoop, TrainState, Validation
+from training.loop import (
+    Job,
+    LoopSettings,
+    TrainingLoop,
+    TrainState,
+    Validation,
+    prepare_for_training,
+)
 from training.run_folder import RunFolderBusy
 from training.teachers.models import (
     ClassifierConfig,
@@ -106,7 +113,6 @@ from training.teachers.models import (
     load_pretrained,
     save_classifier,
 )
-from training.train import biases_before_batchnorm
 
 KINDS = ("affectnet", "emoset", "folder")
 DEFAULT_SPLITS = {"affectnet": ("training.csv", "validation.csv"),
@@ -462,17 +468,8 @@ class TeacherJob(Job):
             summary = load_pretrained(self.model, config.pretrained).summary()
             if ctx.main:
                 print(summary, flush=True)
-        frozen = {id(p) for p in biases_before_batchnorm(self.model)}  # see training.train
-        if ctx.enabled:
-            distributed.synchronise_batchnorm(self.model, ctx.device)
-        self.model.to(ctx.device)
-        self.net: torch.nn.Module = self.model
-        if ctx.enabled:
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.model.parameters() if id(p) not in frozen],
-            lr=config.lr, weight_decay=config.weight_decay)
+        self.net, self.optimizer = prepare_for_training(self.model, ctx, config.lr,
+                                                        config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.train_set = TeacherDataset(train_records, config, train=True)
         self.val_set = TeacherDataset(val_records, config, train=False)

@@ -389,6 +389,14 @@ class ModelConfig(ConfigData):
     def backbone_name(self) -> str:
         return self.backbone if isinstance(self.backbone, str) else "custom"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``neck_channels`` only for a student (an HRNet model's file reads as
+        it did before students existed, also by an older caer_ros)."""
+        data = super().to_dict()
+        if not self.is_student:
+            data.pop("neck_channels", None)
+        return data
+
     @property
     def is_student(self) -> bool:
         """Whether the backbone is a student's compact one (:data:`STUDENT_BACKBONES`)."""

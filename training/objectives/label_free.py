@@ -11,7 +11,8 @@ boxes or labels are read anywhere.
 (:class:`TeacherMaps`):
 
 - the person-centre heatmap (probabilities): max-pooled to the student's grid when the
-  teacher's is finer (a peak keeps its height), resized bilinearly otherwise;
+  teacher's is finer (a peak keeps its height; by an integer factor or adaptively), resized
+  bilinearly when it is coarser;
 - the box sizes at each cell's strongest teacher pixel, in the student map's pixels;
 - the emotion and continuous maps (probabilities, from the graph's row prefix sums), average
   pooled or resized;
@@ -67,27 +68,41 @@ class TeacherMaps:
     people: Tensor  # (B, 1, h, w) 1 inside the teacher's people's boxes
     count: int  # teacher people in the batch
 
+    def _map(self, convert) -> TeacherMaps:
+        return TeacherMaps(convert(self.heatmap), convert(self.size),
+                           {k: convert(v) for k, v in self.emotions.items()},
+                           None if self.continuous is None else convert(self.continuous),
+                           convert(self.people), self.count)
+
     def to(self, device: torch.device) -> TeacherMaps:
-        return TeacherMaps(self.heatmap.to(device), self.size.to(device),
-                           {k: v.to(device) for k, v in self.emotions.items()},
-                           None if self.continuous is None else self.continuous.to(device),
-                           self.people.to(device), self.count)
+        """On ``device``, in float32."""
+        return self._map(lambda t: t.to(device, torch.float32))
+
+    def half(self) -> TeacherMaps:
+        """In float16 (to keep many of them)."""
+        return self._map(lambda t: t.half())
 
 
 def _rows(sums: np.ndarray) -> Tensor:
-    """Maps back from the graph's row prefix sums (row ``i + 1`` minus row ``i``)."""
+    """Probability maps back from the graph's row prefix sums (row ``i + 1`` minus row ``i``),
+    clamped to [0, 1]: a difference of two rounded sums can fall a hair outside, where the
+    KL terms' ``xlogy`` would be NaN."""
     tensor = torch.from_numpy(np.ascontiguousarray(sums, dtype=np.float32))
-    return tensor[:, :, 1:] - tensor[:, :, :-1]
+    return (tensor[:, :, 1:] - tensor[:, :, :-1]).clamp_(0.0, 1.0)
 
 
 def _pool(maps: Tensor, grid: tuple[int, int], mode: str) -> Tensor:
-    """``maps`` on ``grid``: max or average pooled by an integer factor, else bilinear."""
+    """``maps`` on ``grid``: max or average pooled by an integer factor, adaptive max or
+    average pooled when shrinking by another factor, bilinear when growing."""
     h, w = maps.shape[-2:]
     if (h, w) == grid:
         return maps
     if h % grid[0] == 0 and w % grid[1] == 0 and h // grid[0] == w // grid[1]:
         k = h // grid[0]
         return F.max_pool2d(maps, k) if mode == "max" else F.avg_pool2d(maps, k)
+    if h >= grid[0] and w >= grid[1]:
+        pool = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
+        return pool(maps, grid)
     return F.interpolate(maps, size=grid, mode="bilinear", align_corners=False)
 
 
@@ -131,17 +146,18 @@ def people_mask(heat: Tensor, size: Tensor, threshold: float, kernel: int = 3,
     return mask, count
 
 
-def teacher_maps(outputs: dict[str, np.ndarray], teacher: ModelConfig, teacher_input: int,
-                 grid: tuple[int, int], stride: int, threshold: float, peak_kernel: int = 3,
-                 top_k: int = 32) -> TeacherMaps:
-    """Targets on the student grid ``grid`` (of ``stride`` student-input pixels per cell) from
-    the teacher graph's ``outputs`` for inputs ``teacher_input`` pixels wide (module
-    docstring); ``threshold``: the teacher's detection threshold."""
+def teacher_maps(outputs: dict[str, np.ndarray], teacher: ModelConfig,
+                 teacher_input: tuple[int, int], grid: tuple[int, int], threshold: float,
+                 peak_kernel: int = 3, top_k: int = 32) -> TeacherMaps:
+    """Targets on the student grid ``grid`` (h, w) from the teacher graph's ``outputs`` for
+    inputs of ``teacher_input`` (H, W) pixels showing the same image (module docstring);
+    ``threshold``: the teacher's detection threshold."""
     heat_full = torch.from_numpy(np.ascontiguousarray(outputs[HEATMAP], dtype=np.float32))
     size_full = torch.from_numpy(np.ascontiguousarray(outputs[SIZE], dtype=np.float32))
     heat = _pool(heat_full, grid, "max")
-    # teacher-input pixels -> this grid's pixels
-    scale = grid[1] * stride / teacher_input / stride
+    # teacher-input pixels -> this grid's pixels, per axis
+    scale = torch.tensor([grid[1] / teacher_input[1], grid[0] / teacher_input[0]]
+                         ).view(1, 2, 1, 1)
     size = _sizes_at_peaks(heat_full, size_full, grid) * scale
     emotions = {name: _pool(_rows(outputs[EMOTION_SUMS + name]), grid, "mean")
                 for name in teacher.categories}
