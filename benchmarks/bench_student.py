@@ -189,8 +189,8 @@ def run_arm(arm: str, seed: int, teacher: dict[str, object], roots: dict[str, Pa
     else:
         run = distill_run(teacher["model"], [roots["pool"]], out, seed,
                           [f"student={args.student}", f"lr={teacher['lr']}", *AUGMENT, *steps,
-                           f"placebo={'true' if arm == 'placebo' else 'false'}"],
-                          args.progress)
+                           f"placebo={'true' if arm == 'placebo' else 'false'}",
+                           *args.distill_overrides], args.progress)
     figures = model_figures(run.best, split_records(roots["lab"], "emotic", "test"),
                             args.progress)
     result: dict[str, object] = {**run.figures(), **figures, "model": str(run.best)}
@@ -325,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run, figures meaningless")
     args = parser.parse_args(argv)
     args.photo_width, args.photo_height = 640, 480
-    args.teacher_overrides, args.supervised_overrides = [], []
+    args.teacher_overrides, args.supervised_overrides, args.distill_overrides = [], [], []
     if args.quick:
         args.lab_images, args.pool_images, args.size = 24, 12, 64
         args.teacher_steps, args.steps, args.seeds, args.batch_size = 3, 3, "0", 4
@@ -335,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.teacher_overrides = ["model.input_size=[64,64]", "batch_size=4",
                                   "calibrate=false"]
         args.supervised_overrides = ["model.input_size=[64,64]", "calibrate=false"]
+        args.distill_overrides = ["val_fraction=0.25"]  # 3 of 12 pool images: placebo pairs
     try:
         args.seeds = list(dict.fromkeys(int(s) for s in args.seeds.split(",") if s))
     except ValueError:
