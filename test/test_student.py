@@ -225,25 +225,27 @@ def test_softmax_set_uses_a_distribution_kl():
     assert CONTINUOUS_SUMS in outputs
 
 
-def test_teacher_maps_scale_width_and_height_apart_and_clamp_rounding():
-    """A teacher input of another shape than the student's: widths scale by the width ratio,
-    heights by the height ratio; emotion probabilities a rounding outside [0, 1] (from the
-    row prefix sums) are clamped, so the KL terms stay finite."""
-    heat = np.zeros((1, 1, 4, 8), np.float32)
-    heat[0, 0, 1, 2] = 0.9
-    size = np.zeros((1, 2, 4, 8), np.float32)
-    size[0, :, 1, 2] = (32.0, 16.0)  # teacher-input pixels (teacher input 16x32)
-    rows = np.array([0.0, 1.000001, 2.0, 1.9999998, 2.0], np.float32)  # 1+1e-6, then -2e-7
-    sums = np.broadcast_to(rows[None, None, :, None], (1, 1, 5, 8)).copy()
+def test_teacher_maps_on_a_wide_image_and_rounding_clamped():
+    """A 16x32 canvas: a stride-2 teacher map (8x16) onto the student's 4x8 grid, sizes from
+    input pixels to grid pixels per axis; emotion probabilities a rounding outside [0, 1] (from
+    the row prefix sums) are clamped, so the KL terms stay finite."""
+    heat = np.zeros((1, 1, 8, 16), np.float32)
+    heat[0, 0, 3, 9] = 0.9
+    size = np.zeros((1, 2, 8, 16), np.float32)
+    size[0, :, 3, 9] = (32.0, 12.0)  # input pixels
+    rows = np.array([0.0, 1.000001] + [1.9999998, 2.0] * 4)[:9].astype(np.float32)
+    sums = np.broadcast_to(rows[None, None, :, None], (1, 1, 9, 16)).copy()
     config = ModelConfig(backbone="hrnet_cpu", categories={"s": ("a",)}, input_size=(32, 32))
     maps = teacher_maps({HEATMAP: heat, SIZE: size, EMOTION_SUMS + "s": sums}, config,
-                        (16, 32), (8, 8), threshold=0.5)
-    # grid 8x8 on a 16x32 teacher input: x by 8/32, y by 8/16
-    assert maps.size[0, :, 2, 2].tolist() == [8.0, 8.0]
-    assert float(maps.emotions["s"].min()) >= 0.0 and float(maps.emotions["s"].max()) <= 1.0
+                        (16, 32), (4, 8), threshold=0.5)
+    assert maps.heatmap.shape == (1, 1, 4, 8) and float(maps.heatmap[0, 0, 1, 4]) == \
+        pytest.approx(0.9)
+    assert maps.size[0, :, 1, 4].tolist() == [8.0, 3.0]  # 32 and 12 input px at stride 4
+    emotions = maps.emotions["s"]
+    assert float(emotions.min()) >= 0.0 and float(emotions.max()) <= 1.0
     from caer_ros.model.output import ScaleOutput
 
     student = ModelConfig.student("student_small", config)
-    scale = ScaleOutput(4, torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8),
-                        {"s": torch.zeros(1, 1, 8, 8)})
+    scale = ScaleOutput(4, torch.zeros(1, 1, 4, 8), torch.zeros(1, 2, 4, 8),
+                        {"s": torch.zeros(1, 1, 4, 8)})
     assert all(torch.isfinite(v) for v in label_free_terms(scale, maps, student).values())

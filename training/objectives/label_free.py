@@ -107,16 +107,19 @@ def _pool(maps: Tensor, grid: tuple[int, int], mode: str) -> Tensor:
 
 
 def _sizes_at_peaks(heat: Tensor, size: Tensor, grid: tuple[int, int]) -> Tensor:
-    """The size at each grid cell's strongest heat pixel (integer factor) or resized."""
+    """The size at each grid cell's strongest heat pixel (shrinking), or resized (growing)."""
     h, w = heat.shape[-2:]
     if (h, w) == grid:
         return size
     if h % grid[0] == 0 and w % grid[1] == 0 and h // grid[0] == w // grid[1]:
         _, index = F.max_pool2d(heat, h // grid[0], return_indices=True)
-        flat = size.flatten(2)
-        return torch.gather(flat, 2, index.flatten(2).expand(-1, size.shape[1], -1)
-                            ).view(size.shape[0], size.shape[1], *grid)
-    return F.interpolate(size, size=grid, mode="bilinear", align_corners=False)
+    elif h >= grid[0] and w >= grid[1]:
+        _, index = F.adaptive_max_pool2d(heat, grid, return_indices=True)
+    else:
+        return F.interpolate(size, size=grid, mode="bilinear", align_corners=False)
+    flat = size.flatten(2)
+    return torch.gather(flat, 2, index.flatten(2).expand(-1, size.shape[1], -1)
+                        ).view(size.shape[0], size.shape[1], *grid)
 
 
 def people_mask(heat: Tensor, size: Tensor, threshold: float, kernel: int = 3,
