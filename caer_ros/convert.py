@@ -12,7 +12,8 @@ allowed as plain data): a file that would run code is refused. The layout is
 read from the keys (EMOTIC's 26 categories; HECO's 8 second when ``bu_mixed.*`` is present),
 every tensor is mapped by name and shape (:mod:`caer_ros.model.public_benet`) and the result is
 written, atomically, as a regular model file whose inference settings are the public code's
-test path (``../shared/benet_reference``, "Pipeline reference"; README, "Converted models"):
+test path (``../shared/benet_reference``, "Pipeline reference"; docs/models.md, "Use the
+paper's trained models"):
 
 - input: the short side to 512 pixels, the long side in proportion rounded up to a multiple of
   64, placed by an affine warp about the frame's centre (``resize: short_side``);

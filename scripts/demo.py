@@ -16,10 +16,10 @@ Steps (each prints what it runs; everything goes under ``--out``, default ``outp
 5. camera: this process plays a camera at a fixed rate on ``/camera/image_raw`` (bgr8, best
    effort, as camera drivers publish): the synthetic *test* scenes (never trained on) and
    scikit-image's astronaut photo (at ``PHOTO_SIZE``: frames and overlays stay under Fast
-   DDS's 512 KiB shared-memory segment, so no DDS profile is needed; README). It listens
-   to ``/people_emotions`` and ``/people_emotions/overlay`` and prints each answered frame's
-   people (track id, box, detection score, top emotions; for a synthetic scene also what was
-   drawn there);
+   DDS's 512 KiB shared-memory segment, so no DDS profile is needed; docs/robot.md, QoS
+   advice). It listens to ``/people_emotions`` and ``/people_emotions/overlay`` and prints each
+   answered frame's people (track id, box, detection score, top emotions; for a synthetic
+   scene also what was drawn there);
 6. report: ``OUT/overlays/frame_NNN.png`` (the node's overlay images), ``OUT/contact_sheet.png``
    (all of them on one page), ``OUT/frames.json`` (every frame's people) and
    ``OUT/summary.json`` (``frames_sent``, ``frames_answered``, ``frames_dropped``,

@@ -1,9 +1,10 @@
-"""The README's colcon recipe: a workspace finds both packages and builds them.
+"""The colcon recipe (README.md; docs/robot.md, Build with colcon): a workspace finds both
+packages and builds them.
 
 colcon does not look inside a package folder for more packages, so caer_msgs (inside the
 caer_ros package folder) needs its own base path. This test builds a throwaway workspace the
-way README.md tells a robot user to, with the ROS 2 wheels of the venv standing in for
-/opt/ros.
+way README.md and docs/robot.md tell a robot user to, with the ROS 2 wheels of the venv
+standing in for /opt/ros.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _listed(result: subprocess.CompletedProcess) -> set[str]:
 
 
 def test_plain_colcon_misses_caer_msgs(workspace):
-    """Why the README needs --base-paths: the nested package is invisible otherwise."""
+    """Why the recipe needs --base-paths: the nested package is invisible otherwise."""
     assert _listed(_colcon(workspace, "list")) == {"caer_ros"}
 
 

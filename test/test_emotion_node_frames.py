@@ -434,7 +434,7 @@ def test_nodes_stop_cleanly_on_sigint(node_processes, raw_node, compressed_node)
     for which, (process, _, log) in node_processes.items():
         assert process.poll() is None, f"{which} node died:\n{log.read_text()[-3000:]}"
         code = stop_node(process, signal.SIGINT)
-        # Known issue (README, Two commands): under torch 2.14.1 a node on the torch backend
+        # Known issue (README; docs/robot.md): under torch 2.14.1 a node on the torch backend
         # sometimes ends with SIGSEGV in a native thread while its executor shuts down, after
         # its work is done. Accepted for that node only, until it is fixed; the ONNX node must
         # exit 0, and neither may hang, fail a frame or print a traceback.

@@ -27,7 +27,8 @@
   alone (upsampled). ``fuse_upsample`` says what is upsampled to the finer grid:
   ``probabilities`` (activate, then upsample) or ``logits`` (upsample the logits, then
   activate: BENet's public code). ``fuse_scales`` false is the *fast head
-  mode*: the 1/2-resolution branches are not computed at all (README, "Choosing a speed").
+  mode*: the 1/2-resolution branches are not computed at all (docs/deployment.md, "Choosing a
+  speed").
   ``flip_test``: also run the horizontally flipped image and average (maps mirrored back).
 - ``fusion``: ``none`` reads each person's emotion scores from the bottom-up emotion maps
   alone; ``mean`` also runs the person-centric head on each person's crop and averages the two
