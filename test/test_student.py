@@ -179,13 +179,16 @@ def test_terms_vanish_when_the_student_equals_the_teacher_and_grow_otherwise():
                         {"emotic": logit(maps.emotions["emotic"]),
                          "heco": torch.log(maps.emotions["heco"].clamp_min(1e-12))},
                         logit(maps.continuous))
-    for name, value in label_free_terms(exact, maps, config).items():
-        assert float(value) == pytest.approx(0.0, abs=2e-4), name
     other = ScaleOutput(4, torch.zeros_like(maps.heatmap), maps.size + 1,
                         {k: torch.zeros_like(v) for k, v in exact.emotions.items()},
                         torch.zeros_like(exact.continuous))
-    for name, value in label_free_terms(other, maps, config).items():
-        assert float(value) > 1e-3, name
+    for temperature in (1.0, 3.0):  # at a temperature too
+        for name, value in label_free_terms(exact, maps, config,
+                                            temperature=temperature).items():
+            assert float(value) == pytest.approx(0.0, abs=2e-4), (name, temperature)
+        for name, value in label_free_terms(other, maps, config,
+                                            temperature=temperature).items():
+            assert float(value) > 1e-3, (name, temperature)
 
 
 def test_terms_without_people_are_zero_and_differentiable():
@@ -249,3 +252,42 @@ def test_teacher_maps_on_a_wide_image_and_rounding_clamped():
     scale = ScaleOutput(4, torch.zeros(1, 1, 4, 8), torch.zeros(1, 2, 4, 8),
                         {"s": torch.zeros(1, 1, 4, 8)})
     assert all(torch.isfinite(v) for v in label_free_terms(scale, maps, student).values())
+
+
+def test_centre_region_weights_emotions_by_the_teacher_heat():
+    """``region=centre``: an emotion error at a teacher centre costs more than the same error
+    elsewhere in the person's box (``box`` counts both alike); unknown regions are refused."""
+    from caer_ros.model.output import ScaleOutput
+    from training.objectives.label_free import emotion_weight
+
+    config = ModelConfig(backbone="hrnet_cpu", categories={"s": ("a",)}, input_size=(32, 32))
+    heat = torch.zeros(1, 1, 8, 8)
+    heat[0, 0, 4, 4], heat[0, 0, 4, 5] = 0.9, 0.3
+    people = torch.zeros(1, 1, 8, 8)
+    people[0, 0, 2:7, 2:7] = 1.0
+    maps = TeacherMaps(heat, torch.zeros(1, 2, 8, 8), {"s": torch.full((1, 1, 8, 8), 0.2)},
+                       None, people, 1)
+    assert emotion_weight(maps, "centre", 0.1)[0, 0, 4, 4] == pytest.approx(0.9)
+    assert emotion_weight(maps, "centre", 0.1)[0, 0, 0, 0] == pytest.approx(0.1)
+
+    def term(y: int, x: int, region: str) -> float:
+        logits = torch.logit(torch.full((1, 1, 8, 8), 0.2))
+        logits[0, 0, y, x] = 3.0  # one wrong cell
+        scale = ScaleOutput(4, torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8), {"s": logits})
+        return float(label_free_terms(scale, maps, config, 0.1, region)["emotions.s"])
+
+    assert term(4, 4, "centre") > 2 * term(2, 2, "centre")
+    # at a temperature, an error among low probabilities (0.06 for the teacher's 0.02) weighs
+    # more against one among high ones (0.6 for 0.5) than at 1, where both cost about the same
+    from training.objectives.label_free import binary_kl, soften
+
+    def cost(teacher: float, student: float, t: float) -> float:
+        target = soften(torch.tensor([teacher]), t, False)
+        return float(binary_kl(torch.logit(torch.tensor([student])) / t, target)) * t * t
+
+    assert torch.equal(soften(torch.tensor([0.02]), 1.0, False), torch.tensor([0.02]))
+    at_1 = cost(0.02, 0.06, 1.0) / cost(0.5, 0.6, 1.0)
+    assert 0.5 < at_1 < 2 and cost(0.02, 0.06, 4.0) / cost(0.5, 0.6, 4.0) > 3 * at_1
+    assert term(4, 4, "box") == pytest.approx(term(2, 2, "box"))
+    with pytest.raises(ValueError, match="region"):
+        emotion_weight(maps, "everywhere")

@@ -48,21 +48,23 @@ Training runs the project's one loop (:mod:`training.loop`): the run folder (``o
 folder). Adam, its learning rate ``lr`` falling over the run on a cosine (``lr_schedule:
 cosine``) or ``constant``. Randomness depends only on ``seed``.
 
-Config (YAML, every key optional, ``key=value`` overrides, unknown keys are errors):
-``teacher`` (``--teacher``), ``images`` (``--images``), ``student`` (a preset name, or a
-``.pt`` student file to continue from: its categories must be the teacher's),
-``init_backbone`` (torchvision ImageNet weights for a preset's trunk), ``input_size``,
-``frame_rate``, ``chunk_seconds``, ``max_frames``, ``val_fraction``, ``max_val_frames``
-(held-out frames validated on, evenly spaced; default 300), ``teacher_backend``
-(``auto``, ``torch``, ``onnxruntime``), ``teacher_settings`` / ``student_settings``
-(inference-setting changes), ``weights`` (``heatmap``, ``size``, ``emotions``,
-``continuous``, ``background``), ``augment`` (:class:`training.data.transforms.AugmentConfig`;
-``false`` switches it off), and the run: ``epochs``, ``batch_size``, ``lr``,
-``lr_schedule``, ``weight_decay``, ``seed``, ``workers``, ``out``, ``budget_minutes``,
-``max_steps``, ``checkpoint_every``, ``val_every``, ``device``; ``placebo`` (benchmarks
-only: each image of a batch learns the teacher's maps of the previous image of the batch, in
-training and validation: the same computation with the teacher's knowledge of *this* image
-removed; every batch then holds at least 2 images).
+Config (YAML, every key optional, ``key=value`` overrides, unknown keys are errors): ``teacher``
+(``--teacher``), ``images`` (``--images``), ``student`` (a preset name, or a ``.pt`` student
+file to continue from: its categories must be the teacher's), ``init_backbone`` (torchvision
+ImageNet weights for a preset's trunk), ``input_size``, ``frame_rate``, ``chunk_seconds``,
+``max_frames``, ``val_fraction``, ``max_val_frames`` (held-out frames validated on, evenly
+spaced; default 300), ``teacher_backend`` (``auto``, ``torch``, ``onnxruntime``),
+``teacher_settings`` / ``student_settings`` (inference-setting changes), ``weights``
+(``heatmap``, ``size``, ``emotions``, ``continuous``, ``background``; ``region``: ``box`` or
+``centre``, where the emotion terms count; ``temperature`` of the emotion terms:
+:mod:`training.objectives.label_free`), ``augment``
+(:class:`training.data.transforms.AugmentConfig`; ``false`` switches it off), and the run:
+``epochs``, ``batch_size``, ``lr``, ``lr_schedule``, ``weight_decay``, ``bn_momentum``,
+``seed``, ``workers``, ``out``, ``budget_minutes``, ``max_steps``, ``checkpoint_every``,
+``val_every``, ``device``; ``placebo`` (benchmarks only: each image of a batch learns the
+teacher's maps of the previous image of the batch, in training and validation: the same
+computation with the teacher's knowledge of *this* image removed; every batch then holds at
+least 2 images).
 
 Bad input (an empty folder, non-images, a broken video, a teacher file that is not a model, a
 student whose categories cannot match the teacher's, a bad key) stops with exit status 1 and
@@ -106,7 +108,12 @@ from training.loop import (
     Validation,
     prepare_for_training,
 )
-from training.objectives.label_free import TeacherMaps, label_free_terms, teacher_maps
+from training.objectives.label_free import (
+    REGIONS,
+    TeacherMaps,
+    label_free_terms,
+    teacher_maps,
+)
 from training.run_folder import RunFolderBusy
 
 TEACHER_BACKENDS = ("auto", "torch", "onnxruntime")
@@ -131,6 +138,10 @@ class LabelFreeWeights(Section):
     emotions: float = 4.0
     continuous: float = 1.0
     background: float = 0.1  # emotion-map weight outside the teacher's people
+    # where the emotion terms count: ``box`` (the teacher's people's boxes) or ``centre``
+    # (the teacher's centre heatmap); label_free.emotion_weight
+    region: str = "box"
+    temperature: float = 1.0  # of the emotion and continuous terms (label_free.soften)
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,9 @@ class DistillConfig(Section):
     # validation split: benchmarks/tune_student.py)
     lr_schedule: str = "constant"
     weight_decay: float = 1e-4
+    # BatchNorm running-statistics momentum of every student layer while training (null: the
+    # network's own; torchvision's MobileNetV3 trunk has 0.01, made for ImageNet's long runs)
+    bn_momentum: float | None = None
     seed: int = 0
     workers: int = 2
     out: str = "runs/student"
@@ -237,11 +251,16 @@ def _check(c: DistillConfig) -> None:
         ("weights.continuous", _number(w.continuous) and w.continuous >= 0, "a number >= 0"),
         ("weights.background", _number(w.background) and 0 <= w.background <= 1,
          "a number in [0, 1]"),
+        ("weights.region", w.region in REGIONS, f"one of {list(REGIONS)}"),
+        ("weights.temperature", _number(w.temperature) and w.temperature >= 1,
+         "a number >= 1"),
         ("epochs", _integer(c.epochs, 1), "an integer >= 1"),
         ("batch_size", _integer(c.batch_size, 1), "an integer >= 1"),
         ("lr", _number(c.lr) and c.lr > 0, "a number > 0"),
         ("lr_schedule", c.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
         ("weight_decay", _number(c.weight_decay) and c.weight_decay >= 0, "a number >= 0"),
+        ("bn_momentum", c.bn_momentum is None
+         or (_number(c.bn_momentum) and 0 < c.bn_momentum <= 1), "a number in (0, 1] or null"),
         ("seed", _integer(c.seed, 0), "an integer >= 0"),
         ("workers", _integer(c.workers, 0), "an integer >= 0"),
         ("out", isinstance(c.out, str) and bool(c.out), "a folder path"),
@@ -453,6 +472,10 @@ class DistillJob(Job):
                   f"for validation (split by image and video stretch)", flush=True)
             print(f"teacher: {config.teacher} ({self.teacher.backend})", flush=True)
         self.model = make_student(config, self.teacher.config)
+        if config.bn_momentum is not None:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.momentum = config.bn_momentum
         student = self.model.config
         self.settings = student_settings(self.teacher.settings, student, config.student_settings)
         if ctx.main:
@@ -488,7 +511,9 @@ class DistillJob(Job):
         total = torch.zeros((), device=self.ctx.device)
         for prefix, scale, target in zip(("q", "h"), output.scales(), maps, strict=False):
             for name, value in label_free_terms(scale, target.to(self.ctx.device),
-                                                self.model.config, weights.background).items():
+                                                self.model.config, weights.background,
+                                                weights.region,
+                                                weights.temperature).items():
                 weight = weights.emotions if name.startswith("emotions.") else factor[name]
                 terms[f"{prefix}.{name}"] = value
                 total = total + weight * value

@@ -32,10 +32,17 @@ weights are comparable across batch and image sizes:
   category and summed over the categories, as the supervised multi-label losses sum them, for
   a sigmoid-scored set; over the categories for a softmax-scored one:
   ``ModelConfig.scores``, the student scores a set as its teacher does), i.e. the
-  cross-entropy minus the target's own entropy, weighted 1 inside the teacher's people and
-  ``background`` elsewhere;
+  cross-entropy minus the target's own entropy, weighted by ``region``: ``box``, 1 inside
+  the teacher's people and ``background`` elsewhere; ``centre``, the teacher's centre
+  heatmap (at least ``background``), so that the cells where a centre-reading student
+  reads its emotions count most;
 - ``continuous``: the binary KL divergence of valence, arousal and dominance, summed, weighted
   the same.
+
+At a ``temperature`` T above 1 (Hinton et al., 2015), the emotion and continuous terms compare
+both sides' logits divided by T (the teacher's recovered from its probabilities, :func:`soften`)
+and are scaled by T^2, so that their gradients keep their size: small probability differences
+between people, which decide the ranking that ER mAP scores, then weigh more.
 
 Every term is 0 where the student's maps equal the teacher's (so a falling loss is read
 directly as agreement) and 0, still connected to the graph, when it has nothing to learn.
@@ -192,23 +199,51 @@ def binary_kl(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") + entropy
 
 
+REGIONS = ("box", "centre")
+
+
+def emotion_weight(maps: TeacherMaps, region: str = "box", background: float = 0.1) -> Tensor:
+    """Per cell, the weight of the emotion and continuous terms (module docstring)."""
+    if region == "box":
+        return maps.people + background * (1.0 - maps.people)
+    if region == "centre":
+        return maps.heatmap.clamp(min=background)
+    raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+
+
+def soften(target: Tensor, temperature: float, softmax: bool) -> Tensor:
+    """The teacher's probabilities at ``temperature`` (Hinton et al.'s distillation): its
+    logits (log-probabilities for a softmax set; clamped to 1e-6 from 0 and 1) divided by the
+    temperature, read again; unchanged at 1."""
+    if temperature == 1.0:
+        return target
+    p = target.clamp(1e-6, 1.0 - 1e-6)
+    if softmax:
+        return torch.softmax(torch.log(p) / temperature, dim=1)
+    return torch.sigmoid(torch.logit(p) / temperature)
+
+
 def label_free_terms(scale: ScaleOutput, maps: TeacherMaps, config: ModelConfig,
-                     background: float = 0.1) -> dict[str, Tensor]:
+                     background: float = 0.1, region: str = "box",
+                     temperature: float = 1.0) -> dict[str, Tensor]:
     """The student's losses at one scale against the teacher's maps (module docstring)."""
+    t = temperature
     terms = {"heatmap": quality_focal(scale.heatmap.float(), maps.heatmap, maps.count)}
     size_weight = maps.heatmap * (maps.heatmap >= SIZE_FLOOR)
     terms["size"] = _weighted_mean((scale.size.float() - maps.size).abs().sum(1, keepdim=True),
                                    size_weight)
-    where = maps.people + background * (1.0 - maps.people)
+    where = emotion_weight(maps, region, background)
     for name, target in maps.emotions.items():
-        logits = scale.emotions[name].float()
+        logits = scale.emotions[name].float() / t
         if name in config.softmax_sets:
+            target = soften(target, t, softmax=True)
             entropy = torch.special.xlogy(target, target).sum(1, keepdim=True)
             per_cell = entropy - (target * F.log_softmax(logits, dim=1)).sum(1, keepdim=True)
         else:
-            per_cell = binary_kl(logits, target).sum(1, keepdim=True)
-        terms[f"emotions.{name}"] = _weighted_mean(per_cell, where)
+            per_cell = binary_kl(logits, soften(target, t, softmax=False)).sum(1, keepdim=True)
+        terms[f"emotions.{name}"] = _weighted_mean(per_cell, where) * t * t
     if maps.continuous is not None and scale.continuous is not None:
-        per_cell = binary_kl(scale.continuous.float(), maps.continuous).sum(1, keepdim=True)
-        terms["continuous"] = _weighted_mean(per_cell, where)
+        per_cell = binary_kl(scale.continuous.float() / t,
+                             soften(maps.continuous, t, softmax=False)).sum(1, keepdim=True)
+        terms["continuous"] = _weighted_mean(per_cell, where) * t * t
     return terms
