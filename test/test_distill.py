@@ -161,6 +161,15 @@ def test_overrides_after_images_and_config_checks():
                             images=["a"])
     with pytest.raises(ValueError, match="val_fraction"):
         load_distill_config(None, ["val_fraction=1.5"], teacher="t.pt", images=["a"])
+    for bad, name in (("weights.region=everywhere", "weights.region"),
+                      ("weights.temperature=0.5", "weights.temperature"),
+                      ("bn_momentum=0", "bn_momentum")):
+        with pytest.raises(ValueError, match=name):
+            load_distill_config(None, [bad], teacher="t.pt", images=["a"])
+    tuned = load_distill_config(None, ["weights.region=centre", "weights.temperature=2",
+                                       "bn_momentum=0.1"], teacher="t.pt", images=["a"])
+    assert (tuned.weights.region, tuned.weights.temperature, tuned.bn_momentum) == \
+        ("centre", 2, 0.1)
 
 
 def test_student_settings_override_what_it_inherits(teacher, recordings, tmp_path):
