@@ -8,13 +8,15 @@ machines allow. One run:
 1. **Student data**: the synthetic CAER set (:func:`training.datasets.synthetic.generate`,
    EMOTIC format, train / val / test 70/15/15) of ``--images`` scenes of ``--size`` px. Its
    labels need the face, the pose and the context.
-2. **Teacher data**: ``--teacher-images`` other scenes per teacher from separate random streams
-   (never the student's images), JPEG-encoded like the student's:
+2. **Teacher data** (:func:`training.datasets.synthetic_variants.make_teacher_data`):
+   ``--teacher-images`` other scenes per teacher from separate random streams (never the
+   student's images), JPEG-encoded like the student's:
 
    - ``face`` (the FER teacher's role): whole scenes like the student's in the EMOTIC format
      (train / val / test 70/15/15) where each person is annotated by a **head box** (a square
-     around the head, :func:`head_box`) labelled with the emotion its face alone shows
-     (:data:`FER`: smile -> Happiness, frown -> Sadness, open -> Surprise): a face set, as a
+     around the head, :func:`~training.datasets.synthetic_variants.head_box`) labelled with
+     the emotion its face alone shows (:data:`FER`: smile -> Happiness, frown -> Sadness,
+     open -> Surprise): a face set, as a
      FER teacher's data are faces, with the faces at the size and in the surroundings they
      have in the student's images; and ``face_crops``, the squares of :data:`FACE_CROP` px
      of the student's input around those head boxes, folder-per-class ``smile`` / ``frown`` /
@@ -109,7 +111,6 @@ mean nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -117,38 +118,27 @@ import sys
 import time
 from pathlib import Path
 
-import bench_learn as learn
-import cv2
-import numpy as np
-import torch
-from common import machine, mean_std, paired, write_json
+import common
+from common import format_table, machine, mean_std, paired
 
-from caer_ros.inference.preprocess import PAD_RGB
 from training.config import load_config
-from training.datasets.emotic import load_emotic
-from training.datasets.records import ImageRecord
-from training.datasets.synthetic import (
-    CONTEXTS,
-    FACES,
-    FOLDER,
-    SceneTruth,
-    draw_context,
-    generate,
-    render_scene,
-    write_emotic_labels,
+from training.datasets.synthetic import generate
+from training.datasets.synthetic_variants import (
+    FACE_CROP,
+    FER,
+    TEACHER_CLASSES,
+    make_teacher_data,
 )
-from training.teachers.models import load_teacher
-from training.teachers.probe import person_features, probe
-from training.train import Trainer
-from training.train_teacher import load_teacher_config, train_teacher
+from training.experiments import (
+    ArmSetup,
+    arm_run,
+    benet_teacher_run,
+    classifier_teacher_run,
+    probe_teachers,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "training" / "configs" / "bench_amalgamation.yaml"
-TEACHER_CONFIG = REPO / "training" / "configs" / "teacher_synthetic_face.yaml"
-COUNTS = ("one", "two", "three", "four")  # render_scene draws 1-4 people
-# the classifier teachers
-TEACHER_CLASSES = {"context": CONTEXTS, "generic": COUNTS, "face_crops": FACES}
-FER = {"smile": "Happiness", "frown": "Sadness", "open": "Surprise"}  # the face teacher's labels
+DEFAULT_CONFIG = common.CONFIGS / "bench_amalgamation.yaml"
+TEACHER_CONFIG = common.CONFIGS / "teacher_synthetic_face.yaml"
 # training order: the face teacher starts from the face-crop classifier
 TEACHERS = ("generic", "face_crops", "face", "context")
 # Arm -> (teacher whose backbone starts the student, teachers amalgamated)
@@ -158,10 +148,6 @@ ARMS = {"baseline": ("generic", ()), "finetune": ("face", ()),
         "ka_context": ("generic", ("context",))}
 DEFAULT_ARMS = ("baseline", "finetune", "ka_1", "ka_2")
 KA_ARMS = ("ka_1", "ka_2")  # the arms ka_minus_ft picks the better of
-FACE_CROP = 32  # face-crop classifier input side = crop side in student-input pixels
-HEAD_CENTRE, HEAD_HALF = 0.35, 0.35  # head square: centre and half side, figure scales
-TEACHER_VAL = 0.15  # share of the teacher scenes in the teachers' validation sets
-JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]  # as the generator writes the student's images
 PROBE_IMAGES = 300  # student training scenes each teacher is probed on
 # What each teacher is probed on: (label of a person, the feature region)
 PROBES = {"face": ("face", "head"), "context": ("context", "box"), "generic": ("face", "head"),
@@ -173,197 +159,31 @@ TARGETS = {"ka_gain": (">=", 3.0), "ka2_minus_ka1": (">=", 0.0),
 PAIRED_TARGETS = ("ka_gain", "ka2_minus_ka1")
 
 
-# --------------------------------------------------------------------------- teacher data
-
-
-def jpeg(image: np.ndarray) -> np.ndarray:
-    """``image`` after a JPEG round trip at the student images' quality."""
-    return cv2.imdecode(cv2.imencode(".jpg", image, JPEG)[1], cv2.IMREAD_COLOR)
-
-
-def head_box(box: tuple[float, float, float, float], unit: float
-             ) -> tuple[float, float, float, float]:
-    """The square around the head of the figure in ``box`` (``unit``: the box height of a
-    figure of scale 1): :func:`~training.datasets.synthetic.draw_person` draws the head as a
-    circle of radius 0.3 s centred 0.35 s below the figure's top; the square's half side is
-    :data:`HEAD_HALF` s."""
-    x1, y1, x2, y2 = box
-    s = (y2 - y1) / unit
-    cx, cy = (x1 + x2) / 2, y1 + HEAD_CENTRE * s
-    return (cx - HEAD_HALF * s, cy - HEAD_HALF * s, cx + HEAD_HALF * s, cy + HEAD_HALF * s)
-
-
-def crop(image: np.ndarray, centre: tuple[float, float], side: int) -> np.ndarray:
-    """The ``side`` x ``side`` square of ``image`` centred on ``centre`` (x, y), the pad colour
-    where it leaves the image."""
-    c0, r0 = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))
-    padded = cv2.copyMakeBorder(image, side, side, side, side, cv2.BORDER_CONSTANT,
-                                value=tuple(int(c) for c in PAD_RGB[::-1]))
-    return padded[r0 + side:r0 + 2 * side, c0 + side:c0 + 2 * side]
-
-
-def make_teacher_data(root: Path, scenes: int, seed: int, size: int, input_side: int
-                      ) -> dict[str, dict[str, object]]:
-    """Write the face, face-crop, context and generic sets under ``root/<teacher>`` (module
-    docstring) from ``scenes`` scenes of ``size`` px each, drawn from ``default_rng([seed, 1])``
-    (the face set and its crops) and ``default_rng([seed, 2])`` (the others);
-    ``input_side``: the student's input side. Returns per teacher its folder and image
-    counts."""
-    truth = generate(root / "face", scenes, [seed, 1], size)
-    unit = learn.figure_scale()
-    write_emotic_labels(root / "face", {
-        split: [dataclasses.replace(scene, people=[
-            dataclasses.replace(person, box=head_box(person.box, unit),
-                                categories=(FER[person.face],))
-            for person in scene.people]) for scene in scenes_of]
-        for split, scenes_of in truth.items()})
-    face_counts = {split: {name: sum(p.face == face for s in of for p in s.people)
-                           for face, name in FER.items()} for split, of in truth.items()}
-    side = max(1, round(FACE_CROP * size / input_side))  # FACE_CROP px once letterboxed
-    crop_counts = {split: dict.fromkeys(FACES, 0) for split in ("train", "val")}
-    for split in crop_counts:
-        for label in FACES:
-            (root / "face_crops" / split / label).mkdir(parents=True, exist_ok=True)
-        for scene in truth[split]:
-            image = cv2.imread(str(root / "face" / "emotic" / FOLDER / scene.filename))
-            for j, person in enumerate(scene.people):
-                x1, y1, x2, y2 = head_box(person.box, unit)
-                window = crop(image, ((x1 + x2) / 2, (y1 + y2) / 2), side)
-                if side != FACE_CROP:
-                    window = cv2.resize(window, (FACE_CROP, FACE_CROP),
-                                        interpolation=cv2.INTER_AREA)
-                cv2.imwrite(str(root / "face_crops" / split / person.face /
-                                f"{Path(scene.filename).stem}_{j}.png"), window)
-                crop_counts[split][person.face] += 1
-    rng = np.random.default_rng([seed, 2])
-    counts = {name: {split: dict.fromkeys(classes, 0) for split in ("train", "val")}
-              for name, classes in TEACHER_CLASSES.items()}
-    for name, classes in TEACHER_CLASSES.items():
-        for split in ("train", "val"):
-            for label in classes:
-                (root / name / split / label).mkdir(parents=True, exist_ok=True)
-    first_val = scenes - max(1, round(TEACHER_VAL * scenes))
-
-    def write(name: str, split: str, label: str, stem: str, image: np.ndarray) -> None:
-        cv2.imwrite(str(root / name / split / label / f"{stem}.png"), image)
-        counts[name][split][label] += 1
-
-    for i in range(scenes):
-        split = "train" if i < first_val else "val"
-        image, people, context = render_scene(rng, size)
-        write("generic", split, COUNTS[len(people) - 1], f"{i:05d}", jpeg(image))
-        background = np.zeros((size, size, 3), np.uint8)
-        draw_context(background, context, rng)
-        write("context", split, context, f"{i:05d}", jpeg(background))
-    return {"face": {"root": str(root / "face"), "images": face_counts},
-            "face_crops": {"root": str(root / "face_crops"), "images": crop_counts},
-            **{name: {"root": str(root / name), "images": counts[name]} for name in counts}}
-
-
 # --------------------------------------------------------------------------- teachers
 
 
 def run_teacher(name: str, data: dict[str, object], input_side: int,
                 args: argparse.Namespace, teachers: dict[str, dict[str, object]]
                 ) -> dict[str, object]:
-    """Train one teacher for ``--teacher-minutes``; its best validation epoch's figures
-    (``val_score``: macro F1 for the classifiers, ER mAP on the FER categories for the face
-    teacher, 0..1)."""
-    if name == "face":
-        return run_face_teacher(data, args, teachers["face_crops"]["model"])
+    """Train one teacher (module docstring, 3); its best validation's figures (``val_score``:
+    macro F1 for the classifiers, ER mAP on the FER categories for the face teacher, 0..1)."""
     out = args.out / "teachers" / name
+    if name == "face":  # a BENet with the bottom-up task alone, from the face-crop classifier
+        print(f"[teacher face] BENet, bu task, budget {args.face_minutes:g} min -> {out}",
+              flush=True)
+        return benet_teacher_run(args.config, data, out, [
+            *args.overrides, "tasks=[bu]", "routes={raw: [bu]}",
+            f"init_backbone={json.dumps(teachers['face_crops']['model'])}",
+            f"seed={args.data_seed}", f"budget_minutes={args.face_minutes}",
+            "calibrate=false", "best_by=metric"], args.progress)
     side = FACE_CROP if name == "face_crops" else input_side
-    overrides = [f"name=synthetic_{name}", f"classes={json.dumps(list(TEACHER_CLASSES[name]))}",
-                 f"input_size=[{side}, {side}]", f"out={out}",
-                 f"seed={args.data_seed}", f"budget_minutes={args.teacher_minutes}",
-                 "epochs=1000", "workers=0", *args.teacher_overrides]
-    config = load_teacher_config(TEACHER_CONFIG, overrides, data["root"])
     print(f"[teacher {name}] {side} px, budget {args.teacher_minutes:g} min -> {out}",
           flush=True)
-    started = time.perf_counter()
-    history = train_teacher(config, progress=args.progress)
-    best = max(history, key=lambda record: record["val"]["macro_f1"])
-    steps = sum(record["steps"] for record in history)
-    train_s = history[-1]["elapsed_s"]
-    return {
-        "kind": "classifier", "val_metric": "macro_f1",
-        "val_score": round(best["val"]["macro_f1"], 4),
-        "val_accuracy": round(best["val"]["accuracy"], 4),
-        "best_epoch": best["epoch"], "epochs": len(history), "steps": steps,
-        "train_s": train_s, "s_per_step": round(train_s / max(1, steps), 3),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "images": data["images"], "data": data["root"], "model": str(out / "best.pt"),
-    }
-
-
-def run_face_teacher(data: dict[str, object], args: argparse.Namespace, init: str
-                     ) -> dict[str, object]:
-    """The face teacher: a BENet with the bottom-up task alone on the face set (module
-    docstring, 3), started from ``init``, for ``--teacher-minutes``."""
-    out = args.out / "teachers" / "face"
-    config = load_config(args.config, [
-        *args.overrides, "tasks=[bu]", "routes={raw: [bu]}", f"init_backbone={json.dumps(init)}",
-        f"out={out}", f"seed={args.data_seed}", f"budget_minutes={args.face_minutes}",
-        "calibrate=false", "best_by=metric"], data["root"])
-    print(f"[teacher face] BENet, bu task, budget {args.face_minutes:g} min -> {out}",
-          flush=True)
-    started = time.perf_counter()
-    trainer = Trainer(config, restart=True, progress=args.progress)
-    history = learn.validations(trainer.run())
-    best = max(history, key=lambda v: v["val_metrics"].get("emotic", -1.0))
-    state = trainer.state
-    return {
-        "kind": "benet", "val_metric": "er_map (FER categories)",
-        "val_score": round(best["val_metrics"].get("emotic", float("nan")), 4),
-        "best_step": best["steps"], "steps": state.global_step, "train_s": state.elapsed_s,
-        "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "images": data["images"], "data": data["root"], "model": str(out / "best.pt"),
-    }
-
-
-# --------------------------------------------------------------------------- probes
-
-
-def relabelled(records: list[ImageRecord], truth: list[SceneTruth], factor: str
-               ) -> list[ImageRecord]:
-    """``records`` with each person's labels replaced by the one-hot of its ``factor`` (``face``
-    or ``context``) from the generator's ``truth``, matched by file name and box."""
-    by_name = {scene.filename: scene for scene in truth}
-    classes = FACES if factor == "face" else CONTEXTS
-    out = []
-    for record in records:
-        scene = by_name[record.path.name]
-        people = []
-        for person in record.people:
-            drawn = min(scene.people, key=lambda p: float(np.abs(np.subtract(p.box,
-                                                                             person.box)).sum()))
-            value = drawn.face if factor == "face" else scene.context
-            onehot = np.eye(len(classes), dtype=np.float32)[classes.index(value)]
-            people.append(dataclasses.replace(person, categories=onehot))
-        out.append(dataclasses.replace(record, people=people))
-    return out
-
-
-def probe_teachers(teachers: dict[str, dict[str, object]], data: Path,
-                   truth: list[SceneTruth], input_size: tuple[int, int]
-                   ) -> dict[str, dict[str, object]]:
-    """Each teacher's linear probe on the student's training scenes (module docstring, 4)."""
-    records, _ = load_emotic(data, "train")
-    records = [r for r in records if r.people][:PROBE_IMAGES]
-    out = {}
-    for name, teacher in teachers.items():
-        factor, region = PROBES[name]
-        extractor = load_teacher(teacher["model"])
-        features, labels, images = person_features(extractor,
-                                                   relabelled(records, truth, factor),
-                                                   input_size, region)
-        result = probe(features, labels, single_label=True, name=name, images=images)
-        print(f"[probe] {result.line()} ({factor}, {region} region)", flush=True)
-        out[name] = {"label": factor, "region": region, "metric": result.metric,
-                     "score": round(result.score, 4), "chance": round(result.chance, 4),
-                     "people": result.people, "carries_little": result.carries_little}
-    return out
+    return classifier_teacher_run(TEACHER_CONFIG, data, out, [
+        f"name=synthetic_{name}", f"classes={json.dumps(list(TEACHER_CLASSES[name]))}",
+        f"input_size=[{side}, {side}]", f"seed={args.data_seed}",
+        f"budget_minutes={args.teacher_minutes}", "epochs=1000", "workers=0",
+        *args.teacher_overrides], args.progress)
 
 
 # --------------------------------------------------------------------------- arms
@@ -385,12 +205,12 @@ def arm_overrides(arm: str, teachers: dict[str, dict[str, object]],
 def run_arm(arm: str, seed: int, data: Path, teachers: dict[str, dict[str, object]],
             args: argparse.Namespace) -> dict[str, object]:
     """Train one arm for ``--steps`` steps with training seed ``seed``; evaluate its best.pt
-    (:func:`bench_learn.run_arm`, with the arm's overrides)."""
+    (:func:`training.experiments.arm_run`, with the arm's overrides)."""
     extra = arm_overrides(arm, teachers, args)
-    arm_args = argparse.Namespace(**{
-        **vars(args), "seed": seed, "budget_minutes": None,
-        "overrides": [*args.overrides, f"max_steps={args.steps}", *extra]})
-    return {**learn.run_arm(f"{arm}/seed{seed}", data, arm_args), "arm_overrides": extra}
+    setup = ArmSetup(args.config, (*args.overrides, f"max_steps={args.steps}", *extra), seed,
+                     None, args.extraction, args.checkpoint, args.progress)
+    return {**arm_run(f"{arm}/seed{seed}", data, args.out / "runs" / arm / f"seed{seed}",
+                      setup), "arm_overrides": extra}
 
 
 # --------------------------------------------------------------------------- report
@@ -470,9 +290,7 @@ def table(figures: dict[str, object]) -> str:
                      f"{figures[f's_per_step_{arm}']:.2f}" + (
                          "" if gain is None or gain["mean"] is None
                          else f"   ER {gain['mean']:+.1f}±{gain['std']:.1f}")))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [format_table(rows)]
     for key in TARGETS:
         lines.append(f"{key}: {figures.get(key)} (target {figures['targets'][key]}, "
                      f"{'met' if figures['targets_met'][key] else 'not met'})")
@@ -480,8 +298,7 @@ def table(figures: dict[str, object]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = common.benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=250,
                         help="optimiser steps per arm and seed (default 250)")
     parser.add_argument("--seeds", default="0,1,2",
@@ -491,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--face-minutes", type=float, default=8.0,
                         help="training time of the face teacher (the BENet on head boxes), "
                              "minutes (default 8)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_amalgamation",
+    parser.add_argument("--out", type=Path, default=common.REPO / "runs" / "bench_amalgamation",
                         help="folder for the data, the teachers, the run folders and the model "
                              "files (default runs/bench_amalgamation; its data/, teachers/ and "
                              "runs/ are replaced)")
@@ -515,26 +332,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extraction", choices=("center", "box_mean"), default="box_mean",
                         help="how the evaluated model files read the emotion maps (default "
                              "box_mean, the KA paper's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1; 0: torch's default, one per core)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 40 images of 64 px, seconds of training per teacher, "
-                             "2 steps per arm, one seed (figures meaningless)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bars")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="training-config overrides for every arm, e.g. optim.lr=2e-3")
+    common.add_run_options(parser, "smoke run: 40 images of 64 px, seconds of training per "
+                                   "teacher, 2 steps per arm, one seed (figures meaningless)",
+                           threads=1, progress=True)
     args = parser.parse_args(argv)
-    args.arms = list(dict.fromkeys(a for a in args.arms.split(",") if a))
-    unknown = sorted(set(args.arms) - set(ARMS))
-    if unknown or not args.arms:
-        parser.error(f"--arms: unknown {unknown}; known: {','.join(ARMS)}")
-    try:
-        args.seeds = list(dict.fromkeys(int(s) for s in args.seeds.split(",") if s.strip()))
-    except ValueError:
-        parser.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or args.steps < 1:
-        parser.error("need at least one seed and --steps >= 1")
+    args.arms = common.arm_list(parser, args.arms, tuple(ARMS))
+    args.seeds = common.seed_list(parser, args.seeds)
+    if args.steps < 1:
+        parser.error("--steps: at least 1")
     args.teacher_overrides = []
     if args.quick:
         args.images, args.teacher_images, args.size = 40, 40, 64
@@ -548,8 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.use_threads(args.threads)
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)
     input_size = config.model.input_size
@@ -572,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in TEACHERS:
         if name in needed:
             teachers[name] = run_teacher(name, teacher_data[name], input_side, args, teachers)
-    probes = probe_teachers(teachers, student, truth["train"], input_size)
+    probes = probe_teachers(teachers, student, truth["train"], input_size, PROBES,
+                            PROBE_IMAGES)
     runs = {arm: {seed: {**run_arm(arm, seed, student, teachers, args), "seed": seed}
                   for seed in args.seeds} for arm in args.arms}
     figures: dict[str, object] = {
@@ -591,10 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     figures.update(summary(runs, probes))
     figures["arms"] = {arm: {str(seed): {k: v for k, v in run.items() if k != "config"}
                              for seed, run in by_seed.items()} for arm, by_seed in runs.items()}
-    figures["wall_s"] = round(time.perf_counter() - started, 1)
-    write_json(args.json, figures)
-    print(table(figures))
-    return 0
+    return common.finish(args.json, figures, started, table)
 
 
 if __name__ == "__main__":

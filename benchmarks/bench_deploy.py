@@ -58,12 +58,10 @@ import time
 import warnings
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
-from bench_inference import untrained_model_file
-from bench_learn import make_data, run_arm
-from bench_learn import parse_args as learn_args
-from common import machine, median_ms, photo, write_json
+from common import format_table, machine, median_ms, photo
 from torch.utils.flop_counter import FlopCounterMode
 
 from caer_ros.image_file import read_image
@@ -74,21 +72,24 @@ from caer_ros.model import (
     read_model_file,
 )
 from caer_ros.model.checkpoint import load_model_file
-from training.datasets.emotic import load_emotic
+from training.datasets.splits import load_split
+from training.datasets.synthetic_variants import make_variants
 from training.evaluation.evaluate import evaluate
-from training.experiments import split_images_folder
+from training.experiments import ArmSetup, arm_run, split_images_folder, untrained_model_file
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("torch_eager", "ort_fp32", "ort_int8", "fast", "int8_fast")
 REFERENCE = "ort_fp32"
 EXPORTS = {"ort_fp32": {}, "ort_int8": {"int8": True}, "fast": {"fuse_scales": False},
            "int8_fast": {"int8": True, "fuse_scales": False}}
 PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
           "rocket.jpg")
+# The quality model: bench_learn's config and data (scenes, side in pixels), both scales
+QUALITY_CONFIG = common.CONFIGS / "bench_learn.yaml"
+QUALITY_DATA = (1400, 128)
 QUALITY_OVERRIDES = ("model.half_resolution=true", "model.attention=true")
 # --quick: 40 scenes of 64 px, 40 steps (~20 s): the heatmap has peaks at the people, enough
 # for the int8 tests (test/test_deploy_modes.py) that read this run's files.
-QUICK_DATA = ("--images", "40", "--size", "64")
+QUICK_DATA = (40, 64)
 QUICK_TRAINING = ("model.input_size=[64,64]", "epochs=40", "val_every=1000", "calibrate=false")
 METRICS = {"er": "er_map", "pd": "pd_ap", "oer": "oer_map"}
 MAX_DROP = 1.0  # points of ER mAP and PD AP a setting may lose against ort_fp32
@@ -232,22 +233,21 @@ def ort_profile(path: Path, image: np.ndarray, runs: int = 3) -> dict[str, objec
 def quality(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, Path]]:
     """Train the small model (bench_learn setup, both scales), export every setting and
     evaluate each on the test split. Returns the figures and the setting -> file map."""
-    learn = learn_args(["--out", str(args.out), "--budget-minutes", str(args.budget_minutes),
-                        "--seed", str(args.seed), "--arms", "full",
-                        "--checkpoint", "final" if args.quick else "best",
-                        *(["--no-progress"] if not args.progress else []),
-                        *(QUICK_DATA if args.quick else []),
-                        *QUALITY_OVERRIDES, *(QUICK_TRAINING if args.quick else [])])
-    say(f"[quality] {learn.images} synthetic scenes of {learn.size} px -> {args.out / 'data'}")
-    data = make_data(args.out, learn.images, learn.seed, learn.size, ["full"])["full"]
-    trained = run_arm("full", data, learn)
+    images, size = QUICK_DATA if args.quick else QUALITY_DATA
+    say(f"[quality] {images} synthetic scenes of {size} px -> {args.out / 'data'}")
+    data = make_variants(args.out / "data", images, args.seed, size, {})["full"]
+    setup = ArmSetup(QUALITY_CONFIG,
+                     (*QUALITY_OVERRIDES, *(QUICK_TRAINING if args.quick else ())), args.seed,
+                     args.budget_minutes, "center", "final" if args.quick else "best",
+                     args.progress)
+    trained = arm_run("full", data, args.out / "runs" / "full", setup)
     model = Path(trained["model"])
     # int8 calibration on the training split only: the test images score the drop
     calibration = split_images_folder(data, "train", args.out / "calibration_train")
     files = export_settings(model, args.out, calibration, args.calibration_images,
                             verify=not args.quick)
-    records, _ = load_emotic(data, "test")
-    # run_arm evaluated the model file itself (torch) with the same evaluator.
+    records, _ = load_split(data, "emotic", "test")
+    # arm_run evaluated the model file itself (torch) with the same evaluator.
     rows: dict[str, dict[str, object]] = {"torch_eager": {m: trained[m] for m in METRICS.values()}}
     for name in SETTINGS[1:]:
         result = evaluate(Predictor.from_file(files[name]), records, progress=args.progress)
@@ -306,9 +306,7 @@ def table(figures: dict[str, object]) -> str:
         rows.append((name, f"{s['ms']:.0f}", f"{s['speedup']:.2f}", f"{s['gflops_per_s']:.0f}",
                      f"{s['ceiling_fraction']:.2f}", f"{q['er_map']:.1f}", f"{q['pd_ap']:.1f}",
                      f"{q['oer_map']:.1f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return format_table(rows)
 
 
 def photo_folder(folder: Path) -> Path:
@@ -324,8 +322,7 @@ def photo_folder(folder: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = common.benchmark_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--size", type=int, default=512, help="input size of the speed model")
     parser.add_argument("--preset", default="benet", help="backbone of the speed model")
@@ -334,7 +331,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=16,
                         help="int8 calibration images (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_deploy",
+    parser.add_argument("--out", type=Path, default=common.REPO / "runs" / "bench_deploy",
                         help="folder for the data, the run and the exports (replaced)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the small model alone at 64x64, seconds of training "
@@ -381,10 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     figures.update(headline(figures["speed"], figures["quality"]["rows"]))
     figures["targets"] = TARGETS
     figures["targets_met"] = met(figures)
-    figures["wall_s"] = round(time.perf_counter() - started, 1)
-    write_json(args.json, figures)
-    print(table(figures))
-    return 0
+    return common.finish(args.json, figures, started, table)
 
 
 if __name__ == "__main__":

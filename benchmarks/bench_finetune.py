@@ -79,8 +79,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from common import machine, mean_std, paired, write_json
+import common
+from common import format_table, machine, mean_std, paired, write_json
 
 from training.config import OWN_SET
 from training.datasets.coco import EmotionSet
@@ -97,9 +97,8 @@ from training.experiments import (
     train_run,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-BASE_CONFIG = REPO / "training" / "configs" / "bench_learn.yaml"
-ARM_CONFIG = REPO / "training" / "configs" / "finetune_coco.yaml"
+BASE_CONFIG = common.CONFIGS / "bench_learn.yaml"
+ARM_CONFIG = common.CONFIGS / "finetune_coco.yaml"
 ARMS = ("finetune", "scratch", "placebo", "scratch_lr")
 TARGET_GAIN = 5.0  # finetune_gain: mean - std at least this (issue 28)
 BASE_MARGIN = 20.0  # the base has learnt: ER mAP at least chance + this
@@ -286,9 +285,7 @@ def table(figures: dict[str, object]) -> str:
         versus = "-" if found.get("mean") is None else f"{found['mean']:+.1f}+-{found['std']:.1f}"
         rows.append((arm, pm("er_map"), versus, pm("er_map_final"), pm("pd_ap"),
                      ",".join(map(str, entry["steps"])), pm("train_s"), pm("s_per_step", digits=2)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [format_table(rows)]
     checks = figures["checks"]
     lines.append(f"EMOTIC test ER mAP: base {checks['base_er_map']}, placebo base "
                  f"{checks['placebo_base_er_map']}, chance {checks['emotic_chance_er_map']} "
@@ -313,8 +310,7 @@ def table(figures: dict[str, object]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="write the figures to this file")
+    parser = common.benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps of every arm")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--pretrain-steps", type=int, default=1000,
@@ -328,14 +324,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--data-seed", type=int, default=0,
                         help="seed of the data, the shuffle and the bases' training")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_finetune")
+    parser.add_argument("--out", type=Path, default=common.REPO / "outputs" / "bench_finetune")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated among {','.join(ARMS)} (scratch always runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--progress", action="store_true", help="progress bars")
-    parser.add_argument("--quick", action="store_true", help="smoke run, figures meaningless")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="training-config overrides of every arm")
+    common.add_run_options(parser, "smoke run, figures meaningless")
     args = parser.parse_intermixed_args(argv)
     args.base_overrides, args.arm_base_overrides = [], []
     if args.quick:
@@ -344,26 +336,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.threads = args.threads or 1
         args.base_overrides = ["model.input_size=[64,64]", "batch_size=4"]
         args.arm_base_overrides = ["batch_size=4", "freeze_backbone_steps=1", "calibrate=false"]
-    try:
-        args.seeds = list(dict.fromkeys(int(s) for s in args.seeds.split(",") if s))
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or args.steps < 1 or args.pretrain_steps < 1:
-        parser.error("need at least one seed, --steps >= 1 and --pretrain-steps >= 1")
+    args.seeds = common.seed_list(parser, args.seeds)
+    if args.steps < 1 or args.pretrain_steps < 1:
+        parser.error("need --steps >= 1 and --pretrain-steps >= 1")
     if args.pretrain_images < 3 or args.own_images < 2 or args.test_images < 1:
         parser.error("need --pretrain-images >= 3, --own-images >= 2, --test-images >= 1")
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = sorted(set(arms) - set(ARMS))
-    if unknown:
-        parser.error(f"--arms: unknown {unknown}; known: {','.join(ARMS)}")
-    args.arms = [a for a in ARMS if a in arms or a == "scratch"]
+    args.arms = common.arm_list(parser, args.arms, ARMS, control="scratch")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.use_threads(args.threads)
     started = time.perf_counter()
     data = make_data(args)
     roots = data["roots"]

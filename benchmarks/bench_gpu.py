@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, photo, write_json
+from common import benchmark_parser, machine, photo, write_json
 
 from caer_ros.inference.boxes import iou_matrix
 from caer_ros.inference.predictor import Predictor
@@ -228,9 +228,8 @@ def engine_cache(onnx_path: Path, cache: Path, size: int) -> dict[str, object]:
 
 def measure(args: argparse.Namespace, torch_cuda: bool, available: list[str],
             report: Figures) -> None:
-    from bench_inference import untrained_model_file
-
     from caer_ros.inference.export import export_onnx
+    from training.experiments import untrained_model_file
 
     figures = report.figures
     image = photo(args.size, args.size)  # the input's aspect: no letterbox border
@@ -312,8 +311,7 @@ def parity_figures(report: Figures, name: str, cpu: Predictor, device: Predictor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per figure (median)")
     parser.add_argument("--size", type=int, default=512, help="network input size")
     parser.add_argument("--preset", default="benet", help="backbone preset of the model")

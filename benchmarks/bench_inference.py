@@ -32,13 +32,12 @@ Usage: python benchmarks/bench_inference.py [--json PATH] [--runs 5] [--size 512
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, median_ms, photo, write_json
+from common import benchmark_parser, machine, median_ms, photo, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from caer_ros.convert import PUBLIC_TEST_SETTINGS
@@ -54,6 +53,7 @@ from caer_ros.model import (
 )
 from caer_ros.model.heads import ClassificationHead
 from caer_ros.model.hrnet import HRNet
+from training.experiments import person_sized_boxes, untrained_model_file
 
 PRESETS = ("hrnet_w18_small", "benet", "hrnet_w32")
 # BENet's public model (BU+Det+PC+BG config) measured on its own code at 512x512.
@@ -90,28 +90,6 @@ class TopDown(torch.nn.Module):
 
     def forward(self, crop: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(crop))
-
-
-def person_sized_boxes(model, pixels: float = 96.0) -> None:
-    """Bias the untrained size head towards person-sized boxes (``pixels`` wide and high).
-
-    Untrained, it regresses sizes around 0, half of them negative: boxes with no area, which
-    the predictor rightly drops. A trained head gives real sizes; with this bias every peak
-    decodes to a real box, so the decoder returns exactly the number of people asked for.
-    """
-    for stride, layers in zip((4, 2), model.detection.output_layers(), strict=False):
-        with torch.no_grad():
-            layers["size"][-1].bias.fill_(pixels / stride)  # map pixels
-
-
-def untrained_model_file(preset: str, size: int, folder: Path) -> tuple[Path, torch.nn.Module]:
-    """An untrained (seed 0) BENet on ``preset`` at ``size`` x ``size`` with person-sized boxes
-    (:func:`person_sized_boxes`), saved as ``folder``/bench.pt; the file and the model."""
-    config = ModelConfig(backbone=preset, input_size=(size, size))
-    model = build_model(config, seed=0).eval()
-    person_sized_boxes(model)
-    path = save_model_file(folder / "bench.pt", model, InferenceSettings.for_model(config))
-    return path, model
 
 
 def public_path_figures(preset: str, frame: np.ndarray, runs: int, folder: Path,
@@ -172,8 +150,7 @@ def top_down_ms(td: TopDown, image: np.ndarray, n: int, crop: int, runs: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--size", type=int, default=512, help="network input size")
     parser.add_argument("--preset", default="benet", help="preset of the latency figures")

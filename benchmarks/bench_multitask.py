@@ -63,19 +63,19 @@ from pathlib import Path
 
 import common
 import numpy as np
-import torch
-from common import machine, mean_std, rounded, write_json
+from common import format_table, machine, mean_std, rounded, write_json
 
 from caer_ros.inference.predictor import Predictor
 from training.config import load_config
+from training.data.batches import config_heco
 from training.datasets.heco import load_heco
 from training.datasets.synthetic import generate_pools
-from training.evaluation.evaluate import evaluate, load_split
+from training.evaluation.evaluate import evaluate
 from training.evaluation.metrics import er_map
+from training.experiments import split_records
 from training.train import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "training" / "configs" / "bench_multitask.yaml"
+DEFAULT_CONFIG = common.CONFIGS / "bench_multitask.yaml"
 DISC = "discriminator={{delta: {delta}, schedule: {schedule}, hidden: 128}}"
 ARMS = {
     "base": [],
@@ -128,14 +128,15 @@ def train(arm: str, seed: int, data: Path, overrides: list[str], args: argparse.
     return out / "final.pt", info
 
 
-def test_sets(data: Path) -> dict[str, list]:
+def test_sets(data: Path, args: argparse.Namespace) -> dict[str, list]:
     """The records each figure is measured on (module docstring)."""
     cross = data / "cross"
+    heco = config_heco(load_config(args.config, args.overrides, data))
     return {
-        "emotic": load_split(data, "emotic", "test")[0],
-        "heco": load_split(data, "heco", "test")[0],  # the training config's HECO partition
+        "emotic": split_records(data, "emotic", "test"),
+        "heco": split_records(data, "heco", "test", heco=heco),  # the training config's split
         # full-label cross-domain cells: the other dataset's head on each style
-        "cross_emotic": load_split(cross / "heco_style", "emotic", "test")[0],
+        "cross_emotic": split_records(cross / "heco_style", "emotic", "test"),
         "cross_heco": load_heco(cross / "emotic_style" / "HECO_Labels.csv",
                                 cross / "emotic_style" / "heco" / "images")[0],
     }
@@ -233,18 +234,15 @@ def table(figures: dict[str, object]) -> str:
                 text += f" ({gain:+.1f}+-{arm[f'{key}_gain_std']:.1f})"
             cells.append(text)
         rows.append((name, *cells))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return format_table(rows)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", help="write the figures to this file")
+    parser = common.benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=250, help="training steps of every arm")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic pools")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_multitask")
+    parser.add_argument("--out", type=Path, default=common.REPO / "outputs" / "bench_multitask")
     parser.add_argument("--images", type=int, default=400, help="scenes in each pool")
     parser.add_argument("--test-images", type=int, default=100,
                         help="scenes in each cross-domain test set")
@@ -254,34 +252,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated, among {', '.join(ARMS)} (base always runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="smoke run, figures meaningless")
-    parser.add_argument("--progress", action="store_true", help="progress bars")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="training-config overrides for every run")
+    common.add_run_options(parser, "smoke run, figures meaningless", overrides="every run")
     args = parser.parse_intermixed_args(argv)
     if args.quick:
         args.images, args.test_images, args.steps, args.threads = 16, 6, 2, 1
         args.size, args.seeds = 64, "0"
         args.overrides = ["model.input_size=[64,64]", "batch_size=4", *args.overrides]
-    try:
-        args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seeds or args.steps < 1:
-        parser.error("need at least one seed and --steps >= 1")
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = sorted(set(arms) - set(ARMS))
-    if unknown:
-        parser.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
-    args.arms = ["base", *(a for a in ARMS if a in arms and a != "base")]
+    args.seeds = common.seed_list(parser, args.seeds)
+    if args.steps < 1:
+        parser.error("--steps: at least 1")
+    args.arms = common.arm_list(parser, args.arms, tuple(ARMS), control="base")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.use_threads(args.threads)
     started = time.perf_counter()
     data = args.out / "data"
     if data.exists():
@@ -289,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating 2 x {args.images} synthetic scenes ({args.size} px, shift "
           f"{args.shift:g}) in {data}", flush=True)
     generate_pools(data, args.images, args.data_seed, args.size, args.shift, args.test_images)
-    sets = test_sets(data)
+    sets = test_sets(data, args)
     runs: dict[str, dict[int, dict[str, object]]] = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         teacher = None

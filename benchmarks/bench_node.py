@@ -28,7 +28,6 @@ Usage: python benchmarks/bench_node.py [--json PATH] [--duration 60] [--frames 2
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
-from common import machine, median_ms, photo, write_json
+from common import benchmark_parser, machine, median_ms, photo, write_json
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
@@ -51,8 +50,8 @@ from tqdm import tqdm
 from caer_msgs.msg import PersonEmotionArray
 from caer_ros.inference.export import export_onnx
 from caer_ros.inference.predictor import Predictor
-from caer_ros.model import InferenceSettings, ModelConfig, build_model, save_model_file
 from caer_ros.ros.image_conversion import bgr_to_image
+from training.experiments import untrained_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA_TOPIC = "/camera/image_raw"
@@ -63,9 +62,7 @@ START_TIMEOUT_S = 120.0
 
 def make_model(preset: str, size: int, directory: Path) -> Path:
     """An untrained, seeded model of ``preset`` at ``size``, exported to ONNX."""
-    config = ModelConfig(backbone=preset, input_size=(size, size))
-    model = build_model(config, seed=0).eval()
-    pt = save_model_file(directory / "bench.pt", model, InferenceSettings.for_model(config))
+    pt, _ = untrained_model_file(preset, size, directory, person_sized=False)
     return export_onnx(pt, directory / "bench.onnx")
 
 
@@ -213,8 +210,7 @@ def camera_phase(camera: Camera, pid: int, duration: float, mem_start: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--duration", type=float, default=60.0,
                         help="seconds of 30 Hz camera (memory is read after --mem-start s and "
                              "at the end)")

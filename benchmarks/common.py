@@ -1,18 +1,91 @@
-"""Shared helpers of the benchmark scripts: timing medians, JSON output, a real test photo."""
+"""Shared helpers of the benchmark scripts: their command lines (:func:`benchmark_parser`,
+:func:`add_run_options`, :func:`arm_list`, :func:`seed_list`), timing medians, a real test
+photo, the results table (:func:`format_table`), means and paired differences over seeds, JSON
+output."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from caer_ros.atomic_file import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "training" / "configs"  # the training configs the benchmarks train with
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring's first paragraph as the description, ``--json``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser, quick: str, threads: int | None = None,
+                    progress: bool = False, overrides: str = "every arm") -> None:
+    """The options of a benchmark that trains: ``--threads`` (default ``threads``),
+    ``--quick`` (its help: ``quick``), progress bars (shown by default with ``progress``:
+    ``--no-progress``; else ``--progress``) and the ``key=value`` training-config overrides of
+    ``overrides``."""
+    parser.add_argument("--threads", type=int, default=threads, help=(
+        f"torch threads (default {threads}; 0: torch's default, one per core)" if threads
+        else "torch threads (default: torch's, one per core; on a machine shared with other "
+             "jobs 1 can be several times faster)"))
+    parser.add_argument("--quick", action="store_true", help=quick)
+    if progress:
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="no progress bars")
+    else:
+        parser.add_argument("--progress", action="store_true", help="progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"training-config overrides of {overrides}, e.g. optim.lr=2e-3")
+
+
+def arm_list(parser: argparse.ArgumentParser, text: str, known: Sequence[str],
+             control: str | None = None) -> list[str]:
+    """The arms of ``--arms`` (``text``, comma-separated), each once: in the order given or,
+    with a ``control`` (the arm the others are compared with, run whatever is asked), in
+    ``known``'s order with the control among them. An unknown arm, or none without a control,
+    is a usage error."""
+    arms = list(dict.fromkeys(a for a in text.split(",") if a))
+    unknown = sorted(set(arms) - set(known))
+    if unknown or not (arms or control):
+        parser.error(f"--arms: unknown {unknown}; known: {','.join(known)}")
+    return arms if control is None else [a for a in known if a in arms or a == control]
+
+
+def seed_list(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The training seeds of ``--seeds`` (``text``, comma-separated integers), each once; none
+    is a usage error."""
+    try:
+        seeds = list(dict.fromkeys(int(s) for s in text.split(",") if s.strip()))
+    except ValueError:
+        parser.error(f"--seeds: comma-separated integers, got {text!r}")
+    if not seeds:
+        parser.error("--seeds: at least one seed")
+    return seeds
+
+
+def use_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``, unless ``threads`` is 0 or None (torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- figures
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
@@ -65,6 +138,17 @@ def write_json(path: str | None, figures: dict[str, object]) -> None:
         with atomic_write(target) as stream:
             stream.write((json.dumps(figures, indent=2) + "\n").encode())
         print(f"figures written to {target}")
+
+
+def finish(path: str | None, figures: dict[str, object], started: float,
+           table: Callable[[dict[str, object]], str]) -> int:
+    """The end of a run: ``figures["wall_s"]`` (seconds since ``started``, a
+    ``time.perf_counter()``), the figures printed and saved (:func:`write_json`), then their
+    ``table``; 0, the exit status."""
+    figures["wall_s"] = round(time.perf_counter() - started, 1)
+    write_json(path, figures)
+    print(table(figures))
+    return 0
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from caer_ros.model.network import build_model
 from training.config import AmalgamationConfig, ConfigError, TrainConfig, load_config
-from training.data.batches import CaerDataset, load_split, make_collate
+from training.data.batches import CaerDataset, config_split, make_collate
 from training.objectives.amalgamation import (
     EXTRACTOR_BLOCKS,
     Amalgamation,
@@ -315,7 +315,7 @@ def test_ka_training_on_synthetic_scenes_lowers_the_feature_loss(synthetic_datas
     on BENet's objective plus the KA terms, 12 steps; L_feat falls."""
     torch.manual_seed(0)
     config = load_config(None, [*TINY_STUDENT, "batch_size=4"], synthetic_dataset)
-    records, _ = load_split(config, "train")
+    records, _ = config_split(config, "train")
     dataset = CaerDataset(records, config, train=False)
     collate = make_collate(config.model.input_size, strides=(4,))
     batches = [collate([dataset[(0, i)] for i in range(s, s + 4)]) for s in (0, 4)]

@@ -213,7 +213,7 @@ def test_truncated_jpeg_is_skipped_with_a_warning_and_refused_by_the_evaluator(
     broken_test = image_of(data, generated[1], "test", 0)
     truncate(broken_test)
     with pytest.raises(evaluate_cli.EvaluationError, match=str(broken_test)):
-        evaluate_cli.load_split(data, "emotic", "test")
+        evaluate_cli.evaluation_split(data, "emotic", "test")
 
 
 def test_person_without_category_is_skipped_and_counted(generated, tmp_path):

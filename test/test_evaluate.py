@@ -33,8 +33,8 @@ from training.evaluation.evaluate import (
     EvaluationError,
     emotion_thresholds,
     evaluate,
+    evaluation_split,
     format_summary,
-    load_split,
     main,
 )
 
@@ -260,7 +260,7 @@ def test_a_heco_oracle_gets_full_f1_on_every_present_class_and_the_abaw_score(da
     ABAW does: an oracle gets 100 on every class present in the data and 0 (its F1 undefined,
     reported NaN) on the others. With an exact continuous head the ABAW score is
     100 x mean CCC (1) + macro F1."""
-    heco, _ = load_split(data, "heco", "train")
+    heco, _ = evaluation_split(data, "heco", "train")
     result = evaluate(OraclePredictor(heco, continuous=True), heco, progress=False)
     present = {i for r in heco for p in r.people for i in p.category_indices}
     assert 1 < len(present) < 8  # some HECO classes are missing from this small set
@@ -354,7 +354,7 @@ def test_category_set_mismatch(data, tmp_path, capsys):
 def test_unreadable_image(data, small_model_files, tmp_path, capsys):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
-    records, _ = load_split(copy, "emotic", "test")
+    records, _ = evaluation_split(copy, "emotic", "test")
     broken = records[0].path  # the first image: nothing runs before the error
     broken.write_bytes(b"\xff\xd8 truncated")
     _fails(["--model", small_model_files[0], "--data", copy], capsys, broken)

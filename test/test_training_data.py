@@ -12,8 +12,8 @@ from training.config import TASKS, config_from_dict
 from training.data.batches import (
     CaerDataset,
     DataError,
+    config_split,
     epoch_batches,
-    load_split,
     make_collate,
     read_rgb,
 )
@@ -34,7 +34,7 @@ def make_config(root, **changes):
 
 def test_items_follow_their_pre_transform(synthetic_dataset):
     config = make_config(synthetic_dataset)
-    records, _ = load_split(config, "train")
+    records, _ = config_split(config, "train")
     dataset = CaerDataset(records, config, train=True)
     seen = {}
     for epoch in range(6):
@@ -54,7 +54,7 @@ def test_items_follow_their_pre_transform(synthetic_dataset):
 
 def test_same_key_same_item_and_epochs_differ(synthetic_dataset):
     config = make_config(synthetic_dataset)
-    records, _ = load_split(config, "train")
+    records, _ = config_split(config, "train")
     one = CaerDataset(records, config, train=True)
     two = CaerDataset(records, config, train=True)
     a, b = one[(3, 2)], two[(3, 2)]
@@ -70,7 +70,7 @@ def test_same_key_same_item_and_epochs_differ(synthetic_dataset):
 def test_mixed_sets_keep_their_own_labels(synthetic_dataset):
     config = make_config(synthetic_dataset, model={"categories": ["emotic", "heco"]},
                          data={"train": ["emotic", "heco"]})
-    records, reports = load_split(config, "train")
+    records, reports = config_split(config, "train")
     sets = {r.category_set for r in records}
     assert sets == {"emotic", "heco"} and len(reports) == 2
     dataset = CaerDataset(records, config, train=True)
@@ -96,9 +96,9 @@ def test_epoch_batches_shard_exactly():
 
 def test_missing_data_is_named(tmp_path, synthetic_dataset):
     with pytest.raises(DataError, match="--data"):
-        load_split(config_from_dict({}), "train")
+        config_split(config_from_dict({}), "train")
     with pytest.raises(Exception, match="Annotations"):
-        load_split(make_config(tmp_path), "train")
+        config_split(make_config(tmp_path), "train")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="broken.jpg"):
@@ -106,7 +106,7 @@ def test_missing_data_is_named(tmp_path, synthetic_dataset):
 
 
 def _batch(config, root, keys):
-    records, _ = load_split(config, "train")
+    records, _ = config_split(config, "train")
     dataset = CaerDataset(records, config, train=True)
     return make_collate(dataset.input_size)([dataset[k] for k in keys])
 
@@ -184,8 +184,8 @@ def test_heco_as_extra_data_uses_all_of_it(synthetic_dataset):
     config = make_config(synthetic_dataset, model={"categories": ["emotic", "heco"]},
                          data={"train": ["emotic", "heco"], "val": ["emotic", "heco"],
                                "heco_split": "all"})
-    train, _ = load_split(config, "train")
-    val, _ = load_split(config, "val")
+    train, _ = config_split(config, "train")
+    val, _ = config_split(config, "val")
     assert sum(r.category_set == "heco" for r in train) == 12  # every HECO image
     assert not any(r.category_set == "heco" for r in val)
 

@@ -1,5 +1,7 @@
-"""Building blocks of the benchmarks that train runs and compare them (the fine-tuning benchmark,
-``benchmarks/bench_finetune.py``): a placebo's data, one run, one model file's figures.
+"""Building blocks of the benchmarks that train runs and compare them (``benchmarks/``): a
+placebo's data, one run, an arm trained and tested, teachers trained and probed, one model
+file's figures. The benchmarks say which arms run with which settings and print the figures;
+what a run, a teacher or a figure is lives here, where the tests import it.
 
 - :func:`shuffled_label_copy`: a copy of a synthetic EMOTIC set
   (:func:`training.datasets.synthetic.generate`) whose people's labels (EMOTIC categories, HECO
@@ -19,6 +21,18 @@
   training (:class:`training.finetune.InitReport` in numbers);
 - :func:`split_images_folder`: a folder of one split's images (links), e.g. the training
   split alone for an int8 calibration that must not see the test images;
+- :func:`arm_run`: one arm of a compared set (:class:`ArmSetup`: config, overrides, seed,
+  budget or steps, extraction, the model file kept) trained and its model file evaluated on the
+  data's EMOTIC test split, in the figures the learnability and KA benchmarks report;
+  :func:`validations`: a run's validations; :func:`check_model`: a model file loaded as the
+  node loads it and run on a test image;
+- :func:`classifier_teacher_run`, :func:`benet_teacher_run`: a teacher trained
+  (:func:`training.train_teacher.train_teacher`, or a BENet through
+  :class:`training.train.Trainer`) and its best validation's figures; :func:`probe_teachers`:
+  each teacher's linear probe (:mod:`training.teachers.probe`) on a synthetic set's training
+  scenes relabelled with a factor of the ground truth;
+- :func:`untrained_model_file`: an untrained BENet with person-sized boxes saved as a model
+  file, for speed figures (speed does not depend on the weights);
 - :func:`split_records`, :func:`model_figures`, :func:`chance_er_map`: a test split's records,
   a model file's figures on them through the node's predictor
   (:func:`training.evaluation.evaluate.evaluate`) and the ER mAP of constant scores on them.
@@ -40,7 +54,9 @@ import numpy as np
 
 from training.datasets.coco import EmotionSet
 from training.datasets.records import ImageRecord
+from training.datasets.splits import HecoSplit, load_split
 from training.datasets.synthetic import FOLDER, SceneTruth, write_emotic_labels
+from training.datasets.synthetic_variants import relabelled
 
 # --------------------------------------------------------------------------- data
 
@@ -213,15 +229,230 @@ def init_check(config_file: str | Path | None, data: str | Path, overrides: Sequ
             "skipped": len(report.skipped), "categories": dict(report.categories)}
 
 
+# --------------------------------------------------------------------------- arms
+
+
+@dataclass(frozen=True)
+class ArmSetup:
+    """How :func:`arm_run` trains an arm: the training config and its overrides, the training
+    seed, the budget (training minutes; None: the config's, e.g. its ``max_steps``), how the
+    model file reads the emotion maps (``inference.extraction``) and which model file of the
+    run is evaluated (``final`` or ``best``)."""
+
+    config_file: Path
+    overrides: tuple[str, ...] = ()
+    seed: int = 0
+    budget_minutes: float | None = None
+    extraction: str = "center"
+    checkpoint: str = "final"
+    progress: bool = False
+
+
+def arm_run(name: str, data: Path, out: Path, setup: ArmSetup) -> dict[str, Any]:
+    """Train one arm (``name``, in the lines printed) on ``data`` into ``out`` (started over) as
+    ``setup`` says; evaluate its model file on the data's EMOTIC test split."""
+    from caer_ros.inference.predictor import Predictor
+    from training.config import load_config
+    from training.evaluation.evaluate import evaluate
+    from training.train import Trainer
+
+    config = load_config(setup.config_file, [
+        *setup.overrides, f"out={out}", f"seed={setup.seed}",
+        f"budget_minutes={json.dumps(setup.budget_minutes)}",
+        f"inference.extraction={setup.extraction}"], data)
+    limit = f"{config.max_steps} steps" if config.budget_minutes is None else \
+        f"budget {config.budget_minutes:g} min"
+    print(f"[{name}] training on {data.name}: {limit} -> {out}", flush=True)
+    started = time.perf_counter()
+    trainer = Trainer(config, restart=True, progress=setup.progress)
+    history = trainer.run()
+    train_wall = time.perf_counter() - started
+    state = trainer.state
+    model = out / f"{setup.checkpoint}.pt"
+    print(f"[{name}] {state.global_step} steps in {state.elapsed_s:.0f} s of training; "
+          f"evaluating {model} on the test split", flush=True)
+    started = time.perf_counter()
+    records, _ = load_split(data, "emotic", "test")
+    result = evaluate(Predictor.from_file(model), records, progress=setup.progress)
+    last = history[-1] if history else {}
+    steps_per_epoch = max(1, len(trainer.train_set) // config.batch_size)
+    return {
+        "er_map": round(result.er_map, 2),
+        "pd_ap": round(result.pd_ap, 2),
+        "oer_map": round(result.oer_map, 2),
+        "per_category_ap": {k: round(v, 2) for k, v in result.per_category_ap.items()
+                            if math.isfinite(v)},
+        "oer_per_threshold": {k: round(v, 2) for k, v in result.oer_per_threshold.items()},
+        "model": str(model),
+        "data": str(data),
+        "test_images": result.images,
+        "test_people": result.people,
+        "train_s": round(state.elapsed_s, 1),
+        "steps": state.global_step,
+        "samples": state.global_step * config.batch_size,
+        "epochs": round(state.global_step / steps_per_epoch, 2),
+        "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
+        "stopped_by_budget": state.epoch < config.epochs,
+        "train_wall_s": round(train_wall, 1),
+        "eval_s": round(time.perf_counter() - started, 1),
+        "last_train_loss": _finite(last.get("train", {}).get("total"), 4),
+        "last_val_loss": _finite(last.get("val", {}).get("total"), 4),
+        # KA runs: eq. 7's loss over its value for zero student features
+        # (training.objectives.amalgamation)
+        "collapse_ratio": _finite(last.get("collapse_ratio"), 4),
+        "validations": validations(history),
+        "config": config.to_dict(),
+    }
+
+
+def validations(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each validation of a run: the steps and training seconds before it, its total loss and
+    its emotion tasks' metrics (``val_metrics``, 0..1)."""
+    out, steps = [], 0
+    for record in history:
+        steps += record["steps"]
+        if "val" in record:
+            out.append({"steps": steps, "elapsed_s": record["elapsed_s"],
+                        "val_loss": _finite(record["val"].get("total"), 4),
+                        "val_metrics": record.get("val_metrics", {})})
+    return out
+
+
+def check_model(model: Path, data: Path) -> dict[str, Any]:
+    """Load the model file as the node and ``caer-infer`` do and run it on the test image of
+    ``data`` with the most people."""
+    import cv2
+
+    from caer_ros.inference.predictor import Predictor
+
+    records, _ = load_split(data, "emotic", "test")
+    record = max(records, key=lambda r: len(r.people))
+    predictor = Predictor.from_file(model)
+    people = predictor.predict(cv2.imread(str(record.path), cv2.IMREAD_COLOR))
+    return {"loads": True, "backend": predictor.backend, "image": str(record.path),
+            "annotated_people": len(record.people), "detected_people": len(people),
+            "categories": len(predictor.categories), "input_size": list(predictor.input_size),
+            "extraction": predictor.settings.extraction}
+
+
+# --------------------------------------------------------------------------- teachers
+
+
+def classifier_teacher_run(config_file: Path, data: dict[str, Any], out: Path,
+                           overrides: Sequence[str], progress: bool = False) -> dict[str, Any]:
+    """Train a teacher classifier (:func:`training.train_teacher.train_teacher`) from
+    ``config_file`` and ``overrides`` on ``data`` (``root``: its folder, ``images``: its counts)
+    into ``out``; its best validation epoch's figures (``val_score``: macro F1, 0..1) and
+    ``model``, its ``best.pt``."""
+    from training.train_teacher import load_teacher_config, train_teacher
+
+    config = load_teacher_config(config_file, [*overrides, f"out={out}"], data["root"])
+    started = time.perf_counter()
+    history = train_teacher(config, progress=progress)
+    best = max(history, key=lambda record: record["val"]["macro_f1"])
+    steps = sum(record["steps"] for record in history)
+    train_s = history[-1]["elapsed_s"]
+    return {
+        "kind": "classifier", "val_metric": "macro_f1",
+        "val_score": round(best["val"]["macro_f1"], 4),
+        "val_accuracy": round(best["val"]["accuracy"], 4),
+        "best_epoch": best["epoch"], "epochs": len(history), "steps": steps,
+        "train_s": train_s, "s_per_step": round(train_s / max(1, steps), 3),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "images": data["images"], "data": data["root"], "model": str(out / "best.pt"),
+    }
+
+
+def benet_teacher_run(config_file: Path, data: dict[str, Any], out: Path,
+                      overrides: Sequence[str], progress: bool = False) -> dict[str, Any]:
+    """Train a BENet teacher (:class:`training.train.Trainer`) from ``config_file`` and
+    ``overrides`` on ``data`` (as :func:`classifier_teacher_run`) into ``out``; its best
+    validation's figures (``val_score``: its EMOTIC-format set's ER mAP, 0..1)."""
+    from training.config import load_config
+    from training.train import Trainer
+
+    config = load_config(config_file, [*overrides, f"out={out}"], data["root"])
+    started = time.perf_counter()
+    trainer = Trainer(config, restart=True, progress=progress)
+    history = validations(trainer.run())
+    best = max(history, key=lambda v: v["val_metrics"].get("emotic", -1.0))
+    state = trainer.state
+    return {
+        "kind": "benet", "val_metric": "er_map (FER categories)",
+        "val_score": round(best["val_metrics"].get("emotic", float("nan")), 4),
+        "best_step": best["steps"], "steps": state.global_step, "train_s": state.elapsed_s,
+        "s_per_step": round(state.elapsed_s / max(1, state.global_step), 3),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "images": data["images"], "data": data["root"], "model": str(out / "best.pt"),
+    }
+
+
+def probe_teachers(teachers: dict[str, dict[str, Any]], data: Path, truth: list[SceneTruth],
+                   input_size: tuple[int, int], probes: dict[str, tuple[str, str]],
+                   images: int) -> dict[str, dict[str, Any]]:
+    """Each teacher's linear probe (:func:`training.teachers.probe.probe`) on the first
+    ``images`` training scenes with people of the synthetic set ``data`` (its ground truth
+    ``truth``): ``probes[name]`` is the factor of the truth a person is labelled with
+    (:func:`~training.datasets.synthetic_variants.relabelled`) and the feature region."""
+    from training.teachers.models import load_teacher
+    from training.teachers.probe import person_features, probe
+
+    records, _ = load_split(data, "emotic", "train")
+    records = [r for r in records if r.people][:images]
+    out = {}
+    for name, teacher in teachers.items():
+        factor, region = probes[name]
+        extractor = load_teacher(teacher["model"])
+        features, labels, images_of = person_features(extractor,
+                                                      relabelled(records, truth, factor),
+                                                      input_size, region)
+        result = probe(features, labels, single_label=True, name=name, images=images_of)
+        print(f"[probe] {result.line()} ({factor}, {region} region)", flush=True)
+        out[name] = {"label": factor, "region": region, "metric": result.metric,
+                     "score": round(result.score, 4), "chance": round(result.chance, 4),
+                     "people": result.people, "carries_little": result.carries_little}
+    return out
+
+
+# --------------------------------------------------------------------------- speed models
+
+
+def person_sized_boxes(model: Any, pixels: float = 96.0) -> None:
+    """Bias the untrained size head towards person-sized boxes (``pixels`` wide and high).
+
+    Untrained, it regresses sizes around 0, half of them negative: boxes with no area, which
+    the predictor rightly drops. A trained head gives real sizes; with this bias every peak
+    decodes to a real box, so the decoder returns exactly the number of people asked for.
+    """
+    import torch
+
+    for stride, layers in zip((4, 2), model.detection.output_layers(), strict=False):
+        with torch.no_grad():
+            layers["size"][-1].bias.fill_(pixels / stride)  # map pixels
+
+
+def untrained_model_file(preset: str, size: int, folder: Path, person_sized: bool = True
+                         ) -> tuple[Path, Any]:
+    """An untrained (seed 0) BENet on ``preset`` at ``size`` x ``size``, with person-sized
+    boxes (:func:`person_sized_boxes`) unless ``person_sized`` is off, saved as
+    ``folder``/bench.pt; the file and the model."""
+    from caer_ros.model import InferenceSettings, ModelConfig, build_model, save_model_file
+
+    config = ModelConfig(backbone=preset, input_size=(size, size))
+    model = build_model(config, seed=0).eval()
+    if person_sized:
+        person_sized_boxes(model)
+    path = save_model_file(folder / "bench.pt", model, InferenceSettings.for_model(config))
+    return path, model
+
+
 # --------------------------------------------------------------------------- figures
 
 
 def split_images_folder(data: str | Path, split: str, out: str | Path) -> Path:
     """``out`` filled with links to the images of one split of the EMOTIC-layout dataset
     ``data`` (a folder of images any calibration set reads), emptied first; returns ``out``."""
-    from training.datasets.emotic import load_emotic
-
-    records, _ = load_emotic(data, split)
+    records, _ = load_split(data, "emotic", split)
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -233,12 +464,15 @@ def split_images_folder(data: str | Path, split: str, out: str | Path) -> Path:
 
 
 def split_records(data: str | Path, dataset: str = "emotic", split: str = "test",
-                  emotions: EmotionSet | None = None) -> list[ImageRecord]:
-    """The records of one split (:func:`training.evaluation.evaluate.load_split`; a COCO
-    folder is read with ``emotions``, the model's set of the lab's names)."""
-    from training.evaluation.evaluate import load_split
+                  emotions: EmotionSet | None = None, heco: HecoSplit | None = None
+                  ) -> list[ImageRecord]:
+    """The records of one split as the evaluator reads them
+    (:func:`training.evaluation.evaluate.evaluation_split`; a COCO folder is read with
+    ``emotions``, the model's set of the lab's names; HECO as ``heco`` says, a training
+    config's: :func:`training.data.batches.config_heco`)."""
+    from training.evaluation.evaluate import evaluation_split
 
-    return load_split(data, dataset, split, emotions=emotions)[0]
+    return evaluation_split(data, dataset, split, emotions=emotions, heco=heco)[0]
 
 
 def model_figures(model_file: str | Path, records: Sequence[ImageRecord],

@@ -22,7 +22,7 @@ Mixed category sets (EMOTIC + HECO): each sample keeps the labels of its own set
 of a set see only that set's samples, no label is invented across sets.
 
 Bad data: the loaders skip and count what they cannot use (:mod:`training.datasets.records`);
-:func:`load_split` prints what they skipped and refuses a split without one usable person. An
+:func:`config_split` prints what they skipped and refuses a split without one usable person. An
 image that still cannot be read when a sample is made (changed on disk since) stops training
 with one line naming it, also from a loader worker: the dataset returns a :class:`Failed` item
 instead of raising there, and :func:`loader` raises :class:`DataError` in the training process.
@@ -45,10 +45,9 @@ from caer_ros.inference.preprocess import letterbox, normalize
 from training.config import TASKS, TrainConfig
 from training.data.targets import ScaleTargets, build_targets
 from training.data.transforms import AugmentConfig, Sample, augment, draw_pre_transform
-from training.datasets.coco import CocoFormatError, EmotionSet, load_coco
-from training.datasets.emotic import load_emotic
-from training.datasets.heco import heco_partition, load_heco
+from training.datasets.coco import CocoFormatError, EmotionSet
 from training.datasets.records import ImageRecord, LoadReport
+from training.datasets.splits import HecoSplit, load_split
 
 STRIDES = (4, 2)  # the 1/4 and 1/2 outputs
 
@@ -57,8 +56,10 @@ class DataError(ValueError):
     """Training data that cannot be used; the message names the file."""
 
 
-def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list[LoadReport]]:
-    """The records of ``split`` (``train`` or ``val``) from every source the config names, and
+def config_split(config: TrainConfig, split: str
+                 ) -> tuple[list[ImageRecord], list[LoadReport]]:
+    """The records of ``split`` (``train`` or ``val``) from every source the config names, each
+    read by :func:`training.datasets.splits.load_split` (HECO as :func:`config_heco` says), and
     the loaders' reports (:func:`print_reports` shows them).
 
     Raises:
@@ -72,17 +73,9 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
     reports: list[LoadReport] = []
     for source in data_sources(config, split):
         try:
-            if source == "coco":
-                found, report = load_coco(data.root, split, coco_emotions(config))
-            elif source == "emotic":
-                found, report = load_emotic(data.root, split)
-            else:
-                everything, report = load_heco(data.path(data.heco_csv),
-                                               data.path(data.heco_images))
-                if data.heco_split == "all":
-                    found = everything if split == "train" else []
-                else:
-                    found = heco_partition(everything, data.heco_seed)[split]
+            found, report = load_split(data.root, source, split, heco=config_heco(config),
+                                       emotions=coco_emotions(config) if source == "coco"
+                                       else None)
         except (OSError, ValueError, CocoFormatError) as exc:  # missing or malformed files
             raise DataError(" ".join(str(exc).split())) from None
         records.extend(found)
@@ -98,6 +91,16 @@ def load_split(config: TrainConfig, split: str) -> tuple[list[ImageRecord], list
         what = "; ".join(r.summary() for r in reports)
         raise DataError(f"no usable person in the {split} split ({what})")
     return records, reports
+
+
+def config_heco(config: TrainConfig) -> HecoSplit:
+    """Where the config's HECO labels and images are (``data.heco_csv``, ``data.heco_images``,
+    relative to ``data.root`` unless absolute) and how HECO is split (``data.heco_seed``,
+    ``data.heco_split``): what a HECO test split of a model trained with this config must be
+    read with (:func:`training.datasets.splits.load_split`)."""
+    data = config.data
+    return HecoSplit(data.path(data.heco_csv), data.path(data.heco_images), data.heco_seed,
+                     data.heco_split)
 
 
 def data_sources(config: TrainConfig, split: str) -> tuple[str, ...]:

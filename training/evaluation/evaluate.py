@@ -99,11 +99,12 @@ from caer_ros.inference.predictor import Predictor
 from caer_ros.inference.setting_args import add_setting_arguments, setting_changes
 from caer_ros.labels import category_set
 from caer_ros.model.checkpoint import ModelFileError
-from training.datasets.coco import CocoFormatError, EmotionSet, is_coco_folder, load_coco
-from training.datasets.emotic import EmoticFormatError, load_emotic
+from training.datasets.coco import CocoFormatError, EmotionSet, is_coco_folder
+from training.datasets.emotic import EmoticFormatError
 from training.datasets.frames import FrameError, collect_frames
-from training.datasets.heco import HecoFormatError, heco_partition, load_heco
+from training.datasets.heco import HecoFormatError
 from training.datasets.records import ImageRecord, LoadReport
+from training.datasets.splits import DATASETS, SPLITS, HecoSplit, load_split
 from training.evaluation import metrics
 from training.evaluation.agreement import (
     AgreementError,
@@ -122,10 +123,6 @@ SCALE = 100
 DETECTION_THRESHOLD = 0.01
 #: Default ``--frame-rate`` of ``--against``: video frames taken per second of video.
 FRAME_RATE = 2.0
-DATASETS = ("emotic", "heco", "coco")
-SPLITS = ("test", "val", "train")
-HECO_LABELS = "HECO_Labels.csv"
-HECO_IMAGE_DIRS = (Path("heco") / "images", Path("images"), Path("."))
 
 
 class EvaluationError(ValueError):
@@ -293,12 +290,15 @@ def _finite(value: float) -> float | None:
 # --------------------------------------------------------------------------- data
 
 
-def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", seed: int = 0,
-               images_dir: str | Path | None = None, emotions: EmotionSet | None = None
-               ) -> tuple[list[ImageRecord], LoadReport]:
+def evaluation_split(data: str | Path, dataset: str = "emotic", split: str = "test",
+                     seed: int = 0, images_dir: str | Path | None = None,
+                     emotions: EmotionSet | None = None, heco: HecoSplit | None = None
+                     ) -> tuple[list[ImageRecord], LoadReport]:
     """The records of one split of EMOTIC (``data`` holds ``Annotations/Annotations.mat``),
-    HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring) or
-    a lab's COCO folder (``data`` holds ``<split>.json``, read with ``emotions``).
+    HECO (``data`` holds ``HECO_Labels.csv``; images and split as in the module docstring, or
+    as ``heco`` says: a training config's is :func:`training.data.batches.config_heco`) or
+    a lab's COCO folder (``data`` holds ``<split>.json``, read with ``emotions``), as
+    :func:`training.datasets.splits.load_split` (the split training reads) defines them.
 
     Problems of single records are counted in the report (:mod:`training.datasets.records`);
     an EMOTIC image of the split that cannot be read is refused instead, as the metrics of part
@@ -320,10 +320,10 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
     if dataset == "coco":
         if emotions is None:
             raise EvaluationError("a COCO folder is read with a category set: give emotions")
-        return load_coco(data, split, emotions)
+        return load_split(data, "coco", split, emotions=emotions)
     if dataset == "emotic":
         try:
-            records, report = load_emotic(data, split)
+            records, report = load_split(data, "emotic", split)
         except FileNotFoundError as error:
             raise EvaluationError(str(error)) from None
         if report.skipped_images:  # metrics of part of a test split are not the split's
@@ -331,16 +331,12 @@ def load_split(data: str | Path, dataset: str = "emotic", split: str = "test", s
             raise EvaluationError(f"{len(report.skipped_images)} {split} image(s) cannot be used,"
                                   f" e.g. {first.where}: {first.reason}")
         return records, report
-    labels = data / HECO_LABELS
-    if not labels.is_file():
-        raise EvaluationError(f"HECO labels not found: {labels}")
-    if images_dir is None:
-        images_dir = next((data / d for d in HECO_IMAGE_DIRS if (data / d).is_dir()), data)
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise EvaluationError(f"{images_dir}: no such image directory")
-    records, report = load_heco(labels, images_dir)
-    return heco_partition(records, seed)[split], report
+    heco = heco or HecoSplit.found(data, images_dir, seed)
+    if not heco.labels.is_file():
+        raise EvaluationError(f"HECO labels not found: {heco.labels}")
+    if not heco.images.is_dir():
+        raise EvaluationError(f"{heco.images}: no such image directory")
+    return load_split(data, "heco", split, heco=heco)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -656,9 +652,9 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate_split(args: argparse.Namespace) -> None:
     """``--data``: the model on a dataset's split (this module's docstring)."""
     predictor = open_predictor(args.model, args.backend, args.device, setting_changes(args))
-    records, report = load_split(args.data, args.dataset, args.split, args.seed, args.images,
-                                 coco_emotions(predictor, args.category_set,
-                                               args.continuous_range))
+    records, report = evaluation_split(args.data, args.dataset, args.split, args.seed,
+                                       args.images, coco_emotions(predictor, args.category_set,
+                                                                  args.continuous_range))
     print(report.summary(), file=sys.stderr)
     for line in report.warnings():
         print(line, file=sys.stderr)

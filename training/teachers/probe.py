@@ -207,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="images probed (0: all)")
     args = parser.parse_args(argv)
     from training.config import ConfigError, load_config
-    from training.data.batches import DataError, load_split
+    from training.data.batches import DataError, config_split
     from training.teachers.models import load_teacher
 
     try:
         config = load_config(args.config, [], args.data)
-        records, _ = load_split(config, args.split)
+        records, _ = config_split(config, args.split)
         for spec in args.teacher:
             teacher = load_teacher(spec, torch.device("cpu"))
             for result in probe_teacher(teacher, records, config.model.input_size, spec,
