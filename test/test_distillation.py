@@ -47,6 +47,44 @@ def test_soft_label_loss_by_hand():
     assert soft_label_loss(torch.zeros(0, 3), torch.zeros(0, 3), "ce", 2.0).item() == 0.0
 
 
+def test_soft_labels_follow_the_teachers_scores_not_the_students_loss():
+    """A softmax-scored teacher (a HECO set trained with ``ce``) read with a sigmoid would teach
+    scores it never gives: logits [2, 0, 0] are 0.79, 0.11, 0.11, not 0.88, 0.5, 0.5. Each
+    side is read as its own model scores the set: a sigmoid (bce) student learns the teacher's
+    softmax scores per category; a softmax (ce) student learns a sigmoid teacher's scores
+    normalised over the set. Either way the student that publishes its teacher's scores is
+    at the minimum."""
+    t = torch.tensor([[2.0, 0.0, 0.0], [0.5, -1.0, 1.5]])
+    s = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.3, -0.2]])
+    temperature = 2.0
+    soft_max = np.exp(t.numpy() / 2) / np.exp(t.numpy() / 2).sum(axis=1, keepdims=True)
+    soft_sig = 1 / (1 + np.exp(-t.numpy() / 2))
+    p = 1 / (1 + np.exp(-s.numpy() / 2))
+    bce = -(soft_max * np.log(p) + (1 - soft_max) * np.log(1 - p)).sum(axis=1).mean() * 2
+    got = soft_label_loss(s, t, "bce", temperature, teacher_scores="softmax").item()
+    assert got == pytest.approx(bce, rel=1e-6)
+    assert got != pytest.approx(soft_label_loss(s, t, "bce", temperature).item(), rel=1e-3)
+    normalised = soft_sig / soft_sig.sum(axis=1, keepdims=True)
+    log_q = s.numpy() / 2 - np.log(np.exp(s.numpy() / 2).sum(axis=1, keepdims=True))
+    ce = -(normalised * log_q).sum(axis=1).mean() * 4
+    got = soft_label_loss(s, t, "ce", temperature, teacher_scores="sigmoid").item()
+    assert got == pytest.approx(ce, rel=1e-6)
+    # the same scoring on both sides is the old reading (teacher_scores None: the student's)
+    for kind, scores in (("ce", "softmax"), ("bce", "sigmoid")):
+        assert soft_label_loss(s, t, kind, temperature, scores).item() == pytest.approx(
+            soft_label_loss(s, t, kind, temperature).item(), rel=1e-7)
+    # at the minimum: a sigmoid student publishing the softmax teacher's scores, a softmax
+    # student publishing the sigmoid teacher's normalised scores
+    for kind, scores, student in (
+            ("bce", "softmax", 2 * torch.logit(torch.from_numpy(soft_max))),
+            ("ce", "sigmoid", 2 * torch.log(torch.from_numpy(normalised)))):
+        x = student.float().clone().requires_grad_(True)
+        soft_label_loss(x, t, kind, temperature, scores).backward()
+        assert x.grad.abs().max() < 1e-6, (kind, scores)
+    with pytest.raises(ValueError, match="softmax or sigmoid"):
+        soft_label_loss(s, t, "bce", 1.0, teacher_scores="linear")
+
+
 def _rows(n: int, e: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, e)).astype(np.float32))
 
@@ -120,11 +158,21 @@ def test_emotion_tasks():
 
 # ----------------------------------------------------------------------------- config
 
-def _teacher(tmp_path, categories, continuous=True):
+def _teacher(tmp_path, categories, continuous=True, overrides=(), spread=False):
+    """A teacher model file; ``spread``: its emotion logits spread over -3..3 across each set's
+    categories (an untrained head's are all near 0, where a softmax and a normalised sigmoid
+    nearly agree)."""
     config = load_config(SMOKE, [*TINY, f"model.categories={categories}",
                                  f"data.train={categories}", f"data.val={categories}",
-                                 f"model.continuous={str(continuous).lower()}"]).model
+                                 f"model.continuous={str(continuous).lower()}",
+                                 *overrides]).model
     model = build_model(config, seed=5)
+    if spread:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.startswith("emotion.") and "_outputs." in name and \
+                        name.endswith(".3.bias"):
+                    parameter.copy_(torch.linspace(-3.0, 3.0, len(parameter)))
     path = tmp_path / "teacher.pt"
     save_model_file(path, model, InferenceSettings.for_model(config))
     return path
@@ -146,6 +194,67 @@ def test_a_partial_teacher_distils_its_own_tasks_and_alpha_alone_has_no_teacher(
     assert alone.teacher is None and alone.tasks == []
     assert alone.supervised_factors() == {"emotic": 4.0, "heco": 4.0, "continuous": 4.0}
     assert alone.terms(None, torch.zeros(1, 3, 64, 64), None) == {}
+
+
+@pytest.mark.parametrize("teacher_loss, student_loss", [("ce", "focal"), ("focal", "ce")])
+def test_the_extra_reads_the_teacher_by_the_teachers_scores(synthetic_dataset, tmp_path,
+                                                            monkeypatch, teacher_loss,
+                                                            student_loss):
+    """A HECO teacher trained with ``ce`` scores HECO with a softmax (its model file's
+    ``scores``); a student trained with focal learns those softmax scores with its sigmoid loss,
+    not the teacher's logits read with a sigmoid; and the other way round. EMOTIC (sigmoid on
+    both sides) is unchanged."""
+    import torch.nn.functional as F
+
+    import training.objectives.distillation as distillation
+    from training.data.batches import CaerDataset, config_split, make_collate
+
+    teacher = _teacher(tmp_path, "[emotic,heco]", continuous=False,
+                       overrides=[f"emotion_loss.heco={teacher_loss}"], spread=True)
+    config = load_config(SMOKE, [*TINY, "model.categories=[emotic,heco]",
+                                 "data.train=[emotic,heco]", "data.val=[emotic,heco]",
+                                 f"emotion_loss.heco={student_loss}",
+                                 f"distill={{teacher: {teacher}, labelled: false}}"],
+                         synthetic_dataset)
+    extra = DistillationExtra(config, torch.device("cpu"))
+    teacher_scores = "softmax" if teacher_loss == "ce" else "sigmoid"
+    assert extra.teacher_scores == {"emotic": "sigmoid", "heco": teacher_scores}
+    assert extra.kinds == {"emotic": "bce", "heco": "ce" if student_loss == "ce" else "bce"}
+
+    calls = []
+    real = distillation.soft_label_loss
+
+    def recorded(student, teacher, kind, temperature, scores=None):
+        value = real(student, teacher, kind, temperature, scores)
+        calls.append((student.detach(), teacher.detach(), kind, scores, value.detach()))
+        return value
+
+    monkeypatch.setattr(distillation, "soft_label_loss", recorded)
+    records, _ = config_split(config, "train")
+    dataset = CaerDataset(records, config, train=False)
+    batch = make_collate(dataset.input_size)([dataset[(0, i)] for i in range(len(dataset))])
+    student = build_model(config.model, seed=1).eval()
+    with torch.no_grad():
+        terms = extra.terms(student(batch.images), batch.images, batch)
+    assert {"kd.q.heco", "kd.q.emotic"} <= set(terms)
+    heco = [c for c in calls if c[0].shape[1] == len(config.model.categories["heco"])]
+    assert heco and all(len(c[0]) for c in heco)  # HECO taught on the EMOTIC images' people
+    for s, t, kind, scores, value in heco:
+        assert (kind, scores) == (extra.kinds["heco"], teacher_scores)
+        if teacher_loss == "ce":  # a sigmoid student of a softmax teacher
+            soft = torch.softmax(t, dim=1)
+            expected = F.binary_cross_entropy_with_logits(s, soft, reduction="none").sum(1)
+            misread = F.binary_cross_entropy_with_logits(s, torch.sigmoid(t),
+                                                         reduction="none").sum(1)
+        else:  # a softmax student of a sigmoid teacher
+            soft = torch.sigmoid(t)
+            log_q = torch.log_softmax(s, dim=1)
+            expected = -(soft / soft.sum(1, keepdim=True) * log_q).sum(1)
+            misread = -(torch.softmax(t, dim=1) * log_q).sum(1)
+        assert value.item() == pytest.approx(expected.mean().item(), rel=1e-5)
+        assert value.item() != pytest.approx(misread.mean().item(), rel=1e-3)
+    emotic = [c for c in calls if c[0].shape[1] == len(config.model.categories["emotic"])]
+    assert emotic and all(c[2:4] == ("bce", "sigmoid") for c in emotic)
 
 
 def test_config_errors(synthetic_dataset, tmp_path):

@@ -88,6 +88,39 @@ def test_train_writes_usable_model_files(synthetic_dataset, tmp_path):
         assert torch.equal(trained[names[id(p)]], fresh[names[id(p)]])
 
 
+def test_thresholds_are_calibrated_on_the_training_split(synthetic_dataset, tmp_path,
+                                                         monkeypatch):
+    """The project's rule: thresholds are fitted on training data (its images as they are, no
+    augmentation), the validation split picks best.pt. The trainer's wrap-up calibrates its
+    model files on the training split's records, not validation's (8 and 2 images here).
+    (Untrained: the wrap-up is all this tests; a run's end calls it after final.pt.)"""
+    import training.train as train_module
+
+    calls = []
+    real = train_module.calibrate_model_file
+
+    def recorded(path, records, progress=True, split=None):
+        calls.append((Path(path).name, list(records)))
+        return real(path, records, progress, split=split)
+
+    monkeypatch.setattr(train_module, "calibrate_model_file", recorded)
+    out = tmp_path / "run"
+    config = load_config(SMOKE, [*TINY, "tasks=[bu,det]", f"out={out}"], synthetic_dataset)
+    trainer = Trainer(config, progress=False)
+    try:
+        trainer.save_model("final.pt", {"kind": "final"})
+        trainer.finish()
+    finally:
+        trainer.close()
+    train_paths = {r.path for r in trainer.train_records}
+    assert train_paths.isdisjoint(r.path for r in trainer.val_records)
+    assert [name for name, _ in calls] == ["final.pt"]  # best.pt is calibrated alike
+    assert {r.path for r in calls[0][1]} == train_paths
+    calibration = read_model_file(out / "final.pt")[0].meta["calibration"]["emotic"]
+    assert calibration["split"] == "train"
+    assert calibration["people"] == sum(len(r.people) for r in trainer.train_records)
+
+
 KILL_DURING_WRITE = """
 import io, os, signal, sys, torch
 import training.train as train

@@ -38,8 +38,8 @@ Sections (every one optional; defaults are BENet's, papers/benet-bottom-up-caer.
   the model files. ``extraction: center`` by default: BENet supervises the emotion maps only at
   the person centres (2.1), so that is where a BENet-trained model must be read (``box_mean``
   needs KA's in-box variance term). ``calibrate``: set each category's threshold (the node's
-  ``labels``) to the one maximising F1 on the validation split
-  (:mod:`training.evaluation.calibrate`).
+  ``labels``) to the one maximising F1 on the training split, read without augmentation
+  (:mod:`training.evaluation.calibrate`; validation picks ``best.pt``).
 - ABAW-style multitask extensions (papers/abaw-multitask-kd-task-discriminator.txt, eq. 13):
   ``distill`` (:class:`DistillConfig`: soft labels from a trained teacher model file, mostly
   where labels are missing), ``discriminator`` (:class:`DiscriminatorConfig`: a task

@@ -16,8 +16,9 @@ receives:
   ``best_by: metric``: the highest mean validation metric of the emotion tasks instead),
   ``final.pt``: the one at the end (*final model*); both are model files the node,
   ``caer-infer`` and ``python -m training.evaluate`` accept, with the config's ``inference``
-  settings and per-category thresholds calibrated on the validation split
-  (:mod:`training.evaluation.calibrate`);
+  settings and per-category thresholds calibrated on the training split, its images as they
+  are (no augmentation; :mod:`training.evaluation.calibrate`): thresholds are fitted on
+  training data, while validation picks ``best.pt``;
 - ``last.ckpt``: the training state (weights, Adam, AMP scaler, epoch, step, best loss, elapsed
   time), written atomically at every epoch end and every ``checkpoint_every`` steps. Starting
   the same command again resumes from it exactly where it stopped (the data order and every
@@ -66,8 +67,8 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.data.batches import (
     CaerDataset,
     DataError,
+    config_split,
     epoch_batches,
-    load_split,
     loader,
     print_reports,
 )
@@ -99,8 +100,8 @@ class Trainer(Job):
         self.ctx = distributed.setup(config.device)
         self.amp = config.amp and self.ctx.device.type == "cuda"
         torch.set_flush_denormal(True)
-        self.train_records, reports = load_split(config, "train")
-        self.val_records, val_reports = load_split(config, "val")
+        self.train_records, reports = config_split(config, "train")
+        self.val_records, val_reports = config_split(config, "val")
         if self.ctx.main:
             print_reports(reports + val_reports)
         self.train_set = CaerDataset(self.train_records, config, train=True)
@@ -245,7 +246,9 @@ class Trainer(Job):
         if self.config.calibrate:
             for name in ("best.pt", "final.pt"):
                 if (self.out / name).exists():
-                    calibrate_model_file(self.out / name, self.val_records, self.progress)
+                    # fitted on training data (the validation split picks best.pt)
+                    calibrate_model_file(self.out / name, self.train_records, self.progress,
+                                         split="train")
 
     def validate(self, record: dict[str, Any]) -> Validation:
         val, task_metrics = self.validate_terms()

@@ -55,6 +55,7 @@ from caer_ros.inference.graph import (
 from caer_ros.inference.onnx_friendly import onnx_friendly
 from caer_ros.inference.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
+    ProgressLines,
     calibration_batches,
     calibration_set,
     int8_record,
@@ -141,13 +142,14 @@ def export_with_summary(
     runs the result in ONNX Runtime against torch; ``int8_calibration`` (a folder of images
     or an EMOTIC-layout dataset) quantizes the graph to int8, calibrated on
     ``calibration_images`` of its images (:mod:`caer_ros.inference.quantize`); ``progress``
-    receives progress lines.
+    receives progress lines (a line per step, and while a step runs long a "still running"
+    line every :data:`~caer_ros.inference.quantize.HEARTBEAT_SECONDS`; None: quiet).
     Raises :class:`~caer_ros.model.checkpoint.ModelFileError` for a bad model file, ValueError
     for bad arguments (:class:`~caer_ros.inference.quantize.CalibrationError` for a bad
     calibration set), :class:`ExportError` when conversion or checks fail, OSError when
     writing fails.
     """
-    say = progress or (lambda _message: None)
+    say = ProgressLines.of(progress)
     start = time.perf_counter()
     model, info = load_model_file(model_path)
     config = info.config
@@ -163,39 +165,43 @@ def export_with_summary(
     if int8_calibration is not None:  # a bad calibration set fails before the long work
         calibration = calibration_set(int8_calibration, calibration_images)
         say(calibration.describe())
-    graph = InferenceGraph(model, settings).eval()
-    exported = InferenceGraph(onnx_friendly(model), settings).eval()
-    height, width = config.input_size
-    meta = {**info.meta, "exported_from": os.path.basename(str(model_path)),
-            "exported_by": f"caer_ros {__version__}", "opset": opset}
-    dynamic_size = settings.resize == "short_side"
-    say(f"exporting {model_path}: input {'HxW (dynamic)' if dynamic_size else ''}"
-        f"{'' if dynamic_size else f'{height}x{width}'}, {_graph_settings(settings)}, "
-        f"opset {opset}")
+    with say:  # "still running" lines while a step runs long
+        graph = InferenceGraph(model, settings).eval()
+        exported = InferenceGraph(onnx_friendly(model), settings).eval()
+        height, width = config.input_size
+        meta = {**info.meta, "exported_from": os.path.basename(str(model_path)),
+                "exported_by": f"caer_ros {__version__}", "opset": opset}
+        dynamic_size = settings.resize == "short_side"
+        say.step("converting to ONNX",
+                 f"exporting {model_path}: input {'HxW (dynamic)' if dynamic_size else ''}"
+                 f"{'' if dynamic_size else f'{height}x{width}'}, {_graph_settings(settings)}, "
+                 f"opset {opset}")
 
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, height, width, generator=generator)
-    proto = _convert(exported, example, opset, dynamic_batch, dynamic_size)
-    data = _finished(proto, config, settings, meta)
-    say(f"converted and checked ({len(data) / 1e6:.1f} MB)")
-    difference = None
-    if verify:
-        difference = _verify(graph, data, example)
-        if dynamic_size:  # another size, wider than high: no size was fixed in the graph
-            other = torch.randn(1, 3, height, width + settings.size_divisor,
-                                generator=generator)
-            difference = max(difference, _verify(graph, data, other))
-        say(f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
-    record, int8_difference = None, None
-    if calibration is not None:
-        float_data = data
-        quantized, kept = quantize(data, config, calibration, say, settings.resize)
-        record = int8_record(calibration, kept)
-        data = _finished(quantized, config, settings, {**meta, "int8": record})
-        first = next(calibration_batches(calibration.paths[:1], config, settings.resize))
-        int8_difference = _probability_difference(float_data, data, graph.output_names, first)
-        say(f"int8 graph checked ({len(data) / 1e6:.1f} MB): max |int8 - float32| of the "
-            f"probabilities on a calibration image {int8_difference:.3f}")
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(1, 3, height, width, generator=generator)
+        proto = _convert(exported, example, opset, dynamic_batch, dynamic_size)
+        data = _finished(proto, config, settings, meta)
+        say.step("verifying with ONNX Runtime" if verify else "",
+                 f"converted and checked ({len(data) / 1e6:.1f} MB)")
+        difference = None
+        if verify:
+            difference = _verify(graph, data, example)
+            if dynamic_size:  # another size, wider than high: no size was fixed in the graph
+                other = torch.randn(1, 3, height, width + settings.size_divisor,
+                                    generator=generator)
+                difference = max(difference, _verify(graph, data, other))
+            say.step("", f"verified with ONNX Runtime: max |diff| to torch {difference:.1e}")
+        record, int8_difference = None, None
+        if calibration is not None:
+            float_data = data
+            quantized, kept = quantize(data, config, calibration, say, settings.resize)
+            say.step("checking the int8 graph against the float32 one")
+            record = int8_record(calibration, kept)
+            data = _finished(quantized, config, settings, {**meta, "int8": record})
+            first = next(calibration_batches(calibration.paths[:1], config, settings.resize))
+            int8_difference = _probability_difference(float_data, data, graph.output_names, first)
+            say.step("", f"int8 graph checked ({len(data) / 1e6:.1f} MB): max |int8 - float32| of "
+                         f"the probabilities on a calibration image {int8_difference:.3f}")
     path = _write_atomically(Path(out), data)
     graph_info = onnx_metadata.graph_info(config, settings)
     return ExportSummary(str(path), len(data), opset, "B" if dynamic_batch else "1",
@@ -368,8 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip the ONNX Runtime vs torch comparison")
     parser.add_argument("--int8", action="store_true",
                         help="quantize to int8 (static, ONNX Runtime's tools), calibrated on "
-                             "--calibration; faster on CPUs, most with VNNI (README: "
-                             "Choosing a speed)")
+                             "--calibration; faster on CPUs, most with VNNI "
+                             "(docs/deployment.md: Choosing a speed)")
     parser.add_argument("--calibration", metavar="DIR_OR_DATASET",
                         help="with --int8: a folder of your own images (subfolders too) or a "
                              "dataset in the EMOTIC layout")

@@ -16,12 +16,18 @@ How (ONNX Runtime's own tools, ``onnxruntime.quantization``):
 3. ``quantize_static`` in the QDQ format: weights int8 per output channel, activations uint8
    with ranges from the calibration images (MinMax).
 
+Progress (:class:`ProgressLines`): a line per step and per calibration image, and while one
+step runs long a "still running" line every :data:`HEARTBEAT_SECONDS`. For ``benet`` the
+calibration session's start (every activation made an output) and the range computation with
+the QDQ rewrite take minutes each on 2 cores, with no line of ONNX Runtime's own. Without a
+``progress`` callback nothing is said.
+
 What stays float32 (:func:`float_nodes`): everything after the heads' last convolutions (the
 sigmoid, the scale fusion, the prefix sums of the emotion maps, the classifier
 probabilities) and those last convolutions themselves, so the logits and the scores published
 are not rounded to 256 levels; only the network's inner layers run in int8.
 
-Measured on this project's AVX2 cores without VNNI (README, "Choosing a speed"): on
+Measured on this project's AVX2 cores without VNNI (docs/deployment.md, "Choosing a speed"): on
 ``benet`` the int8 convolutions run 1.9x faster than the float32 ones, but its ~70 CBAM
 attention blocks, element-wise work between the convolutions, cost about 3x their float32
 time in int8, so the whole graph is no faster. ONNX Runtime's int8 kernels use VNNI where the
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +61,74 @@ DEFAULT_CALIBRATION_IMAGES = 16
 # follows the last of them.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 METHOD = "static QDQ (onnxruntime.quantization.quantize_static)"
+HEARTBEAT_SECONDS = 30.0  # the longest a running step stays silent (ProgressLines)
+
+
+class ProgressLines:
+    """Progress lines of a long job, passed to ``say`` (None: quiet, and no thread).
+
+    Called with a line, it passes the line on. :meth:`step` names the step that runs now (and
+    says it); inside ``with``, a daemon thread says ``"<step>: still running (<s> s)"`` whenever
+    ``interval`` seconds (default :data:`HEARTBEAT_SECONDS`) have passed without a line (an
+    empty step name: none). The thread needs Python's GIL: a native call that keeps it holds
+    the line back until it returns. ONNX Runtime's long steps let it speak; torch's ONNX
+    converter (the export's first step) keeps it for minutes at a time. Entering again (the
+    export's ``with`` around the quantization's) keeps the one thread.
+    """
+
+    def __init__(self, say: Callable[[str], None] | None, interval: float | None = None
+                 ) -> None:
+        self._say = say
+        self.interval = HEARTBEAT_SECONDS if interval is None else float(interval)
+        self._lock = threading.Lock()
+        self._step = ""
+        self._step_started = self._last = time.perf_counter()
+        self._depth = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, progress: Callable[[str], None] | None) -> ProgressLines:
+        """``progress`` itself when it is one, else one passing lines to it."""
+        return progress if isinstance(progress, ProgressLines) else cls(progress)
+
+    def __call__(self, message: str) -> None:
+        if self._say is None:
+            return
+        with self._lock:
+            self._last = time.perf_counter()
+            self._say(message)
+
+    def step(self, name: str, line: str | None = None) -> None:
+        """Mark ``name`` the step running now; say ``line`` (default: ``name``)."""
+        with self._lock:
+            self._step, self._step_started = name, time.perf_counter()
+        self(name if line is None else line)
+
+    def __enter__(self) -> ProgressLines:
+        self._depth += 1
+        if self._depth == 1 and self._say is not None and self.interval > 0:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="progress-lines",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval / 4):
+            now = time.perf_counter()
+            with self._lock:
+                if now - self._last < self.interval or not self._step:
+                    continue
+                self._last = now
+                self._say(f"{self._step}: still running ({now - self._step_started:.0f} s)")
 
 
 class CalibrationError(ValueError):
@@ -195,7 +270,9 @@ def quantize(data: bytes, config: ModelConfig, calibration: CalibrationSet,
              ) -> tuple[Any, int]:
     """The float graph ``data`` (a serialised ONNX model) quantized to int8 as an
     ``onnx.ModelProto`` (metadata not set), and the number of nodes left in float32;
-    ``resize``: the model's setting (:func:`calibration_batches`)."""
+    ``resize``: the model's setting (:func:`calibration_batches`); ``progress`` receives
+    progress lines (:class:`ProgressLines`: one per step and per image, and "still running"
+    lines while a step runs long)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -205,34 +282,47 @@ def quantize(data: bytes, config: ModelConfig, calibration: CalibrationSet,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    say = progress or (lambda _message: None)
     batches = calibration_batches(calibration.paths, config, resize)
+    count = len(calibration.paths)
+    started = time.perf_counter()
+    say = ProgressLines.of(progress)
+
+    def elapsed() -> str:
+        return f"{time.perf_counter() - started:.0f} s"
 
     class Reader(CalibrationDataReader):
+        """Hands the images over one by one; ONNX Runtime runs each through the calibration
+        graph before asking for the next."""
+
         def __init__(self) -> None:
             self.done = 0
-            self.started = time.perf_counter()
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(batches, None)
             if batch is None:
+                say.step("computing the activation ranges and writing the int8 graph",
+                         f"calibration images done ({elapsed()}); computing the activation "
+                         f"ranges and writing the int8 graph")
                 return None
             self.done += 1
-            say(f"calibrating: image {self.done}/{len(calibration.paths)} "
-                f"({time.perf_counter() - self.started:.0f} s)")
+            say.step(f"calibrating: image {self.done}/{count}",
+                     f"calibrating: image {self.done}/{count} ({elapsed()})")
             return {onnx_metadata.INPUT_NAME: batch}
 
-    with tempfile.TemporaryDirectory(prefix="caer_ros_int8_") as tmp:
+    with say, tempfile.TemporaryDirectory(prefix="caer_ros_int8_") as tmp:
         source, prepared, target = (Path(tmp) / n for n in ("float.onnx", "pre.onnx",
                                                              "int8.onnx"))
         source.write_bytes(data)
-        say("preparing the graph for quantization")
+        say.step("preparing the graph for quantization")
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         kept = float_nodes(onnx.load(str(prepared)))
+        say.step("starting the calibration session (every activation an output)",
+                 f"graph prepared ({elapsed()}); starting the calibration session (every "
+                 f"activation an output)")
         quantize_static(
             str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=kept, extra_options={"CalibTensorRangeSymmetric": False},
         )
-        say("quantized")
+        say.step("", f"quantized ({elapsed()})")
         return onnx.load(str(target)), len(kept)

@@ -1,14 +1,19 @@
-"""Per-category emotion thresholds chosen on the validation split, written into a model file.
+"""Per-category emotion thresholds chosen on labelled images, written into a model file.
 
 A person's ``labels`` (what the node publishes, highest first) are the categories scoring at or
 above their threshold. EMOTIC's categories are very unbalanced, so one 0.5 for all gives almost
 no labels for the rare ones and too many for the frequent ones. After training, each category's
-threshold is set to the score that maximises its F1 on the validation split, with the scores
-read at the ground-truth boxes (as for ER mAP). A category with no positive person in the split
-keeps the default 0.5.
+threshold is set to the score that maximises its F1 on the given records, with the scores read
+at the ground-truth boxes (as for ER mAP) on the images as they are (no augmentation). A
+category with no positive person in the records keeps the default 0.5.
+
+The trainer (:mod:`training.train`) calibrates on its *training* split: the project's rule is
+that thresholds are fitted on training data, while the validation split chooses between runs
+and checkpoints (``best.pt``), and the test split only scores.
 
 :func:`best_f1_thresholds` is the rule; :func:`calibrate_model_file` applies it to a model file
-(rewritten atomically; ``meta["calibration"]`` records the split size and each F1).
+(rewritten atomically; ``meta["calibration"]`` records, per set, the people read, each F1 and,
+where given, the split's name).
 """
 
 from __future__ import annotations
@@ -74,9 +79,11 @@ def read_with_boxes(predictor: Predictor, records: Sequence[ImageRecord], set_na
 
 
 def calibrate_model_file(path: str | Path, records: Sequence[ImageRecord],
-                         progress: bool = True) -> dict[str, list[float]]:
+                         progress: bool = True, split: str | None = None
+                         ) -> dict[str, list[float]]:
     """Set the thresholds of every category set present in ``records`` (see the module
-    docstring) in the model file at ``path``; returns the new thresholds per set."""
+    docstring) in the model file at ``path``; returns the new thresholds per set. ``split``:
+    the records' split name, recorded in ``meta["calibration"]``."""
     path = Path(path)
     model, info = load_model_file(path)
     predictor = Predictor.from_file(path, backend="torch")
@@ -91,6 +98,8 @@ def calibrate_model_file(path: str | Path, records: Sequence[ImageRecord],
         thresholds[set_name] = tuple(float(v) for v in values)
         report[set_name] = {"people": len(scores),
                             "f1": [None if np.isnan(v) else round(float(v), 4) for v in f1]}
+        if split is not None:
+            report[set_name]["split"] = split
     settings = dataclasses.replace(info.inference, emotion_thresholds=thresholds)
     save_model_file(path, model, settings, meta={**info.meta, "calibration": report})
     return {k: list(v) for k, v in thresholds.items()}

@@ -44,10 +44,25 @@ both, which is one more reason to leave ``T`` at 1:
   (eq. 9);
 - continuous: ``1 - CCC(sigmoid(s), sigmoid(t))`` per dimension (eq. 8; no temperature).
 
+(The soft labels as written are for a teacher that scores the set as the student does;
+the last paragraph says what a teacher scoring it otherwise gives.)
+
 Each is a mean over its people in this process's batch. Only tasks the teacher has are
 distilled. The teacher runs frozen, in eval mode, under ``torch.no_grad``, on the student's
 batch (re-normalised if its input normalisation differs); its maps are resized to the
 student's grid when their sizes differ.
+
+Each side is read as its own model scores the set (``ModelConfig.scores``, stored in every
+model file): the student's loss follows the student's scores (its ``emotion_loss``), the soft
+labels follow the *teacher's*. They need not agree: a teacher trained with ``emotion_loss: ce``
+on HECO scores it with a softmax, a student trained with focal scores it with a sigmoid (and
+the public BENet's HECO maps are sigmoid-scored). Reading a softmax teacher's logits with a
+sigmoid would teach scores it never gives (logits ``[2, 0, 0]``: 0.88, 0.5, 0.5 instead of
+0.79, 0.11, 0.11). So the soft labels are the teacher's published scores at ``T``:
+``softmax(t / T)`` or ``sigmoid(t / T)`` (:func:`teacher_soft_labels`); a sigmoid (bce) student
+learns each category's probability from either, and a softmax (ce) student learns a
+sigmoid teacher's scores normalised over the set (the distribution its cross-entropy compares
+with).
 """
 
 from __future__ import annotations
@@ -69,52 +84,78 @@ from training.objectives.multitask import ccc_loss
 CONTINUOUS = "continuous"
 
 
-def soft_label_loss(student: Tensor, teacher: Tensor, kind: str, temperature: float) -> Tensor:
+STUDENT_SCORES = {"ce": "softmax", "bce": "sigmoid"}  # the scores each loss kind compares
+
+
+def teacher_soft_labels(teacher: Tensor, scores: str, temperature: float = 1.0) -> Tensor:
+    """(N, E) teacher logits as the teacher scores the set (``scores``: its model file's
+    ``softmax`` or ``sigmoid``), at temperature ``T``: ``softmax(t / T)`` over E, or
+    ``sigmoid(t / T)`` per category."""
+    t = float(temperature)
+    if scores == "softmax":
+        return torch.softmax(teacher / t, dim=1)
+    if scores == "sigmoid":
+        return torch.sigmoid(teacher / t)
+    raise ValueError(f"teacher scores must be softmax or sigmoid, got {scores!r}")
+
+
+def soft_label_loss(student: Tensor, teacher: Tensor, kind: str, temperature: float,
+                    teacher_scores: str | None = None) -> Tensor:
     """Distillation loss of (N, E) student logits against (N, E) teacher logits: ``kind`` ``ce``
-    (softmax, eq. 9), ``bce`` (sigmoid per category, eq. 10) or ``ccc`` (``1 - CCC`` of the
-    sigmoids, eq. 8). Sum over E, mean over N (``ccc``: mean of the E dimensions); N = 0 gives
-    a graph-connected 0."""
+    (a softmax student, eq. 9), ``bce`` (a sigmoid student, per category, eq. 10) or ``ccc``
+    (``1 - CCC`` of the sigmoids, eq. 8). ``teacher_scores``: how the teacher scores the set
+    (``softmax`` or ``sigmoid``, :func:`teacher_soft_labels`); None: as the student does. A
+    softmax student of a sigmoid teacher learns the teacher's scores normalised over E (see
+    the module docstring). Sum over E, mean over N (``ccc``: mean of the E dimensions); N = 0
+    gives a graph-connected 0."""
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
                          f"logits differ")
+    if kind not in (*STUDENT_SCORES, "ccc"):
+        raise ValueError(f"distillation kind must be ce, bce or ccc, got {kind!r}")
     if len(student) == 0:
         return student.sum() * 0.0
     teacher = teacher.detach().to(student)
     if kind == "ccc":
         return ccc_loss(torch.sigmoid(student), torch.sigmoid(teacher))
     t = float(temperature)
+    soft = teacher_soft_labels(teacher, teacher_scores or STUDENT_SCORES[kind], t)
     if kind == "ce":
-        soft = torch.softmax(teacher / t, dim=1)
+        if teacher_scores == "sigmoid":  # per-category scores -> a distribution over E
+            soft = soft / soft.sum(dim=1, keepdim=True).clamp(min=1e-12)
         per_person = -(soft * torch.log_softmax(student / t, dim=1)).sum(dim=1)
         return per_person.mean() * t * t
-    if kind == "bce":
-        soft = torch.sigmoid(teacher / t)
-        per_person = F.binary_cross_entropy_with_logits(student / t, soft,
-                                                        reduction="none").sum(dim=1)
-        return per_person.mean() * t
-    raise ValueError(f"distillation kind must be ce, bce or ccc, got {kind!r}")
+    per_person = F.binary_cross_entropy_with_logits(student / t, soft,
+                                                    reduction="none").sum(dim=1)
+    return per_person.mean() * t
 
 
 def distillation_terms(student: dict[str, Tensor], teacher: dict[str, Tensor],
                        labelled: dict[str, Tensor], kinds: dict[str, str],
-                       config: DistillConfig, gammas: dict[str, float], scale: str = "q"
-                       ) -> dict[str, Tensor]:
+                       config: DistillConfig, gammas: dict[str, float], scale: str = "q",
+                       teacher_scores: dict[str, str] | None = None) -> dict[str, Tensor]:
     """Eq. 13's distillation terms at one resolution.
 
     ``student`` / ``teacher``: task -> (N, E) logits of the same N people; ``labelled``:
     task -> (N,) bool, whether each person has a ground truth for the task; ``kinds``: task ->
-    ``ce`` / ``bce`` / ``ccc``; ``gammas``: task -> gamma (1 when absent). Returns
-    ``kd.<scale>.<task>`` = ``beta gamma L^D`` over the unlabelled people and, when
-    ``config.labelled``, ``kd.<scale>.<task>.labelled`` = ``gamma L^D`` over the labelled ones.
+    ``ce`` / ``bce`` / ``ccc`` (the student's side); ``gammas``: task -> gamma (1 when absent);
+    ``teacher_scores``: category set -> the teacher's ``softmax`` / ``sigmoid`` (a set not
+    named: as the student's kind). Returns ``kd.<scale>.<task>`` = ``beta gamma L^D`` over the
+    unlabelled people and, when ``config.labelled``, ``kd.<scale>.<task>.labelled`` =
+    ``gamma L^D`` over the labelled ones.
     """
     terms: dict[str, Tensor] = {}
+    teacher_scores = teacher_scores or {}
     for task, s in student.items():
         has = labelled[task].to(s.device)
         gamma = gammas.get(task, 1.0)
-        loss = soft_label_loss(s[~has], teacher[task][~has], kinds[task], config.temperature)
+        scored = teacher_scores.get(task)
+        loss = soft_label_loss(s[~has], teacher[task][~has], kinds[task], config.temperature,
+                               scored)
         terms[f"kd.{scale}.{task}"] = config.beta * gamma * loss
         if config.labelled:
-            loss = soft_label_loss(s[has], teacher[task][has], kinds[task], config.temperature)
+            loss = soft_label_loss(s[has], teacher[task][has], kinds[task], config.temperature,
+                                   scored)
             terms[f"kd.{scale}.{task}.labelled"] = gamma * loss
     return terms
 
@@ -137,6 +178,8 @@ class DistillationExtra:
                            *([CONTINUOUS] if config.model.continuous else [])]
         self.gammas: dict[str, float] = {}
         self.tasks: list[str] = []
+        self.kinds: dict[str, str] = {}
+        self.teacher_scores: dict[str, str] = {}
         self.teacher = None
         if self.config.teacher is None:
             return
@@ -160,8 +203,13 @@ class DistillationExtra:
             raise ConfigError(f"distill.teacher {path}: the teacher has none of the student's "
                               f"tasks (student sets {list(student_sets)}, teacher sets "
                               f"{list(info.config.categories)})")
+        # each side read as its own model scores the set (module docstring): the student's
+        # loss by the student's emotion_loss (its scores follow it), the soft labels by the
+        # teacher's scores
         self.kinds = {name: ("ce" if config.loss_of(name) == "ce" else "bce")
                       for name in self.tasks if name != CONTINUOUS}
+        self.teacher_scores = {name: info.config.scores[name]
+                               for name in self.tasks if name != CONTINUOUS}
         if CONTINUOUS in self.tasks:
             self.kinds[CONTINUOUS] = "ccc"
         mean_s = torch.tensor(config.model.input_mean, device=device)[:, None, None]
@@ -205,7 +253,8 @@ class DistillationExtra:
                 teacher[task] = read_people(t_maps.float(), targets, self.reading)[keep]
             labelled = {task: rows[routed] for task, rows in labelled_rows.items()}
             terms.update(distillation_terms(student, teacher, labelled, self.kinds,
-                                            self.config, self.gammas, key))
+                                            self.config, self.gammas, key,
+                                            self.teacher_scores))
         return terms
 
     def set_progress(self, progress: float) -> None:
