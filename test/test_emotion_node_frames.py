@@ -434,12 +434,7 @@ def test_nodes_stop_cleanly_on_sigint(node_processes, raw_node, compressed_node)
     for which, (process, _, log) in node_processes.items():
         assert process.poll() is None, f"{which} node died:\n{log.read_text()[-3000:]}"
         code = stop_node(process, signal.SIGINT)
-        # Known issue (README; docs/robot.md): under torch 2.14.1 a node on the torch backend
-        # sometimes ends with SIGSEGV in a native thread while its executor shuts down, after
-        # its work is done. Accepted for that node only, until it is fixed; the ONNX node must
-        # exit 0, and neither may hang, fail a frame or print a traceback.
-        allowed = (0, -signal.SIGSEGV) if which == "compressed" else (0,)
-        assert code in allowed, log.read_text()[-3000:]
+        assert code == 0, f"{which} node: exit status {code}\n{log.read_text()[-3000:]}"
         text = log.read_text()
         assert " failed: " not in text and "Traceback" not in text, text[-3000:]
 

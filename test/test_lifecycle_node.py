@@ -246,11 +246,8 @@ def test_cleanup_unloads_the_model_and_sigint_ends_the_node(managed, frame):
     assert result is not None and result.successful, result
     result = probe.set_parameter("autostart", True)
     assert result is not None and not result.successful
-    # Known issue (README; docs/robot.md): this node ran a .pt model on the torch backend, and
-    # under torch 2.14.1 such a node sometimes ends with SIGSEGV while its executor shuts
-    # down. Accepted until fixed; it must still end, without a traceback or a failed frame.
     code = stop_node(process, signal.SIGINT)
-    assert code in (0, -signal.SIGSEGV), log.read_text()[-3000:]
+    assert code == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "Traceback" not in text and "frame from" not in text, text[-3000:]  # no failed frame
 

@@ -49,8 +49,9 @@ worker thread takes frames from the box and runs the frame path
 the transition completes. Frames replaced in the box before the worker took them are counted
 as dropped.
 
-Exit status: 0 after SIGINT/SIGTERM, 1 when, with ``autostart``, the parameters or the model
-file are unusable (one line on stderr naming the problem) or ``autostart`` is not a boolean.
+Exit status: 0 after SIGINT/SIGTERM (once the frame in progress is done), 1 when, with
+``autostart``, the parameters or the model file are unusable (one line on stderr naming the
+problem) or ``autostart`` is not a boolean.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.signals import uninstall_signal_handlers
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
@@ -202,8 +204,10 @@ class EmotionNode(LifecycleNode):
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise StartupError("activate failed")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """End of the process: stop processing (no transition: the context may be gone)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """End of the process: stop processing (no transition: the context may be gone). Waits
+        for a frame in progress: the interpreter must not exit while the worker is inside the
+        model (torch then aborts the process)."""
         self._stop_processing(timeout)
 
     # ------------------------------------------------------------------ lifecycle transitions
@@ -340,7 +344,7 @@ class EmotionNode(LifecycleNode):
             raise result["error"]
         return result["predictor"]
 
-    def _stop_processing(self, timeout: float = 10.0) -> None:
+    def _stop_processing(self, timeout: float | None = 10.0) -> None:
         """Unsubscribe, stop and join the worker, forget a waiting frame."""
         if self.image_sub is not None:
             self.destroy_subscription(self.image_sub)
@@ -616,6 +620,11 @@ def main(args: list[str] | None = None, predictor_factory=load_predictor) -> int
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # rclpy's signal thread answers SIGINT/SIGTERM by triggering the executor's guard
+        # condition, which executor.shutdown() destroys: on a busy CPU that thread can run after
+        # this point (KeyboardInterrupt does not wait for it), and then crashes (SIGSEGV).
+        # Uninstalling the handlers joins it first.
+        uninstall_signal_handlers()
         if executor is not None:  # no callback runs on while the node is destroyed
             executor.shutdown(timeout_sec=5.0)
         if node is not None:
