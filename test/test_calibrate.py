@@ -42,3 +42,24 @@ def test_calibrate_rewrites_the_model_file(small_model_files, synthetic_dataset,
     assert after.inference.emotion_thresholds["heco"] == before.inference.emotion_thresholds[
         "heco"]  # no HECO person in the EMOTIC split: untouched
     assert after.meta["calibration"]["emotic"]["people"] == sum(len(r.people) for r in records)
+
+
+def test_calibrate_command(small_model_files, synthetic_dataset, tmp_path, capsys):
+    """``python -m training.evaluation.calibrate`` (the command the docs give) fits on the
+    training split by default and records it; a missing dataset is one line, exit 1, and
+    the file is untouched."""
+    from training.evaluation.calibrate import main
+
+    source, _ = small_model_files
+    path = tmp_path / "m.pt"
+    path.write_bytes(source.read_bytes())
+    assert main(["--model", str(path), "--data", str(tmp_path / "nothing"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert path.read_bytes() == source.read_bytes()
+    assert main(["--model", str(path), "--data", str(synthetic_dataset), "--quiet"]) == 0
+    assert "train images" in capsys.readouterr().out
+    after = read_model_file(path)[0]
+    assert after.meta["calibration"]["emotic"]["split"] == "train"
+    train, _ = load_emotic(synthetic_dataset, "train")
+    assert after.meta["calibration"]["emotic"]["people"] == sum(len(r.people) for r in train)

@@ -103,3 +103,46 @@ def calibrate_model_file(path: str | Path, records: Sequence[ImageRecord],
     settings = dataclasses.replace(info.inference, emotion_thresholds=thresholds)
     save_model_file(path, model, settings, meta={**info.meta, "calibration": report})
     return {k: list(v) for k, v in thresholds.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.evaluation.calibrate --model M.pt --data ROOT [--dataset emotic]
+    [--split train]``: set a model file's thresholds from one split of a labelled dataset (the
+    evaluator's layouts: EMOTIC, HECO or a lab's COCO folder). Bad input: one line, exit 1,
+    the file untouched."""
+    import argparse
+    import sys
+
+    from caer_ros.model.checkpoint import ModelFileError
+    from training.evaluation.evaluate import EvaluationError, coco_emotions, evaluation_split
+
+    parser = argparse.ArgumentParser(prog="python -m training.evaluation.calibrate",
+                                     description="Set a model file's emotion thresholds from "
+                                     "one split of a labelled dataset.")
+    parser.add_argument("--model", required=True, help="caer_ros model file (.pt), rewritten")
+    parser.add_argument("--data", required=True, help="dataset root")
+    parser.add_argument("--dataset", default="emotic", choices=("emotic", "heco", "coco"))
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"),
+                        help="the split fitted on (default train: the project's rule)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        emotions = None
+        if args.dataset == "coco":
+            emotions = coco_emotions(Predictor.from_file(Path(args.model), backend="torch"),
+                                     None)
+        records = evaluation_split(args.data, args.dataset, args.split, emotions=emotions)[0]
+        if not records:
+            raise EvaluationError(f"{args.data}: its {args.split} split has no images")
+        thresholds = calibrate_model_file(args.model, records, not args.quiet, args.split)
+    except (ModelFileError, EvaluationError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, values in thresholds.items():
+        print(f"{name}: {len(values)} thresholds set on {len(records)} {args.split} images",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
