@@ -31,7 +31,7 @@ caer_ros-trained models do; the rest of the path is the same.
 
 ``--thresholds-from`` takes per-category emotion thresholds from a caer_ros model file or a
 JSON file ``{"emotic": [26 numbers], "heco": [8 numbers]}``; without it every threshold is 0.5
-(``python -m training.evaluation.calibrate`` can set them from a validation split later).
+(``python -m training.evaluation.calibrate`` can set them from a labelled split later).
 
 Exit status: 0 written; 2 the source (or thresholds file) is not usable, with one line on
 stderr saying why; nothing is written at ``DST`` unless the conversion succeeded.
